@@ -1,0 +1,36 @@
+"""FlashAttention from first principles: Triton kernels and their plain references.
+
+``import kernels`` picks how Triton runs, before any kernel is defined:
+
+* a machine with CUDA compiles the kernels for the GPU (pass CUDA tensors);
+* a machine without CUDA runs them through Triton's interpreter (``TRITON_INTERPRET=1``) on CPU
+  tensors, so every notebook and test works on a laptop, only slower.
+
+To force either, set the variable yourself before the first ``import kernels`` (or ``triton``):
+``TRITON_INTERPRET=1`` interprets even where a GPU exists, ``TRITON_INTERPRET=0`` always compiles.
+Triton reads it once per process; it cannot be switched back afterwards.
+"""
+
+import os
+import sys
+import warnings
+
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        if "triton" in sys.modules:
+            warnings.warn(
+                "triton was imported before kernels on a machine without CUDA, so the interpreter "
+                "could not be switched on; set TRITON_INTERPRET=1 before importing triton.",
+                stacklevel=2,
+            )
+        os.environ["TRITON_INTERPRET"] = "1"
+
+#: True when the kernels run through Triton's CPU interpreter.
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+from .flash_attn import flash_attention  # noqa: E402
+from .reference import attention_mask, attention_reference  # noqa: E402
+
+__all__ = ["INTERPRET", "attention_mask", "attention_reference", "flash_attention"]

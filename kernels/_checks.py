@@ -1,0 +1,86 @@
+"""Input validation shared by every attention entry point.
+
+Each rule raises ``ValueError`` or ``TypeError`` with a message that names the argument and says
+what was expected, so a user never meets a Triton compile trace or a silent wrong answer.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MIN_HEAD_DIM = 8
+MAX_HEAD_DIM = 256
+
+
+def check_window(window_size, causal: bool) -> tuple[int, int]:
+    """Validate ``window_size=(left, right)``; returns it as two Python ints.
+
+    -1 means unbounded on that side. ``causal=True`` is the window ``(left, 0)``, so a causal call
+    may only pass ``right`` as -1 or 0.
+    """
+    if not isinstance(window_size, (tuple, list)) or len(window_size) != 2:
+        raise TypeError(f"window_size: expected a pair (left, right) of ints, got {window_size!r}")
+    left, right = window_size
+    for name, value in (("window_size[0] (left)", left), ("window_size[1] (right)", right)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+        if value < -1:
+            raise ValueError(f"{name}: expected -1 (unbounded) or a size >= 0, got {value}")
+    if causal and right > 0:
+        raise ValueError(
+            f"window_size[1] (right): causal=True already means right = 0; expected -1 or 0, got {right}"
+        )
+    return int(left), (0 if causal else int(right))
+
+
+def check_scale(softmax_scale, head_dim: int) -> float:
+    """Default to 1/sqrt(head_dim); reject anything that is not a finite positive number."""
+    if softmax_scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
+        raise TypeError(f"softmax_scale: expected a float or None, got {type(softmax_scale).__name__}")
+    if not math.isfinite(softmax_scale) or softmax_scale <= 0:
+        raise ValueError(f"softmax_scale: expected a finite positive number, got {softmax_scale}")
+    return float(softmax_scale)
+
+
+def check_qkv(q, k, v, *, dtypes=FLOAT_DTYPES, min_head_dim=1, max_head_dim=None):
+    """Check the dense layout ``(batch, heads, seqlen, head_dim)``; returns the sizes.
+
+    Returns ``(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim)``.
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dtype not in dtypes:
+            allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
+            raise TypeError(f"{name}: expected a floating dtype ({allowed}), got {t.dtype}")
+        if t.dim() != 4:
+            raise ValueError(
+                f"{name}: expected 4 dimensions (batch, heads, seqlen, head_dim), got shape {tuple(t.shape)}"
+            )
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"q, k, v: expected one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"q, k, v: expected one device, got {q.device}, {k.device}, {v.device}")
+    batch, heads_q, seqlen_q, head_dim = q.shape
+    if k.shape != v.shape:
+        raise ValueError(f"k, v: expected the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
+    batch_k, heads_kv, seqlen_k, head_dim_k = k.shape
+    if batch_k != batch:
+        raise ValueError(f"k: expected batch {batch} (as q), got {batch_k}")
+    if head_dim_k != head_dim:
+        raise ValueError(f"k, v: expected head_dim {head_dim} (as q), got {head_dim_k}")
+    if heads_kv == 0 or heads_q % heads_kv != 0:
+        raise ValueError(
+            f"k, v: heads_q ({heads_q}) must be a multiple of heads_kv ({heads_kv}) for MQA/GQA"
+        )
+    if head_dim < min_head_dim or (max_head_dim is not None and head_dim > max_head_dim):
+        raise ValueError(
+            f"q: head_dim must be in [{min_head_dim}, {max_head_dim}], got {head_dim}"
+        )
+    return batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim

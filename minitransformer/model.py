@@ -1,0 +1,229 @@
+"""A character-level Transformer language model whose attention is the project's FlashAttention.
+
+What the reader will learn here: where attention sits in a language model, and why the kernel's
+bottom-right causal alignment is exactly what generation with a key/value cache needs. Everything
+else is the usual decoder-only recipe (as in nanoGPT's ``model.py``), kept small on purpose:
+
+* a token embedding, tied to the output head (one matrix fewer, and it trains better when small);
+* rotary position encoding: a query and a key are rotated by angles proportional to their
+  positions, so their dot product depends only on the *distance* between them. That lets the cache
+  roll past the training length: old keys keep their rotation and stay valid, and a sliding window
+  of ``block_size`` keys keeps every distance within those seen in training;
+* ``n_layer`` pre-LayerNorm blocks, each a **single-head** causal self-attention and an MLP, both
+  added to the residual stream.
+
+Attention runs on one of three backends with identical semantics, picked by ``Config.backend``:
+``flash`` (our Triton kernel), ``reference`` (the materialised N x N matrix) or ``sdpa``
+(PyTorch's ``scaled_dot_product_attention``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from kernels import attention_mask, attention_reference, flash_attention
+
+BACKENDS = ("flash", "reference", "sdpa")
+MIN_HEAD_DIM, MAX_HEAD_DIM = 8, 256  # what the kernel supports; the single head is n_embd wide
+
+
+@dataclass
+class Config:
+    vocab_size: int = 96  # number of distinct characters; train.py sets it from the data
+    block_size: int = 128  # context length: trained on, and the attention window when generating
+    n_layer: int = 2  # number of Transformer blocks
+    n_embd: int = 128  # width of the residual stream, and of the single attention head
+    mlp_ratio: int = 4  # the MLP's hidden width is mlp_ratio * n_embd
+    rope_base: float = 10000.0  # rotary frequencies are rope_base ** (-2i / n_embd)
+    backend: str = "flash"  # attention: "flash" (our Triton kernel), "reference" or "sdpa"
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if not MIN_HEAD_DIM <= self.n_embd <= MAX_HEAD_DIM or self.n_embd % 2:
+            raise ValueError(
+                f"n_embd must be even and in [{MIN_HEAD_DIM}, {MAX_HEAD_DIM}] (it is the head dim "
+                f"of the single head), got {self.n_embd}"
+            )
+        for name in ("vocab_size", "block_size", "n_layer", "mlp_ratio"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def attention(q, k, v, backend: str, window: int):
+    """Causal single-head attention in which each query sees itself and the ``window - 1`` keys before it.
+
+    q: ``(B, 1, Tq, D)``; k, v: ``(B, 1, Tk, D)`` with ``Tq <= Tk``: the queries are the *last* Tq
+    positions of the keys (bottom-right alignment), so a single new query against a longer cache
+    sees the whole cache. In training ``Tq == Tk <= window`` and the window changes nothing.
+    """
+    window_size = (window - 1, 0)  # (left, right): keys i - window + 1 .. i
+    if backend == "flash":
+        return flash_attention(q, k, v, causal=True, window_size=window_size)
+    if backend == "reference":
+        return attention_reference(q, k, v, causal=True, window_size=window_size)
+    # sdpa's is_causal is aligned top-left, which differs from ours when Tq != Tk: pass the mask
+    # explicitly then (its fast kernels only run without one, i.e. in training).
+    Tq, Tk = q.size(2), k.size(2)
+    if Tq == Tk <= window:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    mask = attention_mask(Tq, Tk, causal=True, window_size=window_size, device=q.device)  # (Tq, Tk)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def rotary_angles(pos: torch.Tensor, dim: int, base: float):
+    """cos and sin of the rotation angles ``pos * base ** (-2i / dim)``, each ``(T, dim / 2)``."""
+    inv_freq = base ** (-torch.arange(0, dim, 2, device=pos.device, dtype=torch.float32) / dim)  # (D/2,)
+    angles = pos.float()[:, None] * inv_freq[None, :]  # (T, D/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """Rotate the feature pairs ``(x[i], x[i + D/2])`` of ``x`` ``(B, 1, T, D)`` by the given angles."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # 2 x (B, 1, T, D/2)
+    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)  # (B, 1, T, D)
+    return out.to(x.dtype)
+
+
+@dataclass
+class KVCache:
+    """The rotated keys and the values of the last ``block_size - 1`` tokens seen, per layer."""
+
+    k: list = field(default_factory=list)  # per layer: (B, 1, T_cache, D)
+    v: list = field(default_factory=list)  # per layer: (B, 1, T_cache, D)
+    pos: int = 0  # absolute position of the next token (it keeps counting past block_size)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # q, k, v at once
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.backend = config.backend
+        self.window = config.block_size
+
+    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)  # 3 x (B, 1, T, C): one head
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache is not None:
+            if layer < len(cache.k):  # append the new tokens to what the cache holds
+                k = torch.cat([cache.k[layer], k], dim=2)  # (B, 1, T_cache + T, C)
+                v = torch.cat([cache.v[layer], v], dim=2)  # (B, 1, T_cache + T, C)
+            # Keep only what the next token can see: itself and the window - 1 keys before it.
+            keep = k.size(2) - min(k.size(2), self.window - 1)
+            kept_k, kept_v = k[:, :, keep:], v[:, :, keep:]  # (B, 1, <= window - 1, C)
+            if layer < len(cache.k):
+                cache.k[layer], cache.v[layer] = kept_k, kept_v
+            else:
+                cache.k.append(kept_k)
+                cache.v.append(kept_v)
+        y = attention(q, k, v, self.backend, self.window)  # (B, 1, T, C)
+        y = y.squeeze(1)  # (B, T, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, config.mlp_ratio * config.n_embd, bias=False)
+        self.c_proj = nn.Linear(config.mlp_ratio * config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), cos, sin, cache, layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied: the same matrix reads and writes tokens
+        self.apply(self._init_weights)
+        # GPT-2's scaling: each block adds two projections to the residual stream, so shrink them
+        # by sqrt(2 * n_layer) to keep its variance independent of depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx, targets=None, cache: KVCache | None = None):
+        """idx ``(B, T)`` token ids -> logits ``(B, T, vocab_size)`` and the mean cross-entropy.
+
+        With a ``cache``, ``idx`` holds the tokens that follow those already in it: only they are
+        computed, and the cache is extended. Without one, a sequence longer than ``block_size``
+        gives the same logits as generation, since both use a sliding window of ``block_size``.
+        """
+        B, T = idx.size()
+        start = cache.pos if cache is not None else 0
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        cos, sin = rotary_angles(pos, self.config.n_embd, self.config.rope_base)  # 2 x (T, C/2)
+        x = self.wte(idx)  # (B, T, C)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, cache, layer)
+        if cache is not None:
+            cache.pos += T
+        logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().reshape(B * T, -1), targets.reshape(B * T))  # (B*T, V), (B*T,)
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
+                 use_cache: bool = True, generator: torch.Generator | None = None):
+        """Append ``max_new_tokens`` sampled tokens to ``idx`` ``(B, T)``; returns ``(B, T + max_new_tokens)``.
+
+        With ``use_cache`` each step runs the model on the one new token only, against the cached
+        keys and values of the tokens before it: a ``(B, 1, 1, D)`` query and ``(B, 1, T_cache + 1, D)``
+        keys, which the kernel's bottom-right causal alignment lets see every cached key.
+        ``use_cache=False`` recomputes the whole sequence each step (the slow way, for checking).
+        ``temperature=0`` picks the most likely token.
+        """
+        cache = KVCache() if use_cache else None
+        new = idx  # the tokens the model has not seen yet
+        for _ in range(max_new_tokens):
+            logits, _ = self(new if use_cache else idx, cache=cache)
+            logits = logits[:, -1, :].float()  # (B, V)
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]  # (B, 1)
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                probs = F.softmax(logits, dim=-1)  # (B, V)
+                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(idx.device)  # (B, 1)
+            idx = torch.cat([idx, nxt], dim=1)  # (B, T + 1)
+            new = nxt
+        return idx

@@ -1,0 +1,306 @@
+"""Train the mini Transformer: ``python -m minitransformer.train`` (``--help`` lists the knobs).
+
+What the reader will learn here: the whole training loop of a language model on one page. AdamW
+with a linear warmup and a cosine decay, gradient clipping, bf16 autocast on a GPU, a validation
+loss every ``--eval-interval`` steps, and a checkpoint written atomically at the same time.
+
+A run is reproducible and resumable: the model is initialised from ``--seed``, batch ``s`` depends
+only on ``(seed, s)`` (see ``data.get_batch``), and nothing else is random. So after a kill,
+``--resume`` reloads the last checkpoint (weights, optimizer state, step, loss history) and the
+run ends exactly where an uninterrupted one would have.
+
+Outputs in ``--out``: ``ckpt.pt``, ``losses.csv``, ``losses.png``; a sample of generated text is
+printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .data import DEFAULT_MAX_CHARS, Vocab, get_batch, read_corpus, split, unigram_entropy
+from .model import BACKENDS, GPT, Config
+
+# Flags that define a run: resuming with a different value would not continue the same run.
+RUN_FLAGS = ("data", "max_chars", "seed", "steps", "batch_size", "block_size", "n_layer", "n_embd", "lr",
+             "min_lr", "warmup", "weight_decay", "grad_clip", "eval_interval", "eval_batches")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m minitransformer.train", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=None, help="UTF-8 text file to train on (default: Python's standard library)")
+    p.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="cap on the default corpus, in characters")
+    p.add_argument("--out", default="runs/minitransformer", help="directory for the checkpoint, CSV and plot")
+    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
+    p.add_argument("--seed", type=int, default=0, help="seeds the initialisation and the batch order")
+    p.add_argument("--steps", type=int, default=500, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per step")
+    p.add_argument("--block-size", type=int, default=128, help="sequence length, in characters")
+    p.add_argument("--n-layer", type=int, default=2, help="Transformer blocks")
+    p.add_argument("--n-embd", type=int, default=128, help="model width = head dim of the single head (8..256)")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    p.add_argument("--min-lr", type=float, default=None, help="learning rate at the end of the cosine decay (default: lr / 10)")
+    p.add_argument("--warmup", type=int, default=50, help="steps of linear warmup")
+    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (matrices only)")
+    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0: off)")
+    p.add_argument("--backend", default="flash", help=f"attention backend: {', '.join(BACKENDS)}")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--eval-interval", type=int, default=100, help="validate and checkpoint every N steps")
+    p.add_argument("--eval-batches", type=int, default=8, help="validation batches per evaluation")
+    p.add_argument("--sample-chars", type=int, default=300, help="characters to generate at the end (0: none)")
+    p.add_argument("--prompt", default=None, help="start of the generated sample (default: a newline)")
+    return p.parse_args(argv)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device; use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def check_args(args):
+    for name in ("steps", "batch_size", "block_size", "n_layer", "eval_interval", "eval_batches"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.min_lr is None:
+        args.min_lr = args.lr / 10
+    if not (args.lr > 0 and 0 <= args.min_lr <= args.lr):
+        raise ValueError(f"need --lr > 0 and 0 <= --min-lr <= --lr, got --lr {args.lr} and --min-lr {args.min_lr}")
+
+
+def lr_at(step: int, args) -> float:
+    """Linear warmup to ``lr`` over ``warmup`` steps, then a cosine decay to ``min_lr`` at ``steps``."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)  # 0 -> 1
+    return args.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (args.lr - args.min_lr)
+
+
+def make_optimizer(model: GPT, args) -> torch.optim.AdamW:
+    # Decay the matrices (embedding, linear layers), not the LayerNorm gains and biases.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on a GPU (the kernel runs in bf16 there); plain fp32 on a CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def evaluate(model: GPT, val_ids, args, device) -> float:
+    """Mean loss over the same ``eval_batches`` validation batches every time."""
+    model.eval()
+    losses = []
+    for i in range(args.eval_batches):
+        x, y = get_batch(val_ids, args.batch_size, args.block_size, seed=args.seed, split="val", step=i,
+                         device=device)
+        with autocast_for(device):
+            losses.append(model(x, y)[1].item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def save_checkpoint(path: Path, ckpt: dict):
+    """Write to a temporary file, then rename: a kill leaves the old checkpoint or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path) -> dict:
+    """A checkpoint written by :func:`save_checkpoint`; ``ValueError`` if there is none or it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- any unreadable file is the same user error
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or not {"model", "config", "vocab", "step"} <= ckpt.keys():
+        raise ValueError(f"{path} is not a checkpoint of minitransformer.train")
+    return ckpt
+
+
+def check_same_run(ckpt: dict, args, path):
+    for name in RUN_FLAGS:
+        theirs, ours = ckpt["args"].get(name), getattr(args, name)
+        if theirs != ours:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"checkpoint {path} is from a different config: {flag} was {theirs}, now {ours} "
+                             f"(resume with the same flags, or pick another --out)")
+
+
+def write_csv(path: Path, history: list[dict]):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["step", "lr", "train_loss", "val_loss"])
+        w.writeheader()
+        w.writerows(history)
+
+
+def plot_losses(path: Path, history: list[dict], entropy: float, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in history], [r["train_loss"] for r in history], lw=0.8, alpha=0.6, label="train (one batch)")
+    val = [r for r in history if r["val_loss"] != ""]
+    ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
+    ax.axhline(entropy, color="gray", ls="--", label=f"unigram entropy ({entropy:.2f})")
+    ax.set(xlabel="step", ylabel="loss (nats / character)", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def generate_text(model: GPT, vocab: Vocab, prompt: str, n_chars: int, device, *, seed=0, temperature=0.8,
+                  top_k=None, use_cache=True) -> str:
+    """Sample ``n_chars`` characters after ``prompt`` (its characters must be in the vocabulary)."""
+    idx = vocab.encode(prompt)[None, :].to(device)  # (1, T)
+    g = torch.Generator().manual_seed(seed)
+    model.eval()
+    out = model.generate(idx, n_chars, temperature=temperature, top_k=top_k, use_cache=use_cache, generator=g)
+    return vocab.decode(out[0].tolist())
+
+
+def setup(args):
+    """Everything that can fail because of the user's input, checked before any training."""
+    check_args(args)
+    device = pick_device(args.device)
+    text, desc = read_corpus(args.data, args.max_chars)
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    train_ids, val_ids = split(ids, args.block_size)
+    config = Config(vocab_size=vocab.size, block_size=args.block_size, n_layer=args.n_layer,
+                    n_embd=args.n_embd, backend=args.backend)
+    ckpt = None
+    out = Path(args.out)
+    if args.resume:
+        ckpt = load_checkpoint(out / "ckpt.pt")
+        check_same_run(ckpt, args, out / "ckpt.pt")
+        if ckpt["vocab"] != vocab.chars:
+            raise ValueError(f"checkpoint {out / 'ckpt.pt'} was trained on a different text (its vocabulary differs)")
+    if args.prompt is None:  # a newline if the text has one, else its first character
+        args.prompt = "\n" if "\n" in vocab.chars else text[0]
+    try:  # fail now, not after training, on a prompt the model cannot read
+        vocab.encode(args.prompt)
+    except ValueError as e:
+        raise ValueError(f"--prompt {args.prompt!r}: {e}") from None
+    return device, text, desc, vocab, ids, train_ids, val_ids, config, ckpt
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        device, text, desc, vocab, ids, train_ids, val_ids, config, ckpt = setup(args)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(args.seed)
+    model = GPT(config).to(device)
+    optimizer = make_optimizer(model, args)
+    step, history = 0, []
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        step, history = ckpt["step"], ckpt["history"]
+    entropy = unigram_entropy(ids, vocab.size)
+
+    print(f"data: {desc}: {len(text):,} characters, {vocab.size} distinct, "
+          f"{len(train_ids):,} train / {len(val_ids):,} val")
+    print(f"model: {model.num_params():,} parameters, {config.n_layer} layers, width {config.n_embd}, "
+          f"1 head, context {config.block_size}; attention backend '{config.backend}' on {device}")
+    print(f"unigram entropy of the corpus: {entropy:.3f} nats/char (a model ignoring context gets no lower)")
+    if step:
+        print(f"resuming from {out / 'ckpt.pt'} at step {step}")
+    sys.stdout.flush()  # before the progress bar starts writing to stderr
+
+    def checkpoint():
+        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
+                "vocab": vocab.chars, "step": step, "history": history, "args": vars(args)}
+        save_checkpoint(out / "ckpt.pt", ckpt)
+        write_csv(out / "losses.csv", history)
+
+    tokens_per_step = args.batch_size * args.block_size
+    bar = tqdm(total=args.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    tok_s = None
+    try:
+        while step < args.steps:
+            t0 = time.perf_counter()
+            lr = lr_at(step, args)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = get_batch(train_ids, args.batch_size, args.block_size, seed=args.seed, split="train",
+                             step=step, device=device)
+            with autocast_for(device):
+                _, loss = model(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            optimizer.step()
+            step += 1
+            row = {"step": step, "lr": lr, "train_loss": loss.item(), "val_loss": ""}
+            rate = tokens_per_step / (time.perf_counter() - t0)
+            tok_s = rate if tok_s is None else 0.9 * tok_s + 0.1 * rate  # smoothed
+            if step % args.eval_interval == 0 or step == args.steps:
+                row["val_loss"] = evaluate(model, val_ids, args, device)
+            history.append(row)
+            if row["val_loss"] != "":
+                checkpoint()
+            bar.update(1)
+            last_val = next((r["val_loss"] for r in reversed(history) if r["val_loss"] != ""), None)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{last_val:.3f}" if last_val else "-",
+                            tok_s=f"{tok_s:,.0f}")
+    except KeyboardInterrupt:
+        bar.close()
+        last = next((r["step"] for r in reversed(history) if r["val_loss"] != ""), 0)
+        raise SystemExit(f"interrupted at step {step}; the last checkpoint is at step {last}: "
+                         f"rerun with --resume to continue") from None
+    bar.close()
+
+    write_csv(out / "losses.csv", history)
+    plot_losses(out / "losses.png", history, entropy, f"mini Transformer, {config.backend} attention")
+    val_loss = history[-1]["val_loss"]  # the last step always evaluates
+    print(f"step {step}: validation loss {val_loss:.3f} nats/char vs unigram entropy {entropy:.3f} nats/char")
+    print(f"wrote {out / 'ckpt.pt'}, {out / 'losses.csv'}, {out / 'losses.png'}")
+    if args.sample_chars > 0:
+        t0 = time.perf_counter()
+        sample = generate_text(model, vocab, args.prompt, args.sample_chars, device, seed=args.seed)
+        print(f"--- sample ({args.sample_chars} characters, KV cache, {time.perf_counter() - t0:.1f} s) ---")
+        print(sample)
+        print("---")
+    return history
+
+
+if __name__ == "__main__":
+    main()

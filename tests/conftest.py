@@ -1,0 +1,55 @@
+"""Shared test helpers: the device to test on, the dtypes, and the three-way error check."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+
+import kernels
+
+ON_GPU = torch.cuda.is_available() and not kernels.INTERPRET
+DEVICE = "cuda" if ON_GPU else "cpu"
+# The interpreter is slow: the CPU suite runs fp32 and bf16; a GPU adds fp16.
+DTYPES = [torch.float32, torch.bfloat16] + ([torch.float16] if ON_GPU else [])
+# Rounding floor per dtype, added to "twice what plain PyTorch in that precision makes".
+FLOOR = {torch.float32: 5e-5, torch.float16: 1e-3, torch.bfloat16: 5e-3}
+
+
+def dtype_id(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """||x - ref|| / ||ref||, float64. Entries whose RMS is below 1e-2 count as absolute error,
+    so a reference that is exactly zero (dq when each query sees one key) is not a 0/0."""
+    x, ref = x.double(), ref.double()
+    denom = max(ref.norm().item(), 1e-2 * ref.numel() ** 0.5, 1e-30)
+    return (x - ref).norm().item() / denom
+
+
+def assert_close(name: str, out, ref64, ref_lowp, dtype, factor: float = 2.0):
+    """The kernel's error against float64 must be at most ``factor`` times the error of the same
+    reference computed in ``dtype``, plus a rounding floor. Both are printed first."""
+    err = rel_err(out, ref64)
+    err_lowp = rel_err(ref_lowp, ref64)
+    bound = factor * err_lowp + FLOOR[dtype]
+    print(f"{name:>4}: kernel {err:.2e}  torch-{dtype_id(dtype)} {err_lowp:.2e}  bound {bound:.2e}")
+    assert torch.isfinite(out).all(), f"{name}: non-finite values"
+    assert err <= bound, f"{name}: relative error {err:.3e} > bound {bound:.3e}"
+
+
+def make_qkv(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim, dtype, *, scale=1.0,
+             requires_grad=True, device=DEVICE):
+    """Fresh standard-normal inputs (never zeros)."""
+    def t(h, n):
+        x = torch.randn(batch, h, n, head_dim, device=device, dtype=torch.float32) * scale
+        return x.to(dtype).requires_grad_(requires_grad)
+    return t(heads_q, seqlen_q), t(heads_kv, seqlen_k), t(heads_kv, seqlen_k)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_seed(request):
+    """Different inputs per test, reproducible per test id (the id seeds the generator)."""
+    torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))

@@ -1,0 +1,202 @@
+"""FlashAttention forward and backward against a float64 reference.
+
+Every case draws fresh random inputs and checks the output, the log-sum-exp and all three
+gradients. The kernel's error must stay within twice what plain PyTorch makes in the same dtype
+(plus a rounding floor); see ``conftest.assert_close``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import DEVICE, DTYPES, ON_GPU, assert_close, dtype_id, make_qkv, rel_err
+
+from kernels import attention_reference, flash_attention
+
+MASKS = {  # name: (causal, window_size)
+    "full": (False, (-1, -1)),
+    "causal": (True, (-1, -1)),
+    "window": (False, (9, 4)),
+    "causal-window": (True, (21, 0)),
+}
+# (seqlen_q, seqlen_k): 1, shorter than a block, primes, not multiples of the block, q != k both
+# ways, and lengths that differ by less than one block.
+LENGTHS = [(1, 1), (17, 17), (113, 113), (1, 37), (17, 113), (113, 17), (40, 33), (33, 40)]
+if ON_GPU:
+    LENGTHS += [(1023, 1023), (257, 1500), (2048, 2048)]
+
+
+def run_case(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim, dtype, causal, window,
+             softmax_scale=None, input_scale=1.0):
+    """Forward + backward of the kernel, of the float64 reference and of the reference in
+    ``dtype``, with one random upstream gradient; asserts on out, lse, dq, dk, dv."""
+    q, k, v = make_qkv(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim, dtype,
+                       scale=input_scale)
+    kwargs = dict(causal=causal, window_size=window, softmax_scale=softmax_scale, return_lse=True)
+    results = {}
+    for name, fn, cast in (("kernel", flash_attention, None),
+                           ("ref64", attention_reference, torch.float64),
+                           ("lowp", attention_reference, None)):
+        qi, ki, vi = (x.detach().to(cast or dtype).requires_grad_() for x in (q, k, v))
+        out, lse = fn(qi, ki, vi, **kwargs)
+        if name == "kernel":
+            do = torch.randn_like(out, dtype=torch.float32)
+        out.backward(do.to(out.dtype))
+        results[name] = dict(out=out, lse=lse, dq=qi.grad, dk=ki.grad, dv=vi.grad)
+    kern, ref64, lowp = results["kernel"], results["ref64"], results["lowp"]
+    assert kern["out"].dtype == dtype and kern["lse"].dtype == torch.float32
+    # lse: rows that see no key are -inf in both; compare the rest (finite) in float32 terms.
+    empty = torch.isinf(ref64["lse"])
+    assert torch.equal(torch.isinf(kern["lse"]), empty), "rows with no key must have lse = -inf"
+    assert (kern["lse"][empty] < 0).all()
+    if (~empty).any():
+        assert_close("lse", kern["lse"][~empty], ref64["lse"][~empty], lowp["lse"][~empty],
+                     torch.float32 if dtype == torch.float32 else dtype)
+    for key in ("out", "dq", "dk", "dv"):
+        assert_close(key, kern[key], ref64[key], lowp[key], dtype)
+    return results
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("mask", list(MASKS))
+@pytest.mark.parametrize("seqlens", LENGTHS, ids=lambda s: f"q{s[0]}-k{s[1]}")
+def test_lengths_and_masks(seqlens, mask, dtype):
+    causal, window = MASKS[mask]
+    run_case(2, 4, 2, *seqlens, 40, dtype, causal, window)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("heads", [(2, 2), (4, 2), (4, 1)], ids=lambda h: f"hq{h[0]}-hkv{h[1]}")
+@pytest.mark.parametrize("head_dim", [8, 16, 40, 64, 80, 100, 128, 256])
+def test_head_dims_and_gqa(head_dim, heads, dtype):
+    run_case(1, *heads, 50, 70, head_dim, dtype, causal=True, window=(-1, -1))
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_gradient_through_lse(causal):
+    """lse is differentiable (ring attention and split-KV merges backpropagate through it)."""
+    q, k, v = make_qkv(1, 2, 1, 37, 45, 32, torch.float32)
+    grads = []
+    for fn, dt in ((flash_attention, torch.float32), (attention_reference, torch.float64)):
+        qi, ki, vi = (x.detach().to(dt).requires_grad_() for x in (q, k, v))
+        out, lse = fn(qi, ki, vi, causal=causal, return_lse=True)
+        loss = (out.sum(-1) * lse.cos()).sum()  # uses both outputs
+        loss.backward()
+        grads.append((qi.grad, ki.grad, vi.grad))
+    for name, g, ref in zip(("dq", "dk", "dv"), *grads):
+        assert_close(name, g, ref, ref.float(), torch.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_large_logits_are_stable(dtype):
+    """Logits of magnitude ~1e4 (a large softmax_scale): the running max keeps exp() finite and
+    the output and lse correct. Gradients must be finite and close; not to the usual bound, since
+    the backward recomputes P from an fp32 lse whose rounding at |lse| ~ 1e4 is ~1e-3 (absolute)
+    in the exponent, while autograd of the reference reuses the forward's P."""
+    q, k, v = make_qkv(1, 1, 1, 45, 45, 32, dtype)
+    logits = (q.float() @ k.float().transpose(-1, -2)).abs().max().item()
+    scale = 1e4 / logits
+    kwargs = dict(causal=True, softmax_scale=scale, return_lse=True)
+    out, lse = flash_attention(q, k, v, **kwargs)
+    out.sum().backward()
+    qd, kd, vd = (x.detach().double().requires_grad_() for x in (q, k, v))
+    ref, ref_lse = attention_reference(qd, kd, vd, **kwargs)
+    ref.sum().backward()
+    low, low_lse = attention_reference(q.detach(), k.detach(), v.detach(), **kwargs)
+    assert ref_lse.abs().max() > 5e3  # the test really reaches large logits
+    assert_close("out", out, ref, low, dtype)
+    assert_close("lse", lse, ref_lse, low_lse, torch.float32)
+    for name, g, r in (("dq", q.grad, qd.grad), ("dk", k.grad, kd.grad), ("dv", v.grad, vd.grad)):
+        assert torch.isfinite(g).all(), name
+        assert rel_err(g, r) < 0.1, f"{name}: {rel_err(g, r):.3e}"
+
+
+def test_backward_respects_causal():
+    """Regression: a backward that ignores `causal` (seen in other Triton attention kernels)
+    returns the non-causal gradients. Causal and full gradients must differ, each matching its
+    own reference."""
+    res_c = run_case(1, 2, 2, 64, 64, 32, torch.float32, causal=True, window=(-1, -1))
+    res_f = run_case(1, 2, 2, 64, 64, 32, torch.float32, causal=False, window=(-1, -1))
+    assert (res_c["kernel"]["dk"] - res_f["kernel"]["dk"]).abs().max() > 1e-2
+    # the last key is seen only by the last query under the causal mask
+    dk_last = res_c["kernel"]["dk"][..., -1, :]
+    assert torch.allclose(dk_last, res_c["ref64"]["dk"][..., -1, :].float(), atol=1e-5)
+
+
+def test_noncausal_gradients_many_blocks():
+    """Regression: wrong non-causal gradients when keys span several blocks (the dK/dV loop must
+    visit every query block, not only those below the diagonal)."""
+    run_case(2, 2, 2, 97, 131, 64, torch.float32, causal=False, window=(-1, -1))
+
+
+@pytest.mark.parametrize("seqlens", [(5, 5), (3, 7), (7, 3)], ids=lambda s: f"q{s[0]}-k{s[1]}")
+def test_shorter_than_one_block(seqlens):
+    """Regression: sequences shorter than one block (all loads masked, one partial tile)."""
+    run_case(1, 1, 1, *seqlens, 24, torch.float32, causal=True, window=(-1, -1))
+
+
+@pytest.mark.parametrize("seqlens", [(30, 33), (33, 30), (63, 64), (64, 63)],
+                         ids=lambda s: f"q{s[0]}-k{s[1]}")
+def test_lengths_differ_by_less_than_a_block(seqlens):
+    """Regression: seqlen_q and seqlen_k that differ by less than a block shift the causal
+    diagonal inside a tile; the block skipping must still visit every partly visible block."""
+    run_case(1, 2, 1, *seqlens, 32, torch.float32, causal=True, window=(-1, -1))
+
+
+def test_rows_with_no_key_are_zero():
+    """With more queries than keys under a causal mask, the first seqlen_q - seqlen_k rows see
+    nothing: output 0, lse -inf, and zero (finite) gradients, as in FlashAttention."""
+    q, k, v = make_qkv(1, 1, 1, 20, 10, 16, torch.float32)
+    out, lse = flash_attention(q, k, v, causal=True, return_lse=True)
+    out.sum().backward()
+    assert torch.equal(out[..., :10, :], torch.zeros_like(out[..., :10, :]))
+    assert torch.isneginf(lse[..., :10]).all() and torch.isfinite(lse[..., 10:]).all()
+    assert torch.isfinite(q.grad).all() and torch.equal(q.grad[..., :10, :], torch.zeros_like(q.grad[..., :10, :]))
+
+
+def test_causal_alignment_differs_from_sdpa():
+    """Bottom-right alignment: with 10 queries and 20 keys the first query sees keys 0..10.
+    SDPA's is_causal is top-left (it sees key 0 only); with equal lengths both agree."""
+    q, k, v = make_qkv(1, 2, 2, 10, 20, 16, torch.float32, requires_grad=False)
+    ours = flash_attention(q, k, v, causal=True)
+    top_left = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    bottom_right_mask = torch.ones(10, 20, dtype=torch.bool, device=q.device).tril(diagonal=10)
+    bottom_right = F.scaled_dot_product_attention(q, k, v, attn_mask=bottom_right_mask)
+    assert torch.allclose(ours, bottom_right, atol=1e-5)
+    assert not torch.allclose(ours, top_left, atol=1e-2)
+    q, k, v = make_qkv(1, 2, 2, 20, 20, 16, torch.float32, requires_grad=False)
+    assert torch.allclose(flash_attention(q, k, v, causal=True),
+                          F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-5)
+
+
+def test_non_contiguous_inputs():
+    """Inputs in (batch, seqlen, heads, head_dim) memory order, viewed as (b, h, n, d)."""
+    q, k, v = (torch.randn(2, n, 3, 24, device=DEVICE).transpose(1, 2) for n in (19, 29, 29))
+    ref = attention_reference(q.double(), k.double(), v.double(), causal=True)
+    out = flash_attention(q, k, v, causal=True)
+    assert_close("out", out, ref, attention_reference(q, k, v, causal=True), torch.float32)
+
+
+def test_empty_key_sequence():
+    q, k, v = make_qkv(1, 1, 1, 4, 0, 16, torch.float32, requires_grad=False)
+    out, lse = flash_attention(q, k, v, return_lse=True)
+    assert torch.equal(out, torch.zeros_like(out)) and torch.isneginf(lse).all()
+
+
+def test_torch_compile_traces_the_op():
+    """The kernel is a torch.library custom op: torch.compile traces a model that calls it
+    without a graph break, forward and backward."""
+    q, k, v = make_qkv(1, 2, 1, 24, 24, 16, torch.float32)
+
+    def f(q, k, v):
+        return flash_attention(q * 2.0, k, v, causal=True).square().sum()
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    loss = compiled(q, k, v)
+    grads = torch.autograd.grad(loss, (q, k, v))
+    loss_ref = f(q, k, v)
+    grads_ref = torch.autograd.grad(loss_ref, (q, k, v))
+    assert torch.allclose(loss, loss_ref)
+    for g, r in zip(grads, grads_ref):
+        assert torch.allclose(g, r, atol=1e-6)
