@@ -15,7 +15,7 @@ Semantics (identical to :func:`kernels.reference.attention_reference`):
 * ``heads_q`` may be a multiple of ``heads_kv`` (MQA/GQA): query head ``h`` reads kv head
   ``h // (heads_q // heads_kv)``.
 
-Layout of the file: the three ``@triton.jit`` kernels (forward; backward preprocess; dK/dV; dQ),
+Layout of the file: the four ``@triton.jit`` kernels (forward; backward preprocess; dK/dV; dQ),
 the host wrappers that check, allocate and launch, the ``torch.library`` custom ops with their
 autograd formula, and the public :func:`flash_attention`.
 """
@@ -33,12 +33,21 @@ from ._checks import KERNEL_DTYPES, MAX_HEAD_DIM, MIN_HEAD_DIM, check_qkv, check
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)); exp2 is the cheaper instruction
 LN2 = 0.6931471805599453
+# Triton compiles a variant per "divisible by 16 / equal to 1" pattern of each integer argument.
+# Sizes vary from call to call and gain nothing from it: keep one compiled kernel for all of them.
+_SIZES = ["heads_q", "heads_kv", "group", "seqlen_q", "seqlen_k", "head_dim", "window_left",
+          "window_right"]
+
+
+def _jit(fn):
+    names = fn.__code__.co_varnames[: fn.__code__.co_argcount]
+    return triton.jit(do_not_specialize=[n for n in _SIZES if n in names])(fn)
 
 
 # --------------------------------------------------------------------------------------------
 # Forward
 # --------------------------------------------------------------------------------------------
-@triton.jit
+@_jit
 def _attn_fwd(
     # pointers
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
@@ -143,7 +152,7 @@ def _attn_fwd(
 #   dV = P^T dO        dP = dO V^T        dS = P * (dP - delta),  delta = rowsum(dO * O) - dlse
 #   dQ = scale * dS K  dK = scale * dS^T Q
 # --------------------------------------------------------------------------------------------
-@triton.jit
+@_jit
 def _attn_bwd_preprocess(
     o_ptr, do_ptr, delta_ptr,
     stride_ob, stride_oh, stride_om, stride_od,
@@ -168,7 +177,7 @@ def _attn_bwd_preprocess(
     tl.store(delta_ptr + off_b * stride_lb + off_h * stride_lh + offs_m, delta, mask=offs_m < seqlen_q)
 
 
-@triton.jit
+@_jit
 def _attn_bwd_dkdv(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
     stride_qb, stride_qh, stride_qm, stride_qd,
@@ -262,7 +271,7 @@ def _attn_bwd_dkdv(
              dv.to(dv_ptr.dtype.element_ty), mask=mask_nd)
 
 
-@triton.jit
+@_jit
 def _attn_bwd_dq(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
     stride_qb, stride_qh, stride_qm, stride_qd,
