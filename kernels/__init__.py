@@ -30,7 +30,17 @@ if "TRITON_INTERPRET" not in os.environ:
 #: True when the kernels run through Triton's CPU interpreter.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
+from .decode import flash_decode  # noqa: E402
 from .flash_attn import flash_attention  # noqa: E402
-from .reference import attention_mask, attention_reference  # noqa: E402
+from .reference import attention_mask, attention_reference, attention_varlen_reference  # noqa: E402
+from .varlen import flash_attention_varlen  # noqa: E402
 
-__all__ = ["INTERPRET", "attention_mask", "attention_reference", "flash_attention"]
+__all__ = [
+    "INTERPRET",
+    "attention_mask",
+    "attention_reference",
+    "attention_varlen_reference",
+    "flash_attention",
+    "flash_attention_varlen",
+    "flash_decode",
+]

@@ -84,3 +84,47 @@ def check_qkv(q, k, v, *, dtypes=FLOAT_DTYPES, min_head_dim=1, max_head_dim=None
             f"q: head_dim must be in [{min_head_dim}, {max_head_dim}], got {head_dim}"
         )
     return batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim
+
+
+def check_packed_qkv(q, k, v, *, dtypes=KERNEL_DTYPES, min_head_dim=MIN_HEAD_DIM,
+                     max_head_dim=MAX_HEAD_DIM):
+    """Check the packed layout ``(total, heads, head_dim)``; returns ``(heads_q, heads_kv, head_dim)``."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 3:
+            raise ValueError(
+                f"{name}: expected 3 dimensions (total_tokens, heads, head_dim), got shape {tuple(t.shape)}"
+            )
+    # the dense check does the rest: view each as a batch of one sequence, heads first
+    check_qkv(*(t.unsqueeze(0).transpose(1, 2) for t in (q, k, v)), dtypes=dtypes,
+              min_head_dim=min_head_dim, max_head_dim=max_head_dim)
+    return q.shape[1], k.shape[1], q.shape[2]
+
+
+def check_cu_seqlens(cu_seqlens, name: str, total: int, max_seqlen, max_name: str, device) -> list[int]:
+    """``cu_seqlens``: int32, 1-D, on ``device``, starting at 0, non-decreasing, ending at ``total``,
+    with no length above ``max_seqlen``. Returns the offsets as a Python list (one host sync)."""
+    if not isinstance(cu_seqlens, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of int32, got {type(cu_seqlens).__name__}")
+    if cu_seqlens.dtype != torch.int32:
+        raise TypeError(f"{name}: expected dtype int32, got {cu_seqlens.dtype}")
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+        raise ValueError(f"{name}: expected a 1-D tensor of length batch + 1 >= 2, got shape "
+                         f"{tuple(cu_seqlens.shape)}")
+    if cu_seqlens.device != device:
+        raise ValueError(f"{name}: expected it on {device} (as q), got {cu_seqlens.device}")
+    offsets = cu_seqlens.tolist()
+    if offsets[0] != 0:
+        raise ValueError(f"{name}: expected to start at 0, got {offsets[0]}")
+    lengths = [b - a for a, b in zip(offsets[:-1], offsets[1:])]
+    if min(lengths) < 0:
+        raise ValueError(f"{name}: expected non-decreasing offsets, got {offsets}")
+    if offsets[-1] != total:
+        raise ValueError(f"{name}: last entry must be the total number of tokens ({total}), "
+                         f"got {offsets[-1]}")
+    if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int):
+        raise TypeError(f"{max_name}: expected an int, got {type(max_seqlen).__name__}")
+    if max_seqlen < max(lengths):
+        raise ValueError(f"{max_name}: {max_seqlen} is smaller than the longest sequence ({max(lengths)})")
+    return offsets

@@ -23,6 +23,7 @@ autograd formula, and the public :func:`flash_attention`.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -45,40 +46,93 @@ def _jit(fn):
 
 
 # --------------------------------------------------------------------------------------------
+# Shared pieces: where a sequence starts and how long it is; which blocks meet the band
+# --------------------------------------------------------------------------------------------
+@triton.jit
+def _sequence(cu_seqlens_ptr, seqused_ptr, off_b, seqlen, VARLEN: tl.constexpr,
+              SEQUSED: tl.constexpr):
+    """(first row, length) of sequence ``off_b``. Dense batches start at row 0 and have the
+    length passed in; packed ones read ``cu_seqlens``; a KV cache reads ``seqused`` (its valid
+    length, ``cache_seqlens`` in :func:`kernels.flash_decode`)."""
+    start = 0
+    if VARLEN:
+        start = tl.load(cu_seqlens_ptr + off_b)
+        seqlen = tl.load(cu_seqlens_ptr + off_b + 1) - start
+    if SEQUSED:
+        seqlen = tl.load(seqused_ptr + off_b)
+    return start, seqlen
+
+
+@triton.jit
+def _key_range(start_m, seqlen_q, seqlen_k, window_left, window_right,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr):
+    """Keys ``[lo, hi)`` that queries ``[start_m, start_m + BLOCK_M)`` can see; ``lo`` is
+    rounded down to a block so that every load stays block-aligned."""
+    lo = 0
+    hi = seqlen_k
+    if IS_LOCAL:
+        off = seqlen_k - seqlen_q
+        lo = tl.maximum(start_m + off - window_left, 0)
+        lo = (lo // BLOCK_N) * BLOCK_N
+        hi = tl.minimum(start_m + BLOCK_M + off + window_right, seqlen_k)
+    return lo, hi
+
+
+@triton.jit
+def _band_mask(rows, cols, seqlen_q, seqlen_k, window_left, window_right):
+    """True where query ``rows`` sees key ``cols`` (bottom-right aligned); pass them broadcastable,
+    ``rows[:, None], cols[None, :]`` for a [BLOCK_M, BLOCK_N] mask or the transpose."""
+    diag = rows + (seqlen_k - seqlen_q)
+    return (cols >= diag - window_left) & (cols <= diag + window_right)
+
+
+# --------------------------------------------------------------------------------------------
 # Forward
 # --------------------------------------------------------------------------------------------
 @_jit
 def _attn_fwd(
     # pointers
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
-    # strides, one group per tensor; lse is contiguous (batch, heads_q, seqlen_q)
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr, seqused_k_ptr,  # read only when VARLEN / SEQUSED_K
+    # strides, one group per tensor, as (batch, head, row, dim); a packed tensor has batch
+    # stride 0 (its rows are found through cu_seqlens). o and lse also have a split stride.
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_ob, stride_oh, stride_om, stride_od,
-    stride_lb, stride_lh,
-    # sizes
+    stride_os, stride_ob, stride_oh, stride_om, stride_od,
+    stride_ls, stride_lb, stride_lh,  # lse rows are contiguous
+    # sizes (seqlen_q / seqlen_k are the lengths of a dense batch, unused when VARLEN)
     heads_q, group, seqlen_q, seqlen_k, head_dim,
     qk_scale,  # softmax_scale * log2(e): scores go straight to base-2 units
     window_left, window_right,  # bounds of the band; the host passes a huge value for "unbounded"
+    split_size,  # keys per split-KV program (a multiple of BLOCK_N); >= seqlen_k without splits
     # meta-parameters
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,  # head_dim padded to a power of two >= 16
     IS_LOCAL: tl.constexpr,  # causal or windowed: apply the band mask and skip blocks outside it
-    EVEN_N: tl.constexpr,  # seqlen_k % BLOCK_N == 0: no padded key columns to mask
+    EVEN_N: tl.constexpr,  # every key length is a multiple of BLOCK_N: no padded columns
+    VARLEN: tl.constexpr,  # packed sequences described by cu_seqlens_q / cu_seqlens_k
+    SEQUSED_K: tl.constexpr,  # per-sequence number of valid keys (a KV cache)
     UPCAST: tl.constexpr,  # convert loaded blocks to fp32 (the interpreter's bf16 dot is wrong)
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" otherwise (ignored for 16-bit)
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    off_b = (pid_bh // heads_q).to(tl.int64)
+    pid_s = tl.program_id(2)  # split-KV index (0 without splits)
+    off_b = pid_bh // heads_q
     off_h = (pid_bh % heads_q).to(tl.int64)
     off_hk = off_h // group  # GQA: the kv head this query head reads
-    q_ptr += off_b * stride_qb + off_h * stride_qh
-    k_ptr += off_b * stride_kb + off_hk * stride_kh
-    v_ptr += off_b * stride_vb + off_hk * stride_vh
-    o_ptr += off_b * stride_ob + off_h * stride_oh
-    lse_ptr += off_b * stride_lb + off_h * stride_lh
+    start_q, seqlen_q = _sequence(cu_seqlens_q_ptr, seqused_k_ptr, off_b, seqlen_q, VARLEN, False)
+    start_k, seqlen_k = _sequence(cu_seqlens_k_ptr, seqused_k_ptr, off_b, seqlen_k, VARLEN,
+                                  SEQUSED_K)
+    if pid_m * BLOCK_M >= seqlen_q:  # packed batches: this sequence is shorter than the grid
+        return
+    off_b = off_b.to(tl.int64)
+    q_ptr += off_b * stride_qb + off_h * stride_qh + start_q * stride_qm
+    k_ptr += off_b * stride_kb + off_hk * stride_kh + start_k * stride_kn
+    v_ptr += off_b * stride_vb + off_hk * stride_vh + start_k * stride_vn
+    o_ptr += pid_s * stride_os + off_b * stride_ob + off_h * stride_oh + start_q * stride_om
+    lse_ptr += pid_s * stride_ls + off_b * stride_lb + off_h * stride_lh + start_q
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -96,14 +150,10 @@ def _attn_fwd(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s - m_i)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)  # unnormalised output
 
-    # Bottom-right alignment: query i sits at key position diag[i].
-    diag = offs_m + (seqlen_k - seqlen_q)
-    lo = 0
-    hi = seqlen_k
-    if IS_LOCAL:  # only the key blocks that meet this tile's band
-        lo = tl.maximum(pid_m * BLOCK_M + (seqlen_k - seqlen_q) - window_left, 0)
-        lo = (lo // BLOCK_N) * BLOCK_N
-        hi = tl.minimum((pid_m + 1) * BLOCK_M + (seqlen_k - seqlen_q) + window_right, seqlen_k)
+    lo, hi = _key_range(pid_m * BLOCK_M, seqlen_q, seqlen_k, window_left, window_right,
+                        BLOCK_M, BLOCK_N, IS_LOCAL)
+    lo = tl.maximum(lo, pid_s * split_size)  # split-KV: this program's slice of the keys
+    hi = tl.minimum(hi, (pid_s + 1) * split_size)
 
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
@@ -118,8 +168,8 @@ def _attn_fwd(
         if IS_LOCAL or not EVEN_N:
             valid = mask_n[None, :]
             if IS_LOCAL:
-                valid = valid & (cols[None, :] >= diag[:, None] - window_left)
-                valid = valid & (cols[None, :] <= diag[:, None] + window_right)
+                valid = valid & _band_mask(offs_m[:, None], cols[None, :], seqlen_q, seqlen_k,
+                                           window_left, window_right)
             s = tl.where(valid, s, float("-inf"))
         # Online softmax. m_safe is 0 while a row has seen no key, so that exp2(-inf - m) = 0
         # instead of exp2(-inf + inf) = nan.
@@ -154,50 +204,60 @@ def _attn_fwd(
 # --------------------------------------------------------------------------------------------
 @_jit
 def _attn_bwd_preprocess(
-    o_ptr, do_ptr, delta_ptr,
+    o_ptr, do_ptr, delta_ptr, cu_seqlens_q_ptr,
     stride_ob, stride_oh, stride_om, stride_od,
     stride_dob, stride_doh, stride_dom, stride_dod,
     stride_lb, stride_lh,
     heads_q, seqlen_q, head_dim,
-    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr,
+    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, VARLEN: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    off_b = (pid_bh // heads_q).to(tl.int64)
+    off_b = pid_bh // heads_q
     off_h = (pid_bh % heads_q).to(tl.int64)
+    start_q, seqlen_q = _sequence(cu_seqlens_q_ptr, cu_seqlens_q_ptr, off_b, seqlen_q, VARLEN, False)
+    off_b = off_b.to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     mask = (offs_m < seqlen_q)[:, None] & (offs_d < head_dim)[None, :]
+    rows = start_q + offs_m
     # [BLOCK_M, HEAD_DIM]
     o = tl.load(o_ptr + off_b * stride_ob + off_h * stride_oh
-                + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od, mask=mask, other=0.0)
+                + rows[:, None] * stride_om + offs_d[None, :] * stride_od, mask=mask, other=0.0)
     do = tl.load(do_ptr + off_b * stride_dob + off_h * stride_doh
-                 + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=mask, other=0.0)
+                 + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=mask, other=0.0)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # [BLOCK_M]
-    tl.store(delta_ptr + off_b * stride_lb + off_h * stride_lh + offs_m, delta, mask=offs_m < seqlen_q)
+    tl.store(delta_ptr + off_b * stride_lb + off_h * stride_lh + rows, delta,
+             mask=offs_m < seqlen_q)
 
 
 @_jit
 def _attn_bwd_dkdv(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-    stride_lb, stride_lh,  # lse and delta: contiguous (batch, heads_q, seqlen_q)
+    stride_lb, stride_lh,  # lse and delta share one layout, rows contiguous
     heads_kv, group, seqlen_q, seqlen_k, head_dim,
     sm_scale, qk_scale, window_left, window_right,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program per (key block, kv head): dK and dV accumulate on chip over every query
     block, and over every query head of the GQA group, so no atomics are needed."""
     pid_n = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    off_b = (pid_bh // heads_kv).to(tl.int64)
+    off_b = pid_bh // heads_kv
     off_hk = (pid_bh % heads_kv).to(tl.int64)
+    start_q, seqlen_q = _sequence(cu_seqlens_q_ptr, cu_seqlens_q_ptr, off_b, seqlen_q, VARLEN, False)
+    start_k, seqlen_k = _sequence(cu_seqlens_k_ptr, cu_seqlens_k_ptr, off_b, seqlen_k, VARLEN, False)
+    if pid_n * BLOCK_N >= seqlen_k:
+        return
+    off_b = off_b.to(tl.int64)
 
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
@@ -205,12 +265,13 @@ def _attn_bwd_dkdv(
     mask_n = offs_n < seqlen_k
     mask_d = offs_d < head_dim
     mask_nd = mask_n[:, None] & mask_d[None, :]
+    keys = start_k + offs_n  # row index in memory
 
     # [BLOCK_N, HEAD_DIM]
     k = tl.load(k_ptr + off_b * stride_kb + off_hk * stride_kh
-                + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=mask_nd, other=0.0)
+                + keys[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=mask_nd, other=0.0)
     v = tl.load(v_ptr + off_b * stride_vb + off_hk * stride_vh
-                + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=mask_nd, other=0.0)
+                + keys[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=mask_nd, other=0.0)
     if UPCAST:
         k = k.to(tl.float32)
         v = v.to(tl.float32)
@@ -218,20 +279,20 @@ def _attn_bwd_dkdv(
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
     # Query i sees key j when j - off - right <= i <= j - off + left: only those query blocks.
-    off = seqlen_k - seqlen_q
     lo = 0
     hi = seqlen_q
     if IS_LOCAL:
+        off = seqlen_k - seqlen_q
         lo = tl.maximum(pid_n * BLOCK_N - off - window_right, 0)
         lo = (lo // BLOCK_M) * BLOCK_M
         hi = tl.minimum((pid_n + 1) * BLOCK_N - off + window_left, seqlen_q)
 
     for g in range(0, group):
         off_h = off_hk * group + g
-        q_head = q_ptr + off_b * stride_qb + off_h * stride_qh
-        do_head = do_ptr + off_b * stride_dob + off_h * stride_doh
-        lse_head = lse_ptr + off_b * stride_lb + off_h * stride_lh
-        delta_head = delta_ptr + off_b * stride_lb + off_h * stride_lh
+        q_head = q_ptr + off_b * stride_qb + off_h * stride_qh + start_q * stride_qm
+        do_head = do_ptr + off_b * stride_dob + off_h * stride_doh + start_q * stride_dom
+        lse_head = lse_ptr + off_b * stride_lb + off_h * stride_lh + start_q
+        delta_head = delta_ptr + off_b * stride_lb + off_h * stride_lh + start_q
         for start_m in range(lo, hi, BLOCK_M):
             rows = start_m + offs_m
             mask_m = rows < seqlen_q
@@ -251,9 +312,8 @@ def _attn_bwd_dkdv(
             # [BLOCK_N, BLOCK_M]
             st = tl.dot(k, qt, input_precision=PRECISION) * qk_scale
             if IS_LOCAL:  # mask the exponent, not P: exp2 of a masked-out huge score overflows
-                diag = rows + off
-                valid = (offs_n[:, None] >= diag[None, :] - window_left)
-                valid = valid & (offs_n[:, None] <= diag[None, :] + window_right)
+                valid = _band_mask(rows[None, :], offs_n[:, None], seqlen_q, seqlen_k, window_left,
+                                   window_right)
                 st = tl.where(valid, st, float("-inf"))
             pt = tl.math.exp2(st - lse[None, :])
             dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
@@ -264,16 +324,17 @@ def _attn_bwd_dkdv(
 
     dk = dk * sm_scale
     tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
-             + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
+             + keys[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
              dk.to(dk_ptr.dtype.element_ty), mask=mask_nd)
     tl.store(dv_ptr + off_b * stride_dvb + off_hk * stride_dvh
-             + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
+             + keys[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
              dv.to(dv_ptr.dtype.element_ty), mask=mask_nd)
 
 
 @_jit
 def _attn_bwd_dq(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -283,16 +344,26 @@ def _attn_bwd_dq(
     heads_q, group, seqlen_q, seqlen_k, head_dim,
     sm_scale, qk_scale, window_left, window_right,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-    IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program per (query block, query head): the forward's loop again, accumulating dQ."""
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
-    off_b = (pid_bh // heads_q).to(tl.int64)
+    off_b = pid_bh // heads_q
     off_h = (pid_bh % heads_q).to(tl.int64)
     off_hk = off_h // group
-    k_ptr += off_b * stride_kb + off_hk * stride_kh
-    v_ptr += off_b * stride_vb + off_hk * stride_vh
+    start_q, seqlen_q = _sequence(cu_seqlens_q_ptr, cu_seqlens_q_ptr, off_b, seqlen_q, VARLEN, False)
+    start_k, seqlen_k = _sequence(cu_seqlens_k_ptr, cu_seqlens_k_ptr, off_b, seqlen_k, VARLEN, False)
+    if pid_m * BLOCK_M >= seqlen_q:
+        return
+    off_b = off_b.to(tl.int64)
+    q_ptr += off_b * stride_qb + off_h * stride_qh + start_q * stride_qm
+    do_ptr += off_b * stride_dob + off_h * stride_doh + start_q * stride_dom
+    dq_ptr += off_b * stride_dqb + off_h * stride_dqh + start_q * stride_dqm
+    k_ptr += off_b * stride_kb + off_hk * stride_kh + start_k * stride_kn
+    v_ptr += off_b * stride_vb + off_hk * stride_vh + start_k * stride_vn
+    lse_ptr += off_b * stride_lb + off_h * stride_lh + start_q
+    delta_ptr += off_b * stride_lb + off_h * stride_lh + start_q
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -302,27 +373,20 @@ def _attn_bwd_dq(
     mask_md = mask_m[:, None] & mask_d[None, :]
 
     # [BLOCK_M, HEAD_DIM]
-    q = tl.load(q_ptr + off_b * stride_qb + off_h * stride_qh
-                + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd, mask=mask_md, other=0.0)
-    do = tl.load(do_ptr + off_b * stride_dob + off_h * stride_doh
-                 + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=mask_md, other=0.0)
+    q = tl.load(q_ptr + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=mask_md, other=0.0)
+    do = tl.load(do_ptr + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod,
+                 mask=mask_md, other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
-    lse = tl.load(lse_ptr + off_b * stride_lb + off_h * stride_lh + offs_m, mask=mask_m,
-                  other=float("inf"))
+    lse = tl.load(lse_ptr + offs_m, mask=mask_m, other=float("inf"))
     lse = tl.where(lse == float("-inf"), float("inf"), lse) * 1.4426950408889634
-    delta = tl.load(delta_ptr + off_b * stride_lb + off_h * stride_lh + offs_m, mask=mask_m, other=0.0)
+    delta = tl.load(delta_ptr + offs_m, mask=mask_m, other=0.0)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
-    diag = offs_m + (seqlen_k - seqlen_q)
-    lo = 0
-    hi = seqlen_k
-    if IS_LOCAL:
-        lo = tl.maximum(pid_m * BLOCK_M + (seqlen_k - seqlen_q) - window_left, 0)
-        lo = (lo // BLOCK_N) * BLOCK_N
-        hi = tl.minimum((pid_m + 1) * BLOCK_M + (seqlen_k - seqlen_q) + window_right, seqlen_k)
-
+    lo, hi = _key_range(pid_m * BLOCK_M, seqlen_q, seqlen_k, window_left, window_right,
+                        BLOCK_M, BLOCK_N, IS_LOCAL)
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         mask_n = cols < seqlen_k
@@ -339,16 +403,15 @@ def _attn_bwd_dq(
         s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
         valid = mask_n[None, :]  # padded keys have k = 0, hence p = exp2(-lse) != 0: mask them
         if IS_LOCAL:
-            valid = valid & (cols[None, :] >= diag[:, None] - window_left)
-            valid = valid & (cols[None, :] <= diag[:, None] + window_right)
+            valid = valid & _band_mask(offs_m[:, None], cols[None, :], seqlen_q, seqlen_k,
+                                       window_left, window_right)
         p = tl.math.exp2(tl.where(valid, s, float("-inf")) - lse[:, None])
         dp = tl.dot(do, vt, input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq, input_precision=PRECISION)
 
     dq = dq * sm_scale
-    tl.store(dq_ptr + off_b * stride_dqb + off_h * stride_dqh
-             + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
+    tl.store(dq_ptr + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
              dq.to(dq_ptr.dtype.element_ty), mask=mask_md)
 
 
@@ -398,43 +461,106 @@ def _flags(dtype: torch.dtype) -> dict:
                 PRECISION="ieee" if dtype == torch.float32 else "tf32")
 
 
-def _flash_attn_forward(q, k, v, causal: bool, softmax_scale: float, window_left: int,
-                        window_right: int, block_m=None, block_n=None, num_warps=None,
-                        num_stages=None):
-    """Launch the forward kernel; returns ``(out, lse)``. Inputs are assumed validated."""
-    batch, heads_q, seqlen_q, head_dim = q.shape
-    heads_kv, seqlen_k = k.shape[1], k.shape[2]
-    if causal:
-        window_right = 0
-    out = torch.empty_like(q)
-    lse = torch.empty((batch, heads_q, seqlen_q), device=q.device, dtype=torch.float32)
-    if out.numel() == 0 or seqlen_k == 0:  # nothing to launch; empty rows are 0 with lse -inf
-        out.zero_()
-        lse.fill_(float("-inf"))
-        return out, lse
+@dataclass(frozen=True)
+class Layout:
+    """How the kernels find a sequence's rows.
+
+    Dense tensors are ``(batch, heads, seqlen, head_dim)``. Packed (variable-length) tensors are
+    ``(total, heads, head_dim)`` with ``cu_seqlens`` of length ``batch + 1``; the kernels then see
+    them with a batch stride of 0 and start each sequence at row ``cu_seqlens[b]``.
+    """
+
+    batch: int
+    seqlen_q: int  # dense length, or max_seqlen_q when packed
+    seqlen_k: int
+    cu_seqlens_q: torch.Tensor | None = None
+    cu_seqlens_k: torch.Tensor | None = None
+    seqused_k: torch.Tensor | None = None  # valid keys per sequence (KV cache lengths)
+
+    @property
+    def packed(self) -> bool:
+        return self.cu_seqlens_q is not None
+
+    def strides(self, t: torch.Tensor) -> tuple[int, int, int, int]:
+        """(batch, head, row, dim) strides of q, k, v, o or a gradient."""
+        if self.packed:
+            return (0, t.stride(1), t.stride(0), t.stride(2))
+        return tuple(t.stride())
+
+    def lse_strides(self, lse: torch.Tensor) -> tuple[int, int]:
+        """(batch, head) strides of lse / delta: (batch, heads, seqlen) or packed (heads, total)."""
+        return (0, lse.stride(0)) if self.packed else (lse.stride(0), lse.stride(1))
+
+    def pointers(self, placeholder: torch.Tensor):
+        """cu_seqlens_q, cu_seqlens_k, seqused_k; unused ones get a placeholder tensor that the
+        kernel never reads (a constexpr flag compiles its loads away)."""
+        return tuple(placeholder if t is None else t
+                     for t in (self.cu_seqlens_q, self.cu_seqlens_k, self.seqused_k))
+
+
+def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_scale: float,
+                    window_left: int, window_right: int, num_splits: int = 1, block_m=None,
+                    block_n=None, num_warps=None, num_stages=None):
+    """Launch the forward kernel writing into ``out`` and ``lse``.
+
+    With ``num_splits > 1``, ``out`` is ``(num_splits, *q.shape)`` and ``lse``
+    ``(num_splits, *lse_shape)``: each split-KV program writes its own partial result there.
+    """
+    head_dim = q.shape[-1]
+    heads_q, heads_kv = q.shape[1], k.shape[1]  # (b, h, n, d) dense, (total, h, d) packed
     cfg = fwd_config(head_dim, q.dtype)
     block_m = block_m or cfg["BLOCK_M"]
     block_n = block_n or cfg["BLOCK_N"]
-    left, right, is_local = _band(seqlen_q, seqlen_k, window_left, window_right)
-    grid = (triton.cdiv(seqlen_q, block_m), batch * heads_q)
+    if causal:
+        window_right = 0
+    left, right, is_local = _band(layout.seqlen_q, layout.seqlen_k, window_left, window_right)
+    split_size = triton.cdiv(triton.cdiv(layout.seqlen_k, block_n), num_splits) * block_n
+    split_out = (out.stride(0),) if num_splits > 1 else (0,)
+    split_lse = (lse.stride(0),) if num_splits > 1 else (0,)
+    o_view = out[0] if num_splits > 1 else out
+    l_view = lse[0] if num_splits > 1 else lse
+    ragged_k = layout.packed or layout.seqused_k is not None
+    grid = (triton.cdiv(layout.seqlen_q, block_m), layout.batch * heads_q, num_splits)
     _attn_fwd[grid](
-        q, k, v, out, lse,
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(), lse.stride(0), lse.stride(1),
-        heads_q, heads_q // heads_kv, seqlen_q, seqlen_k, head_dim,
-        softmax_scale * LOG2E, left, right,
+        q, k, v, out, lse, *layout.pointers(lse),
+        *layout.strides(q), *layout.strides(k), *layout.strides(v),
+        *split_out, *layout.strides(o_view), *split_lse, *layout.lse_strides(l_view),
+        heads_q, heads_q // heads_kv, layout.seqlen_q, layout.seqlen_k, head_dim,
+        softmax_scale * LOG2E, left, right, split_size,
         BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=_padded_head_dim(head_dim),
-        IS_LOCAL=is_local, EVEN_N=seqlen_k % block_n == 0, **_flags(q.dtype),
+        IS_LOCAL=is_local, EVEN_N=not ragged_k and layout.seqlen_k % block_n == 0,
+        VARLEN=layout.packed, SEQUSED_K=layout.seqused_k is not None, **_flags(q.dtype),
         num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"],
     )
+
+
+def _flash_attn_forward(q, k, v, causal: bool, softmax_scale: float, window_left: int,
+                        window_right: int, layout: Layout | None = None, **config):
+    """Allocate and launch the forward; returns ``(out, lse)``. Inputs are assumed validated.
+
+    ``lse`` is ``(batch, heads_q, seqlen_q)`` for dense inputs and ``(heads_q, total_q)`` packed.
+    ``config`` may override ``block_m``, ``block_n``, ``num_warps``, ``num_stages``.
+    """
+    if layout is None:
+        layout = Layout(q.shape[0], q.shape[2], k.shape[2])
+    lse_shape = (q.shape[1], q.shape[0]) if layout.packed else q.shape[:3]
+    out = torch.empty_like(q)
+    lse = torch.empty(lse_shape, device=q.device, dtype=torch.float32)
+    if out.numel() == 0 or k.numel() == 0:  # nothing to launch; empty rows are 0 with lse -inf
+        return out.zero_(), lse.fill_(float("-inf"))
+    _launch_forward(q, k, v, out, lse, layout, causal, softmax_scale, window_left, window_right,
+                    **config)
     return out, lse
 
 
 def _flash_attn_backward(do, q, k, v, out, lse, dlse, causal: bool, softmax_scale: float,
-                         window_left: int, window_right: int, block_m=None, block_n=None,
-                         num_warps=None, num_stages=None):
+                         window_left: int, window_right: int, layout: Layout | None = None,
+                         block_m=None, block_n=None, num_warps=None, num_stages=None):
     """Launch the three backward kernels; returns ``(dq, dk, dv)``."""
-    batch, heads_q, seqlen_q, head_dim = q.shape
-    heads_kv, seqlen_k = k.shape[1], k.shape[2]
+    if layout is None:
+        layout = Layout(q.shape[0], q.shape[2], k.shape[2])
+    head_dim = q.shape[-1]
+    heads_q, heads_kv = q.shape[1], k.shape[1]  # (b, h, n, d) dense, (total, h, d) packed
     if causal:
         window_right = 0
     dq = torch.empty_like(q)
@@ -448,31 +574,33 @@ def _flash_attn_backward(do, q, k, v, out, lse, dlse, causal: bool, softmax_scal
     launch = dict(num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"])
     head_dim_pad = _padded_head_dim(head_dim)
     lse = lse.contiguous()
+    cu_q, cu_k, _ = layout.pointers(lse)
 
     # delta_i = rowsum(dO_i * O_i) - dlse_i   (the second term makes lse itself differentiable)
     delta = torch.empty_like(lse)
-    _attn_bwd_preprocess[(triton.cdiv(seqlen_q, block_m), batch * heads_q)](
-        out, do, delta, *out.stride(), *do.stride(), delta.stride(0), delta.stride(1),
-        heads_q, seqlen_q, head_dim, BLOCK_M=block_m, HEAD_DIM=head_dim_pad,
+    _attn_bwd_preprocess[(triton.cdiv(layout.seqlen_q, block_m), layout.batch * heads_q)](
+        out, do, delta, cu_q, *layout.strides(out), *layout.strides(do), *layout.lse_strides(delta),
+        heads_q, layout.seqlen_q, head_dim, BLOCK_M=block_m, HEAD_DIM=head_dim_pad,
+        VARLEN=layout.packed,
     )
     if dlse is not None:
         delta = delta - dlse
-    left, right, is_local = _band(seqlen_q, seqlen_k, window_left, window_right)
-    flags = _flags(q.dtype)
-    common = (seqlen_q, seqlen_k, head_dim, softmax_scale, softmax_scale * LOG2E, left, right)
-    _attn_bwd_dkdv[(triton.cdiv(seqlen_k, block_n), batch * heads_kv)](
-        q, k, v, do, lse, delta, dk, dv,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-        lse.stride(0), lse.stride(1), heads_kv, heads_q // heads_kv, *common,
-        BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=head_dim_pad, IS_LOCAL=is_local, **flags,
-        **launch,
+    left, right, is_local = _band(layout.seqlen_q, layout.seqlen_k, window_left, window_right)
+    meta = dict(BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=head_dim_pad, IS_LOCAL=is_local,
+                VARLEN=layout.packed, **_flags(q.dtype), **launch)
+    common = (layout.seqlen_q, layout.seqlen_k, head_dim, softmax_scale, softmax_scale * LOG2E,
+              left, right)
+    strides_qkvdo = (*layout.strides(q), *layout.strides(k), *layout.strides(v),
+                     *layout.strides(do))
+    _attn_bwd_dkdv[(triton.cdiv(layout.seqlen_k, block_n), layout.batch * heads_kv)](
+        q, k, v, do, lse, delta, dk, dv, cu_q, cu_k,
+        *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.lse_strides(lse),
+        heads_kv, heads_q // heads_kv, *common, **meta,
     )
-    _attn_bwd_dq[(triton.cdiv(seqlen_q, block_m), batch * heads_q)](
-        q, k, v, do, lse, delta, dq,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
-        lse.stride(0), lse.stride(1), heads_q, heads_q // heads_kv, *common,
-        BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=head_dim_pad, IS_LOCAL=is_local, **flags,
-        **launch,
+    _attn_bwd_dq[(triton.cdiv(layout.seqlen_q, block_m), layout.batch * heads_q)](
+        q, k, v, do, lse, delta, dq, cu_q, cu_k,
+        *strides_qkvdo, *layout.strides(dq), *layout.lse_strides(lse),
+        heads_q, heads_q // heads_kv, *common, **meta,
     )
     return dq, dk, dv
 

@@ -72,7 +72,10 @@ def attention_reference(q, k, v, *, causal=False, softmax_scale=None, window_siz
     s = s.masked_fill(~mask, float("-inf"))
     # Safe softmax: subtract the row max (a constant per row, so it changes nothing but the
     # range of exp). Detached, since the result does not depend on it; 0 for rows with no key.
-    m = s.amax(dim=-1, keepdim=True).detach()  # (B, Hq, Nq, 1)
+    if seqlen_k > 0:
+        m = s.amax(dim=-1, keepdim=True).detach()  # (B, Hq, Nq, 1)
+    else:  # no keys at all: every row is empty
+        m = s.new_zeros(s.shape[:-1] + (1,))
     m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
     e = torch.exp(s - m)  # masked entries: exp(-inf) = 0
     l = e.sum(dim=-1, keepdim=True)  # (B, Hq, Nq, 1)
@@ -84,3 +87,26 @@ def attention_reference(q, k, v, *, causal=False, softmax_scale=None, window_siz
     lse = torch.where(empty, torch.full_like(l, float("-inf")), m + torch.log(torch.where(empty, 1, l)))
     lse_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     return out, lse.squeeze(-1).to(lse_dtype)
+
+
+def attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None,
+                               max_seqlen_k=None, *, causal=False, softmax_scale=None,
+                               window_size=(-1, -1), return_lse=False):
+    """Packed attention the slow way: :func:`attention_reference` on each sequence in turn.
+
+    Same signature and semantics as :func:`kernels.flash_attention_varlen` (the ``max_seqlen``
+    arguments are accepted and unused). q ``(total_q, heads_q, d)``, k/v ``(total_k, heads_kv, d)``.
+    """
+    outs, lses = [], []
+    cq, ck = cu_seqlens_q.tolist(), cu_seqlens_k.tolist()
+    for b in range(len(cq) - 1):
+        # (n, heads, d) -> (1, heads, n, d)
+        qb, kb, vb = (t[lo:hi].transpose(0, 1).unsqueeze(0)
+                      for t, lo, hi in ((q, cq[b], cq[b + 1]), (k, ck[b], ck[b + 1]),
+                                        (v, ck[b], ck[b + 1])))
+        out, lse = attention_reference(qb, kb, vb, causal=causal, softmax_scale=softmax_scale,
+                                       window_size=window_size, return_lse=True)
+        outs.append(out[0].transpose(0, 1))  # (n, heads, d)
+        lses.append(lse[0])  # (heads, n)
+    out = torch.cat(outs, dim=0)
+    return (out, torch.cat(lses, dim=1)) if return_lse else out

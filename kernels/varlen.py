@@ -1,0 +1,102 @@
+"""Variable-length (packed) attention: many sequences in one tensor, no padding.
+
+What the reader will learn here: a batch of sequences of different lengths does not need padding.
+Concatenate them into ``(total_tokens, heads, head_dim)`` and pass ``cu_seqlens``, the running
+sum of the lengths (``[0, n0, n0 + n1, ...]``). The same Triton kernels as the dense case run
+(``kernels/flash_attn.py``, ``VARLEN=True``): each program reads where its sequence starts and how
+long it is from ``cu_seqlens``, and programs past the end of a short sequence exit at once. The
+dense API is the special case of equal lengths.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_cu_seqlens, check_packed_qkv, check_scale, check_window
+from .flash_attn import INTERPRET, Layout, _flash_attn_backward, _flash_attn_forward
+
+
+def _layout(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
+    return Layout(cu_seqlens_q.numel() - 1, max_seqlen_q, max_seqlen_k, cu_seqlens_q, cu_seqlens_k)
+
+
+@torch.library.custom_op("flash_fp::attention_varlen_fwd", mutates_args=())
+def _varlen_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                   cu_seqlens_k: torch.Tensor, max_seqlen_q: int, max_seqlen_k: int, causal: bool,
+                   softmax_scale: float, window_left: int, window_right: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    layout = _layout(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    return _flash_attn_forward(q, k, v, causal, softmax_scale, window_left, window_right, layout)
+
+
+@_varlen_fwd_op.register_fake
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, softmax_scale,
+      window_left, window_right):
+    return torch.empty_like(q), q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
+
+
+@torch.library.custom_op("flash_fp::attention_varlen_bwd", mutates_args=())
+def _varlen_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   out: torch.Tensor, lse: torch.Tensor, dlse: torch.Tensor | None,
+                   cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor, max_seqlen_q: int,
+                   max_seqlen_k: int, causal: bool, softmax_scale: float, window_left: int,
+                   window_right: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    layout = _layout(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    return _flash_attn_backward(do, q, k, v, out, lse, dlse, causal, softmax_scale, window_left,
+                                window_right, layout)
+
+
+@_varlen_bwd_op.register_fake
+def _(do, q, k, v, out, lse, dlse, *args):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, cu_q, cu_k, *args = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
+    ctx.args = args
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
+    dq, dk, dv = _varlen_bwd_op(dout.contiguous(), q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args)
+    return dq, dk, dv, None, None, None, None, None, None, None, None
+
+
+_varlen_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,
+                           causal=False, softmax_scale=None, window_size=(-1, -1),
+                           return_lse=False):
+    """Attention over packed sequences; each sequence attends only within itself.
+
+    Args:
+        q: ``(total_q, heads_q, head_dim)``, the queries of all sequences, one after another.
+        k, v: ``(total_k, heads_kv, head_dim)``; ``heads_q`` a multiple of ``heads_kv``.
+        cu_seqlens_q, cu_seqlens_k: int32 ``(batch + 1,)`` cumulative lengths, starting at 0 and
+            ending at ``total_q`` / ``total_k``. Sequence ``b``'s queries are rows
+            ``cu_seqlens_q[b]:cu_seqlens_q[b + 1]``. Lengths may be 0 and may differ between q and k.
+        max_seqlen_q, max_seqlen_k: the longest sequence of each (sizes the launch grid).
+        causal, softmax_scale, window_size: as :func:`kernels.flash_attention`, per sequence
+            (bottom-right alignment uses each sequence's own lengths).
+        return_lse: also return the float32 log-sum-exp, ``(heads_q, total_q)``.
+
+    Returns:
+        ``out`` ``(total_q, heads_q, head_dim)`` and, with ``return_lse``, ``lse``.
+    """
+    heads_q, heads_kv, head_dim = check_packed_qkv(q, k, v)
+    check_cu_seqlens(cu_seqlens_q, "cu_seqlens_q", q.shape[0], max_seqlen_q, "max_seqlen_q", q.device)
+    check_cu_seqlens(cu_seqlens_k, "cu_seqlens_k", k.shape[0], max_seqlen_k, "max_seqlen_k", q.device)
+    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
+        raise ValueError(f"cu_seqlens_k: expected {cu_seqlens_q.numel()} entries (as cu_seqlens_q), "
+                         f"got {cu_seqlens_k.numel()}")
+    scale = check_scale(softmax_scale, head_dim)
+    window_left, window_right = check_window(window_size, causal)
+    if q.device.type != "cuda" and not INTERPRET:
+        raise ValueError(f"q: tensors on {q.device} need Triton's interpreter; move them to CUDA, "
+                         "or set TRITON_INTERPRET=1 before importing kernels")
+    out, lse = _varlen_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q),
+                              int(max_seqlen_k), bool(causal), scale, window_left, window_right)
+    return (out, lse) if return_lse else out

@@ -1,0 +1,109 @@
+"""Packed variable-length attention against the dense API run sequence by sequence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import DEVICE, DTYPES, ON_GPU, assert_close, dtype_id
+
+from kernels import attention_varlen_reference, flash_attention, flash_attention_varlen
+
+# (lengths_q, lengths_k): zero-length and one-token sequences, a batch of one, q != k lengths
+BATCHES = {
+    "mixed": ([5, 0, 40, 1, 33], [7, 3, 40, 1, 20]),
+    "one-seq": ([37], [37]),
+    "q-longer": ([40, 9], [12, 30]),
+    "ones": ([1, 1, 1], [1, 1, 1]),
+}
+if ON_GPU:
+    BATCHES["long"] = ([1023, 1, 517, 2048], [1000, 64, 517, 2048])
+MASKS = {"full": (False, (-1, -1)), "causal": (True, (-1, -1)), "window": (False, (6, 3))}
+
+
+def cu(lengths):
+    return torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32,
+                        device=DEVICE)
+
+
+def packed(lengths_q, lengths_k, heads_q, heads_kv, head_dim, dtype):
+    def t(total, heads):
+        return torch.randn(total, heads, head_dim, device=DEVICE).to(dtype).requires_grad_()
+    return t(sum(lengths_q), heads_q), t(sum(lengths_k), heads_kv), t(sum(lengths_k), heads_kv)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("mask", list(MASKS))
+@pytest.mark.parametrize("batch", list(BATCHES))
+def test_varlen_matches_reference(batch, mask, dtype):
+    lengths_q, lengths_k = BATCHES[batch]
+    causal, window = MASKS[mask]
+    q, k, v = packed(lengths_q, lengths_k, 4, 2, 40, dtype)
+    args = (cu(lengths_q), cu(lengths_k), max(lengths_q), max(lengths_k))
+    kwargs = dict(causal=causal, window_size=window, return_lse=True)
+    results = {}
+    for name, fn, cast in (("kernel", flash_attention_varlen, dtype),
+                           ("ref64", attention_varlen_reference, torch.float64),
+                           ("lowp", attention_varlen_reference, dtype)):
+        qi, ki, vi = (x.detach().to(cast).requires_grad_() for x in (q, k, v))
+        out, lse = fn(qi, ki, vi, *args, **kwargs)
+        if name == "kernel":
+            do = torch.randn_like(out, dtype=torch.float32)
+        out.backward(do.to(out.dtype))
+        results[name] = dict(out=out, lse=lse, dq=qi.grad, dk=ki.grad, dv=vi.grad)
+    kern, ref, low = results["kernel"], results["ref64"], results["lowp"]
+    assert kern["lse"].shape == (4, sum(lengths_q))
+    empty = torch.isinf(ref["lse"])
+    assert torch.equal(torch.isinf(kern["lse"]), empty)
+    assert_close("lse", kern["lse"][~empty], ref["lse"][~empty], low["lse"][~empty],
+                 torch.float32 if dtype == torch.float32 else dtype)
+    for key in ("out", "dq", "dk", "dv"):
+        assert_close(key, kern[key], ref[key], low[key], dtype)
+
+
+def test_varlen_equals_dense_kernel():
+    """The dense API is the special case of equal lengths: same kernel, same numbers."""
+    q, k, v = (torch.randn(3, 2, 29, 32, device=DEVICE) for _ in range(3))
+    dense = flash_attention(q, k, v, causal=True)
+    pack = lambda t: t.transpose(1, 2).reshape(-1, 2, 32)  # (B, H, N, D) -> (B * N, H, D)
+    seqs = cu([29, 29, 29])
+    out = flash_attention_varlen(pack(q), pack(k), pack(v), seqs, seqs, 29, 29, causal=True)
+    torch.testing.assert_close(out, pack(dense), atol=1e-6, rtol=1e-6)
+
+
+def _bad(**overrides):
+    lengths = [3, 5]
+    q, k, v = packed(lengths, lengths, 2, 2, 16, torch.float32)
+    args = dict(cu_seqlens_q=cu(lengths), cu_seqlens_k=cu(lengths), max_seqlen_q=5, max_seqlen_k=5)
+    args.update(overrides)
+    return flash_attention_varlen(q, k, v, **args)
+
+
+@pytest.mark.parametrize("overrides,exc,pattern", [
+    (dict(cu_seqlens_q=torch.tensor([1, 4, 8], dtype=torch.int32)), ValueError, r"cu_seqlens_q: expected to start at 0"),
+    (dict(cu_seqlens_k=torch.tensor([0, 6, 5, 8], dtype=torch.int32)), ValueError, r"cu_seqlens_k: expected non-decreasing"),
+    (dict(cu_seqlens_q=torch.tensor([0, 3, 7], dtype=torch.int32)), ValueError, r"last entry must be the total number of tokens \(8\)"),
+    (dict(cu_seqlens_q=torch.tensor([0, 3, 8], dtype=torch.int64)), TypeError, r"cu_seqlens_q: expected dtype int32"),
+    (dict(cu_seqlens_q=torch.tensor([[0, 3, 8]], dtype=torch.int32)), ValueError, r"cu_seqlens_q: expected a 1-D tensor"),
+    (dict(max_seqlen_k=4), ValueError, r"max_seqlen_k: 4 is smaller than the longest sequence \(5\)"),
+    (dict(max_seqlen_q=5.0), TypeError, r"max_seqlen_q: expected an int"),
+    (dict(cu_seqlens_k=torch.tensor([0, 8], dtype=torch.int32), max_seqlen_k=8), ValueError, r"cu_seqlens_k: expected 3 entries"),
+    (dict(cu_seqlens_q=[0, 3, 8]), TypeError, r"cu_seqlens_q: expected a torch.Tensor"),
+], ids=["start", "decreasing", "last", "dtype", "rank", "max-too-small", "max-type", "batch", "list"])
+def test_bad_cu_seqlens(overrides, exc, pattern):
+    for key, val in overrides.items():
+        if isinstance(val, torch.Tensor):
+            overrides[key] = val.to(DEVICE)
+    with pytest.raises(exc, match=pattern):
+        _bad(**overrides)
+
+
+if ON_GPU:  # only a CUDA machine has a second device to mix up
+    def test_cu_seqlens_on_wrong_device():
+        with pytest.raises(ValueError, match=r"cu_seqlens_q: expected it on cuda"):
+            _bad(cu_seqlens_q=cu([3, 5]).cpu())
+
+
+def test_bad_packed_shapes():
+    q = torch.randn(2, 8, 4, 16, device=DEVICE)
+    with pytest.raises(ValueError, match=r"q: expected 3 dimensions \(total_tokens, heads, head_dim\)"):
+        flash_attention_varlen(q, q, q, cu([8]), cu([8]), 8, 8)
