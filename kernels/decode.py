@@ -5,7 +5,8 @@ and the FlashAttention grid has only ``batch * heads`` programs: far too few to 
 each of them walks the whole cache alone. Split the cache instead. ``num_splits`` programs each
 run the ordinary forward kernel (``kernels/flash_attn.py``) over a slice of the keys and write a
 partial output and its log-sum-exp; a second small kernel merges them with the online-softmax
-algebra, one level up:
+algebra, one level up (and the query heads that share a kv head share one tile, so the cache is
+read once per kv head rather than once per query head):
 
     lse = log(sum_s exp(lse_s)),    out = sum_s exp(lse_s - lse) * out_s.
 """
@@ -57,29 +58,30 @@ def _merge_splits(
     tl.store(lse_ptr + off_b * stride_lb + off_h * stride_lh + pid_m, lse)
 
 
-def decode_config(head_dim: int, dtype: torch.dtype, seqlen_q: int) -> dict:
-    """Blocks for decoding: the query block only as tall as tl.dot allows (16)."""
+def decode_config(head_dim: int, dtype: torch.dtype, rows: int) -> dict:
+    """Blocks for decoding: ``rows`` = seqlen_q * (query heads per kv head), since the query
+    heads of a group share one tile; the block only as tall as tl.dot allows (16) when few."""
     cfg = dict(fwd_config(head_dim, dtype))
-    cfg["BLOCK_M"] = 16 if seqlen_q <= 16 else cfg["BLOCK_M"]
+    cfg["BLOCK_M"] = max(16, triton.next_power_of_2(rows)) if rows <= 64 else cfg["BLOCK_M"]
     if not INTERPRET and dtype != torch.float32 and _padded_head_dim(head_dim) <= 128:
         cfg.update(BLOCK_N=128, num_warps=4, num_stages=2)
     return cfg
 
 
-def choose_num_splits(batch: int, heads_q: int, seqlen_q: int, max_cache_len: int, cfg: dict,
+def choose_num_splits(batch: int, heads_kv: int, rows: int, max_cache_len: int, cfg: dict,
                       device: torch.device) -> int:
     """Enough splits to give every multiprocessor about two programs, each split covering at
     least two key blocks; 1 when the ordinary grid already fills the GPU (or on a CPU)."""
     if device.type != "cuda":
         return 1
     n_sm = torch.cuda.get_device_properties(device).multi_processor_count
-    programs = batch * heads_q * triton.cdiv(seqlen_q, cfg["BLOCK_M"])
+    programs = batch * heads_kv * triton.cdiv(rows, cfg["BLOCK_M"])
     key_blocks = triton.cdiv(max_cache_len, cfg["BLOCK_N"])
     return max(1, min(triton.cdiv(2 * n_sm, programs), key_blocks // 2, 128))
 
 
 def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_scale=None,
-                 num_splits=None, return_lse=False):
+                 num_splits=None, return_lse=False, check_lengths=True):
     """Attention of a few new queries against a KV cache, split across programs (flash-decoding).
 
     Args:
@@ -93,12 +95,16 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
         softmax_scale: defaults to ``1 / sqrt(head_dim)``.
         num_splits: key-sequence splits; ``None`` picks from the shape and the GPU.
         return_lse: also return the float32 log-sum-exp ``(batch, heads_q, seqlen_q)``.
+        check_lengths: verify ``0 <= cache_seqlens <= max_cache_len`` (a ValueError otherwise).
+            It costs a device-to-host copy, which stalls the CPU and cannot be captured in a CUDA
+            graph: a decoding loop that knows its lengths passes ``False``. Out-of-range values are
+            then clamped by the kernel (never read out of bounds), not reported.
 
     Returns:
         ``out`` ``(batch, heads_q, seqlen_q, head_dim)`` (and ``lse``). Inference only: not
         differentiable.
     """
-    batch, heads_q, _, seqlen_q, max_len, head_dim = check_qkv(q, k_cache, v_cache)
+    batch, heads_q, heads_kv, seqlen_q, max_len, head_dim = check_qkv(q, k_cache, v_cache)
     if not isinstance(cache_seqlens, torch.Tensor):
         raise TypeError(f"cache_seqlens: expected an int32 tensor, got {type(cache_seqlens).__name__}")
     if cache_seqlens.dtype != torch.int32:
@@ -107,9 +113,10 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
         raise ValueError(f"cache_seqlens: expected shape ({batch},), got {tuple(cache_seqlens.shape)}")
     if cache_seqlens.device != q.device:
         raise ValueError(f"cache_seqlens: expected it on {q.device} (as q), got {cache_seqlens.device}")
-    lengths = cache_seqlens.tolist()
-    if batch and (min(lengths) < 0 or max(lengths) > max_len):
-        raise ValueError(f"cache_seqlens: expected values in [0, {max_len}], got {lengths}")
+    if check_lengths and batch:
+        lengths = cache_seqlens.tolist()
+        if min(lengths) < 0 or max(lengths) > max_len:
+            raise ValueError(f"cache_seqlens: expected values in [0, {max_len}], got {lengths}")
     if num_splits is not None and (isinstance(num_splits, bool) or not isinstance(num_splits, int)
                                    or num_splits < 1):
         raise ValueError(f"num_splits: expected None or an int >= 1, got {num_splits!r}")
@@ -119,9 +126,10 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
         raise ValueError(f"q: tensors on {q.device} need Triton's interpreter; move them to CUDA, "
                          "or set TRITON_INTERPRET=1 before importing kernels")
 
-    cfg = decode_config(head_dim, q.dtype, seqlen_q)
+    rows = seqlen_q * (heads_q // heads_kv)  # query heads of a group share a tile (PACK_GQA)
+    cfg = decode_config(head_dim, q.dtype, rows)
     if num_splits is None:
-        num_splits = choose_num_splits(batch, heads_q, seqlen_q, max_len, cfg, q.device)
+        num_splits = choose_num_splits(batch, heads_kv, rows, max_len, cfg, q.device)
     num_splits = max(1, min(num_splits, triton.cdiv(max(max_len, 1), cfg["BLOCK_N"])))
     layout = Layout(batch, seqlen_q, max_len, seqused_k=cache_seqlens)
     out = torch.empty_like(q)
@@ -130,7 +138,7 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
         out.zero_(), lse.fill_(float("-inf"))
         return (out, lse) if return_lse else out
     config = dict(block_m=cfg["BLOCK_M"], block_n=cfg["BLOCK_N"], num_warps=cfg["num_warps"],
-                  num_stages=cfg["num_stages"])
+                  num_stages=cfg["num_stages"], pack_gqa=True)
     with torch.no_grad():
         if num_splits == 1:
             _launch_forward(q, k_cache, v_cache, out, lse, layout, causal, scale, window_left,

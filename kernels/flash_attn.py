@@ -58,23 +58,23 @@ def _sequence(cu_seqlens_ptr, seqused_ptr, off_b, seqlen, VARLEN: tl.constexpr,
     if VARLEN:
         start = tl.load(cu_seqlens_ptr + off_b)
         seqlen = tl.load(cu_seqlens_ptr + off_b + 1) - start
-    if SEQUSED:
-        seqlen = tl.load(seqused_ptr + off_b)
+    if SEQUSED:  # clamped: an out-of-range length must never read outside the cache
+        seqlen = tl.minimum(tl.maximum(tl.load(seqused_ptr + off_b), 0), seqlen)
     return start, seqlen
 
 
 @triton.jit
-def _key_range(start_m, seqlen_q, seqlen_k, window_left, window_right,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr):
-    """Keys ``[lo, hi)`` that queries ``[start_m, start_m + BLOCK_M)`` can see; ``lo`` is
-    rounded down to a block so that every load stays block-aligned."""
+def _key_range(row_lo, row_hi, seqlen_q, seqlen_k, window_left, window_right,
+               BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr):
+    """Keys ``[lo, hi)`` that query positions ``[row_lo, row_hi)`` can see; ``lo`` is rounded
+    down to a block so that every load stays block-aligned."""
     lo = 0
     hi = seqlen_k
     if IS_LOCAL:
         off = seqlen_k - seqlen_q
-        lo = tl.maximum(start_m + off - window_left, 0)
+        lo = tl.maximum(row_lo + off - window_left, 0)
         lo = (lo // BLOCK_N) * BLOCK_N
-        hi = tl.minimum(start_m + BLOCK_M + off + window_right, seqlen_k)
+        hi = tl.minimum(row_hi + off + window_right, seqlen_k)
     return lo, hi
 
 
@@ -113,20 +113,24 @@ def _attn_fwd(
     EVEN_N: tl.constexpr,  # every key length is a multiple of BLOCK_N: no padded columns
     VARLEN: tl.constexpr,  # packed sequences described by cu_seqlens_q / cu_seqlens_k
     SEQUSED_K: tl.constexpr,  # per-sequence number of valid keys (a KV cache)
+    PACK_GQA: tl.constexpr,  # tile rows are (query, head-of-the-group) pairs: K/V read once per group
     UPCAST: tl.constexpr,  # convert loaded blocks to fp32 (the interpreter's bf16 dot is wrong)
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" otherwise (ignored for 16-bit)
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)  # split-KV index (0 without splits)
-    off_b = pid_bh // heads_q
-    off_h = (pid_bh % heads_q).to(tl.int64)
-    off_hk = off_h // group  # GQA: the kv head this query head reads
+    if PACK_GQA:  # one program serves every query head of kv head off_hk
+        off_b = pid_bh // (heads_q // group)
+        off_hk = (pid_bh % (heads_q // group)).to(tl.int64)
+        off_h = off_hk * group  # the group's first query head
+    else:
+        off_b = pid_bh // heads_q
+        off_h = (pid_bh % heads_q).to(tl.int64)
+        off_hk = off_h // group  # GQA: the kv head this query head reads
     start_q, seqlen_q = _sequence(cu_seqlens_q_ptr, seqused_k_ptr, off_b, seqlen_q, VARLEN, False)
     start_k, seqlen_k = _sequence(cu_seqlens_k_ptr, seqused_k_ptr, off_b, seqlen_k, VARLEN,
                                   SEQUSED_K)
-    if pid_m * BLOCK_M >= seqlen_q:  # packed batches: this sequence is shorter than the grid
-        return
     off_b = off_b.to(tl.int64)
     q_ptr += off_b * stride_qb + off_h * stride_qh + start_q * stride_qm
     k_ptr += off_b * stride_kb + off_hk * stride_kh + start_k * stride_kn
@@ -134,14 +138,32 @@ def _attn_fwd(
     o_ptr += pid_s * stride_os + off_b * stride_ob + off_h * stride_oh + start_q * stride_om
     lse_ptr += pid_s * stride_ls + off_b * stride_lb + off_h * stride_lh + start_q
 
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_r = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # the tile's rows
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM)
+    if PACK_GQA:  # row r is query position r // group of head r % group
+        if pid_m * BLOCK_M >= seqlen_q * group:
+            return
+        offs_m = offs_r // group
+        q_rows = offs_m * stride_qm + (offs_r % group) * stride_qh
+        o_rows = offs_m * stride_om + (offs_r % group) * stride_oh
+        lse_rows = offs_m + (offs_r % group) * stride_lh
+        row_lo = (pid_m * BLOCK_M) // group
+        row_hi = ((pid_m + 1) * BLOCK_M - 1) // group + 1
+    else:
+        if pid_m * BLOCK_M >= seqlen_q:  # packed batches: this sequence is shorter than the grid
+            return
+        offs_m = offs_r
+        q_rows = offs_m * stride_qm
+        o_rows = offs_m * stride_om
+        lse_rows = offs_m
+        row_lo = pid_m * BLOCK_M
+        row_hi = row_lo + BLOCK_M
     mask_m = offs_m < seqlen_q
     mask_d = offs_d < head_dim
 
     # [BLOCK_M, HEAD_DIM]: read once, kept in registers for the whole loop
-    q = tl.load(q_ptr + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+    q = tl.load(q_ptr + q_rows[:, None] + offs_d[None, :] * stride_qd,
                 mask=mask_m[:, None] & mask_d[None, :], other=0.0)
     if UPCAST:
         q = q.to(tl.float32)
@@ -150,8 +172,8 @@ def _attn_fwd(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)  # running sum of exp2(s - m_i)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)  # unnormalised output
 
-    lo, hi = _key_range(pid_m * BLOCK_M, seqlen_q, seqlen_k, window_left, window_right,
-                        BLOCK_M, BLOCK_N, IS_LOCAL)
+    lo, hi = _key_range(row_lo, row_hi, seqlen_q, seqlen_k, window_left, window_right, BLOCK_N,
+                        IS_LOCAL)
     lo = tl.maximum(lo, pid_s * split_size)  # split-KV: this program's slice of the keys
     hi = tl.minimum(hi, (pid_s + 1) * split_size)
 
@@ -191,9 +213,9 @@ def _attn_fwd(
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
     lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
-    tl.store(o_ptr + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
+    tl.store(o_ptr + o_rows[:, None] + offs_d[None, :] * stride_od,
              out.to(o_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
-    tl.store(lse_ptr + offs_m, lse, mask=mask_m)
+    tl.store(lse_ptr + lse_rows, lse, mask=mask_m)
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,8 +407,8 @@ def _attn_bwd_dq(
     delta = tl.load(delta_ptr + offs_m, mask=mask_m, other=0.0)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
-    lo, hi = _key_range(pid_m * BLOCK_M, seqlen_q, seqlen_k, window_left, window_right,
-                        BLOCK_M, BLOCK_N, IS_LOCAL)
+    lo, hi = _key_range(pid_m * BLOCK_M, (pid_m + 1) * BLOCK_M, seqlen_q, seqlen_k, window_left,
+                        window_right, BLOCK_N, IS_LOCAL)
     for start_n in range(lo, hi, BLOCK_N):
         cols = start_n + offs_n
         mask_n = cols < seqlen_k
@@ -499,8 +521,9 @@ class Layout:
 
 
 def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_scale: float,
-                    window_left: int, window_right: int, num_splits: int = 1, block_m=None,
-                    block_n=None, num_warps=None, num_stages=None):
+                    window_left: int, window_right: int, num_splits: int = 1,
+                    pack_gqa: bool = False, block_m=None, block_n=None, num_warps=None,
+                    num_stages=None):
     """Launch the forward kernel writing into ``out`` and ``lse``.
 
     With ``num_splits > 1``, ``out`` is ``(num_splits, *q.shape)`` and ``lse``
@@ -520,7 +543,12 @@ def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_sca
     o_view = out[0] if num_splits > 1 else out
     l_view = lse[0] if num_splits > 1 else lse
     ragged_k = layout.packed or layout.seqused_k is not None
-    grid = (triton.cdiv(layout.seqlen_q, block_m), layout.batch * heads_q, num_splits)
+    group = heads_q // heads_kv
+    pack_gqa = pack_gqa and group > 1
+    if pack_gqa:  # rows = (query, head) pairs of one kv head's group
+        grid = (triton.cdiv(layout.seqlen_q * group, block_m), layout.batch * heads_kv, num_splits)
+    else:
+        grid = (triton.cdiv(layout.seqlen_q, block_m), layout.batch * heads_q, num_splits)
     _attn_fwd[grid](
         q, k, v, out, lse, *layout.pointers(lse),
         *layout.strides(q), *layout.strides(k), *layout.strides(v),
@@ -529,7 +557,8 @@ def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_sca
         softmax_scale * LOG2E, left, right, split_size,
         BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=_padded_head_dim(head_dim),
         IS_LOCAL=is_local, EVEN_N=not ragged_k and layout.seqlen_k % block_n == 0,
-        VARLEN=layout.packed, SEQUSED_K=layout.seqused_k is not None, **_flags(q.dtype),
+        VARLEN=layout.packed, SEQUSED_K=layout.seqused_k is not None, PACK_GQA=pack_gqa,
+        **_flags(q.dtype),
         num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"],
     )
 

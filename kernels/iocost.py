@@ -26,8 +26,11 @@ Three kinds of evidence sit side by side:
    which turns the counts into a prediction of which resource bounds a kernel.
 
 ``benchmarks/profile_iocost.py`` then compares ``flash2_kernels_io`` with what Nsight Compute
-measures on an H100: the traffic between the SMs and L2 (what this model's "HBM" is at the level
-of one kernel) and the DRAM traffic behind L2 (``flash2_dram_io``).
+measures on an H100: the bytes L2 delivers to the SMs and the bytes the SMs store (what this
+model's "HBM" is at the level of one kernel), and the DRAM traffic behind L2, which
+``flash2_dram_io`` predicts with an L2-reuse term. Between the two, caches absorb re-reads that the
+model counts: L1 when programs on one SM load the same block, Hopper's L2 request coalescer when
+programs on different SMs load it at the same moment, and L2 itself for DRAM.
 
 Conventions, used everywhere below:
 

@@ -265,3 +265,52 @@ def test_l2_reuse_term():
     assert too_small == sm_l2
     bwd = iocost.flash2_dram_io(N, d, backward=True, **kw)
     assert bwd["_attn_bwd_dkdv"].reads["Q"] == N * d and bwd["_attn_bwd_dq"].reads["K"] == N * d
+
+
+# ---------------------------------------------------------------------------------------------
+# benchmarks/profile_iocost.py: parsing Nsight Compute's CSV (runs on CPU)
+# ---------------------------------------------------------------------------------------------
+
+# The shape of `ncu --csv --page raw --print-units base` on stdout, cut to a few columns: ncu's
+# messages and the program's prints interleaved, a header, a units row, one row per launch,
+# thousands separators, and .avg/.min/.max columns beside each .sum.
+NCU_SAMPLE = '''\
+==PROF== Connected to process 465 (/usr/bin/python3.12)
+[driver] compiled 2/2 configurations (3 s)
+==PROF== Profiling "_attn_fwd" - 0: 0%....50%....100% - 1 pass
+==PROF== Profiling "_attn_bwd_dq" - 1: 0%....50%....100% - 1 pass
+==PROF== Disconnected from process 465
+"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","dram__bytes_read.avg","dram__bytes_read.sum","gpu__time_duration.sum","launch__grid_size","lts__t_sector_hit_rate.pct","lts__t_sectors_srcunit_tex_op_read.sum","lts__t_sectors_srcunit_tex_op_write.sum"
+"","","","","","","","","","","","byte","byte","ns","","%","sector","sector"
+"1","465","python3.12","127.0.0.1","_attn_bwd_dq","1","7","(128, 1, 1)","(16, 4, 1)","0","9.0","54,387.20","2,175,488","48,256","64","82.29","196,087","n/a"
+"0","465","python3.12","127.0.0.1","_attn_fwd","1","7","(128, 1, 1)","(8, 4, 1)","0","9.0","40,300.80","1,612,032","47,264","32","76.65","115,580","112,372"
+'''
+
+
+def load_profile_script():
+    spec = importlib.util.spec_from_file_location("profile_iocost", ROOT / "benchmarks" / "profile_iocost.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parse_ncu_csv():
+    profile = load_profile_script()
+    rows = profile.parse_ncu_csv(NCU_SAMPLE)
+    assert [r["ID"] for r in rows] == ["0", "1"]  # launch order, whatever the print order
+    fwd, dq = rows
+    assert fwd["Kernel Name"] == "_attn_fwd" and fwd["Grid Size"] == "(8, 4, 1)"
+    assert fwd["dram__bytes_read.sum"] == 1_612_032
+    assert fwd["lts__t_sectors_srcunit_tex_op_read.sum"] == 115_580
+    assert fwd["gpu__time_duration.sum"] == 47_264 and fwd["launch__grid_size"] == 32
+    assert fwd["lts__t_sector_hit_rate.pct"] == pytest.approx(76.65)
+    assert math.isnan(dq["lts__t_sectors_srcunit_tex_op_write.sum"])
+    assert [profile.kernel_kind(r["Kernel Name"]) for r in rows] == ["_attn_fwd", "_attn_bwd_dq"]
+    # Scaled units are converted to base units.
+    scaled = NCU_SAMPLE.replace('"byte","byte","ns"', '"Kbyte","Mbyte","usecond"')
+    fwd = profile.parse_ncu_csv(scaled)[0]
+    assert fwd["dram__bytes_read.sum"] == pytest.approx(1_612_032e6)
+    assert fwd["gpu__time_duration.sum"] == pytest.approx(47_264e3)
+    with pytest.raises(ValueError, match="no ncu CSV header"):
+        profile.parse_ncu_csv("==ERROR== the application returned an error\n")
