@@ -26,5 +26,11 @@ lint: $(STAMP)
 notebooks: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
+## make bench: on a CUDA GPU, the kernel against PyTorch's attention backends, and decoding
+RESULTS ?= benchmarks/results/$(shell $(BIN)/python -c "import torch; print(torch.cuda.get_device_name().split()[1].lower() if torch.cuda.is_available() else 'cpu')" 2>/dev/null)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_attention.py --out $(RESULTS)
+	$(BIN)/python benchmarks/bench_decode.py --out $(RESULTS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
