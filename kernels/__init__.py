@@ -30,10 +30,22 @@ if "TRITON_INTERPRET" not in os.environ:
 #: True when the kernels run through Triton's CPU interpreter.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
-from .decode import flash_decode  # noqa: E402
-from .flash_attn import flash_attention  # noqa: E402
 from .reference import attention_mask, attention_reference, attention_varlen_reference  # noqa: E402
-from .varlen import flash_attention_varlen  # noqa: E402
+
+try:
+    import triton  # noqa: F401
+except ImportError:  # macOS / Windows: Triton ships Linux wheels only
+    def _needs_triton(*args, **kwargs):
+        raise ImportError(
+            "kernels: Triton is not installed (it publishes Linux wheels only). The references "
+            "(kernels.attention_reference, ...) and the IO model (kernels.iocost) work without it."
+        )
+
+    flash_attention = flash_attention_varlen = flash_decode = _needs_triton
+else:
+    from .decode import flash_decode
+    from .flash_attn import flash_attention
+    from .varlen import flash_attention_varlen
 
 __all__ = [
     "INTERPRET",

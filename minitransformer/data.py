@@ -5,7 +5,7 @@ set of its characters. The default text is already on every machine that runs th
 source of Python's own standard library, read from the running interpreter's installation, so
 training needs no download. ``--data PATH`` trains on any UTF-8 text file instead.
 
-Batches are a pure function of ``(seed, split, step)``, so a resumed run draws exactly the batches
+Training batches are a pure function of ``(seed, step)``, so a resumed run draws exactly the batches
 an uninterrupted one would have, with no random state to save.
 """
 
@@ -21,7 +21,6 @@ import torch
 
 DEFAULT_MAX_CHARS = 2_000_000  # cap on the default corpus: plenty for a few minutes of training
 VAL_FRACTION = 0.1  # the last 10% of the text is the validation split
-SPLITS = {"train": 0, "val": 1}  # a number per split, so the two draw independent batches
 
 
 @dataclass
@@ -29,7 +28,7 @@ class Vocab:
     chars: str  # every distinct character of the corpus, sorted by code point; token id = index
 
     @classmethod
-    def from_text(cls, text: str) -> "Vocab":
+    def from_text(cls, text: str) -> Vocab:
         return cls("".join(sorted(set(text))))
 
     @property
@@ -71,7 +70,7 @@ def stdlib_corpus(max_chars: int = DEFAULT_MAX_CHARS) -> tuple[str, str]:
             break
     text = "".join(parts)[:max_chars]
     if not text:
-        raise ValueError(f"found no Python sources under {root} to use as the default corpus; pass --data")
+        raise ValueError(f"found no Python sources under {root} for the default corpus; pass --data")
     return text, f"the first {used} .py files of Python's standard library ({root})"
 
 
@@ -115,16 +114,27 @@ def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:
     return float(-(p * p.log()).sum())
 
 
-def get_batch(ids: torch.Tensor, batch_size: int, block_size: int, *, seed: int, split: str, step: int,
+def get_batch(ids: torch.Tensor, batch_size: int, block_size: int, *, seed: int, step: int,
               device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """``batch_size`` random windows of ``ids``: inputs ``x`` and next-token targets ``y``, each ``(B, T)``.
 
-    The window starts are drawn from a generator seeded by ``(seed, split, step)`` alone, so step
-    ``s`` gets the same batch whether or not the run was interrupted before it.
+    The window starts are drawn from a generator seeded by ``(seed, step)`` alone, so step ``s``
+    gets the same batch whether or not the run was interrupted before it.
     """
-    rng = np.random.default_rng([seed, SPLITS[split], step])
+    rng = np.random.default_rng([seed, step])
     starts = torch.from_numpy(rng.integers(0, len(ids) - block_size, size=batch_size))  # (B,)
     offsets = torch.arange(block_size + 1)  # (T + 1,)
     windows = ids[starts[:, None] + offsets[None, :]]  # (B, T + 1)
     x, y = windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
     return x.to(device), y.to(device)
+
+
+def eval_batches(ids: torch.Tensor, n_batches: int, batch_size: int, block_size: int, device="cpu"):
+    """``n_batches`` batches of windows spread evenly over ``ids``: the same ones every time, for
+    every seed, so validation losses are comparable across steps and runs."""
+    n = n_batches * batch_size
+    starts = torch.linspace(0, len(ids) - block_size - 1, n).long()  # (n,)
+    offsets = torch.arange(block_size + 1)  # (T + 1,)
+    windows = ids[starts[:, None] + offsets[None, :]]  # (n, T + 1)
+    for chunk in windows.split(batch_size):  # (B, T + 1) each
+        yield chunk[:, :-1].to(device), chunk[:, 1:].to(device)

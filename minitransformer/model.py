@@ -4,7 +4,7 @@ What the reader will learn here: where attention sits in a language model, and w
 bottom-right causal alignment is exactly what generation with a key/value cache needs. Everything
 else is the usual decoder-only recipe (as in nanoGPT's ``model.py``), kept small on purpose:
 
-* a token embedding, tied to the output head (one matrix fewer, and it trains better when small);
+* a token embedding, tied to the output head (one matrix fewer, as in GPT-2 and nanoGPT);
 * rotary position encoding: a query and a key are rotated by angles proportional to their
   positions, so their dot product depends only on the *distance* between them. That lets the cache
   roll past the training length: old keys keep their rotation and stay valid, and a sliding window
@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from kernels import attention_mask, attention_reference, flash_attention
+from kernels import attention_mask, attention_reference, flash_attention, flash_decode
 
 BACKENDS = ("flash", "reference", "sdpa")
 MIN_HEAD_DIM, MAX_HEAD_DIM = 8, 256  # what the kernel supports; the single head is n_embd wide
@@ -60,16 +60,20 @@ def attention(q, k, v, backend: str, window: int):
 
     q: ``(B, 1, Tq, D)``; k, v: ``(B, 1, Tk, D)`` with ``Tq <= Tk``: the queries are the *last* Tq
     positions of the keys (bottom-right alignment), so a single new query against a longer cache
-    sees the whole cache. In training ``Tq == Tk <= window`` and the window changes nothing.
+    sees the whole cache. The window binds only when there are more than ``window`` keys, which
+    never happens in training (``Tq == Tk <= window``) nor with the cache (it keeps ``window - 1``).
     """
-    window_size = (window - 1, 0)  # (left, right): keys i - window + 1 .. i
+    Tq, Tk = q.size(2), k.size(2)
+    window_size = (window - 1, 0) if Tk > window else (-1, -1)  # (left, right) around the diagonal
+    if backend == "flash" and Tq == 1 and Tk <= window:  # a generation step: split-KV decoding
+        cache_seqlens = torch.full((q.size(0),), Tk, dtype=torch.int32, device=q.device)  # (B,)
+        return flash_decode(q, k, v, cache_seqlens, check_lengths=False)
     if backend == "flash":
         return flash_attention(q, k, v, causal=True, window_size=window_size)
     if backend == "reference":
         return attention_reference(q, k, v, causal=True, window_size=window_size)
-    # sdpa's is_causal is aligned top-left, which differs from ours when Tq != Tk: pass the mask
-    # explicitly then (its fast kernels only run without one, i.e. in training).
-    Tq, Tk = q.size(2), k.size(2)
+    # sdpa's is_causal is aligned top-left, which differs from ours when Tq != Tk: pass our mask
+    # then. Its fast kernels only run without a mask: in training, where Tq == Tk.
     if Tq == Tk <= window:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     mask = attention_mask(Tq, Tk, causal=True, window_size=window_size, device=q.device)  # (Tq, Tk)
@@ -98,6 +102,18 @@ class KVCache:
     v: list = field(default_factory=list)  # per layer: (B, 1, T_cache, D)
     pos: int = 0  # absolute position of the next token (it keeps counting past block_size)
 
+    def extend(self, layer: int, k, v, keep: int):
+        """Prepend the cached keys and values to this step's; remember the last ``keep`` of them."""
+        if layer < len(self.k):
+            k = torch.cat([self.k[layer], k], dim=2)  # (B, 1, T_cache + T, D)
+            v = torch.cat([self.v[layer], v], dim=2)  # (B, 1, T_cache + T, D)
+        else:  # the first call: nothing cached yet
+            self.k.append(None)
+            self.v.append(None)
+        start = max(0, k.size(2) - keep)
+        self.k[layer], self.v[layer] = k[:, :, start:], v[:, :, start:]  # (B, 1, <= keep, D)
+        return k, v
+
 
 class SelfAttention(nn.Module):
     def __init__(self, config: Config):
@@ -112,18 +128,8 @@ class SelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)  # 3 x (B, 1, T, C): one head
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        if cache is not None:
-            if layer < len(cache.k):  # append the new tokens to what the cache holds
-                k = torch.cat([cache.k[layer], k], dim=2)  # (B, 1, T_cache + T, C)
-                v = torch.cat([cache.v[layer], v], dim=2)  # (B, 1, T_cache + T, C)
-            # Keep only what the next token can see: itself and the window - 1 keys before it.
-            keep = k.size(2) - min(k.size(2), self.window - 1)
-            kept_k, kept_v = k[:, :, keep:], v[:, :, keep:]  # (B, 1, <= window - 1, C)
-            if layer < len(cache.k):
-                cache.k[layer], cache.v[layer] = kept_k, kept_v
-            else:
-                cache.k.append(kept_k)
-                cache.v.append(kept_v)
+        if cache is not None:  # the next token sees itself and the window - 1 keys before it
+            k, v = cache.extend(layer, k, v, keep=self.window - 1)  # 2 x (B, 1, T_cache + T, C)
         y = attention(q, k, v, self.backend, self.window)  # (B, 1, T, C)
         y = y.squeeze(1)  # (B, T, C)
         return self.c_proj(y)
@@ -196,13 +202,14 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.float().reshape(B * T, -1), targets.reshape(B * T))  # (B*T, V), (B*T,)
+            flat = logits.float().reshape(B * T, -1)  # (B*T, V)
+            loss = F.cross_entropy(flat, targets.reshape(B * T))  # targets (B*T,)
         return logits, loss
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
                  use_cache: bool = True, generator: torch.Generator | None = None):
-        """Append ``max_new_tokens`` sampled tokens to ``idx`` ``(B, T)``; returns ``(B, T + max_new_tokens)``.
+        """Append ``max_new_tokens`` sampled tokens to ``idx`` ``(B, T)``; returns ``(B, T + new)``.
 
         With ``use_cache`` each step runs the model on the one new token only, against the cached
         keys and values of the tokens before it: a ``(B, 1, 1, D)`` query and ``(B, 1, T_cache + 1, D)``

@@ -9,57 +9,65 @@ only on ``(seed, s)`` (see ``data.get_batch``), and nothing else is random. So a
 ``--resume`` reloads the last checkpoint (weights, optimizer state, step, loss history) and the
 run ends exactly where an uninterrupted one would have.
 
-Outputs in ``--out``: ``ckpt.pt``, ``losses.csv``, ``losses.png``; a sample of generated text is
-printed at the end.
+The backends compute the same function, so which one trains does not change the model. With
+``--backend auto`` a GPU trains through the flash kernel; a CPU trains through the reference,
+because the kernel runs there in Triton's interpreter, about 100 times slower. Either way the end
+of the run goes through the kernel: it re-evaluates a validation batch with ``flash`` next to
+``reference``, and generates the sample with ``flash`` and the KV cache.
+
+Outputs in ``--out``: ``ckpt.pt``, ``losses.csv``, ``losses.png``; the sample is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from .data import DEFAULT_MAX_CHARS, Vocab, get_batch, read_corpus, split, unigram_entropy
+from .data import DEFAULT_MAX_CHARS, Vocab, eval_batches, get_batch, read_corpus, split, unigram_entropy
 from .model import BACKENDS, GPT, Config
 
-# Flags that define a run: resuming with a different value would not continue the same run.
+# Flags that define a run: resuming with another value would not continue the same run. The
+# backend is not one of them: they all compute the same function.
 RUN_FLAGS = ("data", "max_chars", "seed", "steps", "batch_size", "block_size", "n_layer", "n_embd", "lr",
              "min_lr", "warmup", "weight_decay", "grad_clip", "eval_interval", "eval_batches")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m minitransformer.train", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", default=None, help="UTF-8 text file to train on (default: Python's standard library)")
-    p.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="cap on the default corpus, in characters")
-    p.add_argument("--out", default="runs/minitransformer", help="directory for the checkpoint, CSV and plot")
-    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
-    p.add_argument("--seed", type=int, default=0, help="seeds the initialisation and the batch order")
-    p.add_argument("--steps", type=int, default=500, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per step")
-    p.add_argument("--block-size", type=int, default=128, help="sequence length, in characters")
-    p.add_argument("--n-layer", type=int, default=2, help="Transformer blocks")
-    p.add_argument("--n-embd", type=int, default=128, help="model width = head dim of the single head (8..256)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    p.add_argument("--min-lr", type=float, default=None, help="learning rate at the end of the cosine decay (default: lr / 10)")
-    p.add_argument("--warmup", type=int, default=50, help="steps of linear warmup")
-    p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (matrices only)")
-    p.add_argument("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this (0: off)")
-    p.add_argument("--backend", default="flash", help=f"attention backend: {', '.join(BACKENDS)}")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    p.add_argument("--eval-interval", type=int, default=100, help="validate and checkpoint every N steps")
-    p.add_argument("--eval-batches", type=int, default=8, help="validation batches per evaluation")
-    p.add_argument("--sample-chars", type=int, default=300, help="characters to generate at the end (0: none)")
-    p.add_argument("--prompt", default=None, help="start of the generated sample (default: a newline)")
+    p = argparse.ArgumentParser(prog="python -m minitransformer.train",
+                                description="Train the mini Transformer (defaults in brackets).")
+    arg = p.add_argument
+    arg("--data", default=None, help="UTF-8 text file to train on [Python's standard library]")
+    arg("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="cap on the default corpus [%(default)s]")
+    arg("--out", default="runs/minitransformer", help="directory for checkpoint, CSV and plot [%(default)s]")
+    arg("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
+    arg("--seed", type=int, default=0, help="seeds the initialisation and the batch order [%(default)s]")
+    arg("--steps", type=int, default=1000, help="optimizer steps [%(default)s]")
+    arg("--batch-size", type=int, default=16, help="sequences per step [%(default)s]")
+    arg("--block-size", type=int, default=128, help="sequence length, in characters [%(default)s]")
+    arg("--n-layer", type=int, default=2, help="Transformer blocks [%(default)s]")
+    arg("--n-embd", type=int, default=128, help="width = head dim of the single head, 8..256 [%(default)s]")
+    arg("--lr", type=float, default=3e-3, help="peak learning rate [%(default)s]")
+    arg("--min-lr", type=float, default=None, help="final learning rate of the cosine decay [lr / 10]")
+    arg("--warmup", type=int, default=100, help="steps of linear warmup [%(default)s]")
+    arg("--weight-decay", type=float, default=0.1, help="AdamW weight decay of the matrices [%(default)s]")
+    arg("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this, 0: off [%(default)s]")
+    arg("--backend", default="auto", help=f"attention for training: auto, {', '.join(BACKENDS)} "
+                                          "[auto: flash on CUDA, reference on CPU]")
+    arg("--device", default="auto", help="auto, cpu, cuda, cuda:N [auto: cuda if available]")
+    arg("--eval-interval", type=int, default=250, help="validate and checkpoint every N steps [%(default)s]")
+    arg("--eval-batches", type=int, default=16, help="validation batches per evaluation [%(default)s]")
+    arg("--sample-chars", type=int, default=300, help="characters to generate at the end [%(default)s]")
+    arg("--prompt", default=None, help="start of the generated sample [a newline]")
     return p.parse_args(argv)
 
 
@@ -72,17 +80,28 @@ def pick_device(name: str) -> torch.device:
         raise ValueError(f"--device {name}: not a device; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: only cpu and cuda are supported")
     return device
 
 
+def pick_backend(name: str, device: torch.device) -> str:
+    if name == "auto":  # the interpreted kernel is exact but far too slow to train on a CPU
+        return "flash" if device.type == "cuda" else "reference"
+    if name not in BACKENDS:
+        raise ValueError(f"--backend {name}: unknown backend; choose auto, {', '.join(BACKENDS)}")
+    return name
+
+
 def check_args(args):
-    for name in ("steps", "batch_size", "block_size", "n_layer", "eval_interval", "eval_batches"):
+    positive = ("steps", "batch_size", "block_size", "n_layer", "eval_interval", "eval_batches", "max_chars")
+    for name in positive:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.min_lr is None:
         args.min_lr = args.lr / 10
     if not (args.lr > 0 and 0 <= args.min_lr <= args.lr):
-        raise ValueError(f"need --lr > 0 and 0 <= --min-lr <= --lr, got --lr {args.lr} and --min-lr {args.min_lr}")
+        raise ValueError(f"need --lr > 0 and 0 <= --min-lr <= --lr, got {args.lr} and {args.min_lr}")
 
 
 def lr_at(step: int, args) -> float:
@@ -108,14 +127,20 @@ def autocast_for(device: torch.device):
     return nullcontext()
 
 
+def with_backend(model: GPT, backend: str) -> GPT:
+    """The same weights, with attention through another backend."""
+    other = GPT(dataclasses.replace(model.config, backend=backend)).to(next(model.parameters()).device)
+    other.load_state_dict(model.state_dict())
+    return other
+
+
 @torch.no_grad()
-def evaluate(model: GPT, val_ids, args, device) -> float:
-    """Mean loss over the same ``eval_batches`` validation batches every time."""
+def evaluate(model: GPT, val_ids, args, device, n_batches=None) -> float:
+    """Mean loss over ``eval_batches`` batches of windows spread evenly over the validation text."""
     model.eval()
     losses = []
-    for i in range(args.eval_batches):
-        x, y = get_batch(val_ids, args.batch_size, args.block_size, seed=args.seed, split="val", step=i,
-                         device=device)
+    batches = eval_batches(val_ids, n_batches or args.eval_batches, args.batch_size, args.block_size, device)
+    for x, y in batches:
         with autocast_for(device):
             losses.append(model(x, y)[1].item())
     model.train()
@@ -133,17 +158,28 @@ def save_checkpoint(path: Path, ckpt: dict):
 
 
 def load_checkpoint(path) -> dict:
-    """A checkpoint written by :func:`save_checkpoint`; ``ValueError`` if there is none or it is not one."""
+    """A checkpoint written by this script; ``ValueError`` if there is none or it is not one."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- any unreadable file is the same user error
+    except Exception as e:  # noqa: BLE001 -- whatever makes it unreadable, the user's fix is the same
         raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or not {"model", "config", "vocab", "step"} <= ckpt.keys():
+    if not isinstance(ckpt, dict) or not {"model", "config", "vocab", "step", "args"} <= ckpt.keys():
         raise ValueError(f"{path} is not a checkpoint of minitransformer.train")
     return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path, backend: str | None = None) -> GPT:
+    """The model a checkpoint holds; ``ValueError`` if its weights do not fit its config."""
+    config = Config(**{**ckpt["config"], **({"backend": backend} if backend else {})})
+    model = GPT(config)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise ValueError(f"checkpoint {path}: its weights do not match its config {ckpt['config']}") from None
+    return model
 
 
 def check_same_run(ckpt: dict, args, path):
@@ -168,11 +204,12 @@ def plot_losses(path: Path, history: list[dict], entropy: float, title: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["step"] for r in history], [r["train_loss"] for r in history], lw=0.8, alpha=0.6, label="train (one batch)")
     val = [r for r in history if r["val_loss"] != ""]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in history], [r["train_loss"] for r in history], lw=0.8, alpha=0.6,
+            label="train (one batch)")
     ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
-    ax.axhline(entropy, color="gray", ls="--", label=f"unigram entropy ({entropy:.2f})")
+    ax.axhline(entropy, color="gray", ls="--", label=f"unigram entropy of the corpus ({entropy:.2f})")
     ax.set(xlabel="step", ylabel="loss (nats / character)", title=title)
     ax.legend()
     fig.tight_layout()
@@ -182,7 +219,7 @@ def plot_losses(path: Path, history: list[dict], entropy: float, title: str):
 
 def generate_text(model: GPT, vocab: Vocab, prompt: str, n_chars: int, device, *, seed=0, temperature=0.8,
                   top_k=None, use_cache=True) -> str:
-    """Sample ``n_chars`` characters after ``prompt`` (its characters must be in the vocabulary)."""
+    """``prompt`` followed by ``n_chars`` sampled characters (the prompt's must be in the vocabulary)."""
     idx = vocab.encode(prompt)[None, :].to(device)  # (1, T)
     g = torch.Generator().manual_seed(seed)
     model.eval()
@@ -194,32 +231,33 @@ def setup(args):
     """Everything that can fail because of the user's input, checked before any training."""
     check_args(args)
     device = pick_device(args.device)
+    backend = pick_backend(args.backend, device)
     text, desc = read_corpus(args.data, args.max_chars)
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
     train_ids, val_ids = split(ids, args.block_size)
     config = Config(vocab_size=vocab.size, block_size=args.block_size, n_layer=args.n_layer,
-                    n_embd=args.n_embd, backend=args.backend)
+                    n_embd=args.n_embd, backend=backend)
     ckpt = None
-    out = Path(args.out)
+    path = Path(args.out) / "ckpt.pt"
     if args.resume:
-        ckpt = load_checkpoint(out / "ckpt.pt")
-        check_same_run(ckpt, args, out / "ckpt.pt")
+        ckpt = load_checkpoint(path)
+        check_same_run(ckpt, args, path)
         if ckpt["vocab"] != vocab.chars:
-            raise ValueError(f"checkpoint {out / 'ckpt.pt'} was trained on a different text (its vocabulary differs)")
+            raise ValueError(f"checkpoint {path} was trained on a different text (its vocabulary differs)")
     if args.prompt is None:  # a newline if the text has one, else its first character
         args.prompt = "\n" if "\n" in vocab.chars else text[0]
     try:  # fail now, not after training, on a prompt the model cannot read
         vocab.encode(args.prompt)
     except ValueError as e:
         raise ValueError(f"--prompt {args.prompt!r}: {e}") from None
-    return device, text, desc, vocab, ids, train_ids, val_ids, config, ckpt
+    return device, desc, vocab, ids, train_ids, val_ids, config, ckpt
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        device, text, desc, vocab, ids, train_ids, val_ids, config, ckpt = setup(args)
+        device, desc, vocab, ids, train_ids, val_ids, config, ckpt = setup(args)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     out = Path(args.out)
@@ -235,32 +273,33 @@ def main(argv=None):
         step, history = ckpt["step"], ckpt["history"]
     entropy = unigram_entropy(ids, vocab.size)
 
-    print(f"data: {desc}: {len(text):,} characters, {vocab.size} distinct, "
+    print(f"data: {desc}: {len(ids):,} characters, {vocab.size} distinct, "
           f"{len(train_ids):,} train / {len(val_ids):,} val")
-    print(f"model: {model.num_params():,} parameters, {config.n_layer} layers, width {config.n_embd}, "
-          f"1 head, context {config.block_size}; attention backend '{config.backend}' on {device}")
-    print(f"unigram entropy of the corpus: {entropy:.3f} nats/char (a model ignoring context gets no lower)")
+    print(f"model: {model.num_params():,} parameters (n_layer {config.n_layer}, n_embd {config.n_embd}, "
+          f"one head, context {config.block_size}); training attention: {config.backend}, on {device}")
+    print(f"unigram entropy of the corpus: {entropy:.3f} nats/char (the best loss without context)")
     if step:
         print(f"resuming from {out / 'ckpt.pt'} at step {step}")
     sys.stdout.flush()  # before the progress bar starts writing to stderr
 
     def checkpoint():
-        ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "config": asdict(config),
-                "vocab": vocab.chars, "step": step, "history": history, "args": vars(args)}
-        save_checkpoint(out / "ckpt.pt", ckpt)
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "config": dataclasses.asdict(config), "vocab": vocab.chars, "step": step,
+                 "history": history, "args": vars(args)}
+        save_checkpoint(out / "ckpt.pt", state)
         write_csv(out / "losses.csv", history)
 
     tokens_per_step = args.batch_size * args.block_size
     bar = tqdm(total=args.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
-    tok_s = None
+    tok_s, val_loss = None, None
     try:
         while step < args.steps:
             t0 = time.perf_counter()
             lr = lr_at(step, args)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, y = get_batch(train_ids, args.batch_size, args.block_size, seed=args.seed, split="train",
-                             step=step, device=device)
+            x, y = get_batch(train_ids, args.batch_size, args.block_size, seed=args.seed, step=step,
+                             device=device)
             with autocast_for(device):
                 _, loss = model(x, y)
             optimizer.zero_grad(set_to_none=True)
@@ -273,13 +312,12 @@ def main(argv=None):
             rate = tokens_per_step / (time.perf_counter() - t0)
             tok_s = rate if tok_s is None else 0.9 * tok_s + 0.1 * rate  # smoothed
             if step % args.eval_interval == 0 or step == args.steps:
-                row["val_loss"] = evaluate(model, val_ids, args, device)
+                row["val_loss"] = val_loss = evaluate(model, val_ids, args, device)
             history.append(row)
             if row["val_loss"] != "":
                 checkpoint()
             bar.update(1)
-            last_val = next((r["val_loss"] for r in reversed(history) if r["val_loss"] != ""), None)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{last_val:.3f}" if last_val else "-",
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{val_loss:.3f}" if val_loss else "-",
                             tok_s=f"{tok_s:,.0f}")
     except KeyboardInterrupt:
         bar.close()
@@ -289,14 +327,21 @@ def main(argv=None):
     bar.close()
 
     write_csv(out / "losses.csv", history)
-    plot_losses(out / "losses.png", history, entropy, f"mini Transformer, {config.backend} attention")
-    val_loss = history[-1]["val_loss"]  # the last step always evaluates
-    print(f"step {step}: validation loss {val_loss:.3f} nats/char vs unigram entropy {entropy:.3f} nats/char")
+    plot_losses(out / "losses.png", history, entropy, f"mini Transformer ({config.backend} attention)")
+    print(f"step {step}: validation loss {history[-1]['val_loss']:.3f} nats/char "
+          f"(unigram entropy of the corpus: {entropy:.3f} nats/char)")
     print(f"wrote {out / 'ckpt.pt'}, {out / 'losses.csv'}, {out / 'losses.png'}")
+
+    # The kernel is exact: the trained model gives the same loss through it as through the reference.
+    flash_model = model if config.backend == "flash" else with_backend(model, "flash")
+    loss_flash = evaluate(flash_model, val_ids, args, device, n_batches=1)
+    loss_ref = evaluate(with_backend(model, "reference"), val_ids, args, device, n_batches=1)
+    print(f"one validation batch through the flash kernel: loss {loss_flash:.5f} (reference: {loss_ref:.5f})")
     if args.sample_chars > 0:
         t0 = time.perf_counter()
-        sample = generate_text(model, vocab, args.prompt, args.sample_chars, device, seed=args.seed)
-        print(f"--- sample ({args.sample_chars} characters, KV cache, {time.perf_counter() - t0:.1f} s) ---")
+        sample = generate_text(flash_model, vocab, args.prompt, args.sample_chars, device, seed=args.seed)
+        print(f"--- sample: {args.sample_chars} characters from the flash kernel with a KV cache "
+              f"({time.perf_counter() - t0:.1f} s) ---")
         print(sample)
         print("---")
     return history

@@ -1,0 +1,61 @@
+"""Generate text from a checkpoint: ``python -m minitransformer.sample --ckpt runs/minitransformer/ckpt.pt``.
+
+Each new character costs one step of the model on one token: its query attends to the cached keys
+and values of everything before it (``GPT.generate``), through the flash kernel by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from .data import Vocab
+from .model import BACKENDS
+from .train import generate_text, load_checkpoint, model_from_checkpoint, pick_device
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m minitransformer.sample",
+                                description="Generate text from a checkpoint (defaults in brackets).")
+    arg = p.add_argument
+    arg("--ckpt", default="runs/minitransformer/ckpt.pt", help="a checkpoint of train.py [%(default)s]")
+    arg("--prompt", default="\n", help="text to continue [a newline]")
+    arg("--chars", type=int, default=500, help="characters to generate [%(default)s]")
+    arg("--temperature", type=float, default=0.8, help="0 picks the most likely character [%(default)s]")
+    arg("--top-k", type=int, default=None, help="sample among the k most likely characters only [all]")
+    arg("--seed", type=int, default=0, help="seeds the sampling [%(default)s]")
+    arg("--backend", default="flash", help=f"attention: {', '.join(BACKENDS)} [%(default)s]")
+    arg("--device", default="auto", help="auto, cpu, cuda, cuda:N [auto: cuda if available]")
+    arg("--no-cache", action="store_true", help="recompute the whole sequence at every step (slow)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.backend not in BACKENDS:
+            raise ValueError(f"--backend {args.backend}: unknown backend; choose {', '.join(BACKENDS)}")
+        if args.chars < 0 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
+            raise ValueError("need --chars >= 0, --temperature >= 0 and --top-k >= 1")
+        device = pick_device(args.device)
+        ckpt = load_checkpoint(args.ckpt)
+        model = model_from_checkpoint(ckpt, args.ckpt, backend=args.backend).to(device)
+        vocab = Vocab(ckpt["vocab"])
+        try:
+            vocab.encode(args.prompt)
+        except ValueError as e:
+            raise ValueError(f"--prompt {args.prompt!r}: {e}") from None
+        if not args.prompt:
+            raise ValueError("--prompt: needs at least one character")
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    t0 = time.perf_counter()
+    text = generate_text(model, vocab, args.prompt, args.chars, device, seed=args.seed,
+                         temperature=args.temperature, top_k=args.top_k, use_cache=not args.no_cache)
+    print(text)
+    print(f"--- {args.chars} characters in {time.perf_counter() - t0:.1f} s "
+          f"({args.backend} attention, {'no cache' if args.no_cache else 'KV cache'}, {device}) ---")
+
+
+if __name__ == "__main__":
+    main()
