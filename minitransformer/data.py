@@ -50,14 +50,11 @@ class Vocab:
         return "".join(self.chars[i] for i in ids)
 
 
-def stdlib_corpus(max_chars: int = DEFAULT_MAX_CHARS) -> tuple[str, str]:
-    """The top-level ``.py`` files of the standard library, in name order, up to ``max_chars``.
-
-    Returns the text and a one-line description of it. The same Python installation always gives
-    the same text; another Python version gives a slightly different one.
-    """
+def _stdlib_files(max_chars: int) -> tuple[Path, list[str]]:
+    """The sources of the standard library's top-level ``.py`` files, in name order, until
+    ``max_chars`` characters are collected."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    parts, total, used = [], 0, 0
+    parts, total = [], 0
     for path in sorted(root.glob("*.py")):
         try:
             src = path.read_text(encoding="utf-8")
@@ -65,9 +62,19 @@ def stdlib_corpus(max_chars: int = DEFAULT_MAX_CHARS) -> tuple[str, str]:
             continue
         parts.append(src)
         total += len(src)
-        used += 1
         if total >= max_chars:
             break
+    return root, parts
+
+
+def stdlib_corpus(max_chars: int = DEFAULT_MAX_CHARS) -> tuple[str, str]:
+    """The top-level ``.py`` files of the standard library, in name order, up to ``max_chars``.
+
+    Returns the text and a one-line description of it. The same Python installation always gives
+    the same text; another Python version gives a slightly different one.
+    """
+    root, parts = _stdlib_files(max_chars)
+    used = len(parts)
     text = "".join(parts)[:max_chars]
     if not text:
         raise ValueError(f"found no Python sources under {root} for the default corpus; pass --data")
@@ -90,6 +97,42 @@ def read_corpus(path: str | None, max_chars: int = DEFAULT_MAX_CHARS) -> tuple[s
     if not text:
         raise ValueError(f"--data {path}: the file is empty")
     return text, str(p)
+
+
+def document_starts(path: str | None, text: str, max_chars: int = DEFAULT_MAX_CHARS) -> torch.Tensor:
+    """Offsets in ``text`` where a document begins, for training on packed documents.
+
+    The default corpus: one file = one document. A ``--data`` file: paragraphs separated by a blank
+    line (``"\n\n"``) are the documents.
+    """
+    if path is None:
+        lengths = [len(src) for src in _stdlib_files(max_chars)[1]]
+        starts = np.cumsum([0, *lengths[:-1]])
+    else:
+        starts = [0] + [m + 2 for m in _find_all(text, "\n\n")]
+    starts = np.asarray(starts, dtype=np.int64)
+    return torch.from_numpy(starts[starts < len(text)])
+
+
+def _find_all(text: str, sep: str) -> list[int]:
+    out, i = [], text.find(sep)
+    while i >= 0:
+        out.append(i)
+        i = text.find(sep, i + len(sep))
+    return out
+
+
+def packing_for(starts: torch.Tensor, block_size: int, doc_starts: torch.Tensor):
+    """``(cu_seqlens, max_seqlen)`` of a batch of windows ``[s, s + block_size)`` cut at every
+    document start inside them, for :func:`kernels.flash_attention_varlen` on the flattened
+    ``(B * T)`` tokens: attention then never crosses from one document into another."""
+    docs = doc_starts.numpy()
+    cuts = [0]
+    for b, s in enumerate(starts.tolist()):
+        inside = docs[(docs > s) & (docs < s + block_size)] - s  # document starts within the window
+        cuts += (b * block_size + inside).tolist() + [(b + 1) * block_size]
+    cu_seqlens = torch.tensor(cuts, dtype=torch.int32)  # (n_segments + 1,)
+    return cu_seqlens, int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
 
 
 def split(ids: torch.Tensor, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,26 +158,36 @@ def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:
 
 
 def get_batch(ids: torch.Tensor, batch_size: int, block_size: int, *, seed: int, step: int,
-              device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+              device="cpu", doc_starts: torch.Tensor | None = None):
     """``batch_size`` random windows of ``ids``: inputs ``x`` and next-token targets ``y``, each ``(B, T)``.
 
     The window starts are drawn from a generator seeded by ``(seed, step)`` alone, so step ``s``
-    gets the same batch whether or not the run was interrupted before it.
+    gets the same batch whether or not the run was interrupted before it. With ``doc_starts``
+    (packed documents) a third item is returned: ``(cu_seqlens, max_seqlen)`` of :func:`packing_for`.
     """
     rng = np.random.default_rng([seed, step])
     starts = torch.from_numpy(rng.integers(0, len(ids) - block_size, size=batch_size))  # (B,)
     offsets = torch.arange(block_size + 1)  # (T + 1,)
     windows = ids[starts[:, None] + offsets[None, :]]  # (B, T + 1)
     x, y = windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
-    return x.to(device), y.to(device)
+    if doc_starts is None:
+        return x.to(device), y.to(device)
+    cu_seqlens, max_seqlen = packing_for(starts, block_size, doc_starts)
+    return x.to(device), y.to(device), (cu_seqlens.to(device), max_seqlen)
 
 
-def eval_batches(ids: torch.Tensor, n_batches: int, batch_size: int, block_size: int, device="cpu"):
+def eval_batches(ids: torch.Tensor, n_batches: int, batch_size: int, block_size: int, device="cpu",
+                 doc_starts: torch.Tensor | None = None):
     """``n_batches`` batches of windows spread evenly over ``ids``: the same ones every time, for
-    every seed, so validation losses are comparable across steps and runs."""
+    every seed, so validation losses are comparable across steps and runs. With ``doc_starts``,
+    each batch carries its packing as in :func:`get_batch`."""
     n = n_batches * batch_size
     starts = torch.linspace(0, len(ids) - block_size - 1, n).long()  # (n,)
     offsets = torch.arange(block_size + 1)  # (T + 1,)
     windows = ids[starts[:, None] + offsets[None, :]]  # (n, T + 1)
-    for chunk in windows.split(batch_size):  # (B, T + 1) each
-        yield chunk[:, :-1].to(device), chunk[:, 1:].to(device)
+    for chunk, chunk_starts in zip(windows.split(batch_size), starts.split(batch_size)):  # (B, T + 1)
+        if doc_starts is None:
+            yield chunk[:, :-1].to(device), chunk[:, 1:].to(device)
+        else:
+            cu_seqlens, max_seqlen = packing_for(chunk_starts, block_size, doc_starts)
+            yield chunk[:, :-1].to(device), chunk[:, 1:].to(device), (cu_seqlens.to(device), max_seqlen)

@@ -26,7 +26,14 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from kernels import attention_mask, attention_reference, flash_attention, flash_decode
+from kernels import (
+    attention_mask,
+    attention_reference,
+    attention_varlen_reference,
+    flash_attention,
+    flash_attention_varlen,
+    flash_decode,
+)
 
 BACKENDS = ("flash", "reference", "sdpa")
 MIN_HEAD_DIM, MAX_HEAD_DIM = 8, 256  # what the kernel supports; the single head is n_embd wide
@@ -53,6 +60,28 @@ class Config:
         for name in ("vocab_size", "block_size", "n_layer", "mlp_ratio"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def packed_attention(q, k, v, backend: str, packing):
+    """Causal attention within each document of rows that pack several documents.
+
+    q, k, v: ``(B, 1, T, D)``; ``packing = (cu_seqlens, max_seqlen)`` over the flattened ``B * T``
+    tokens (see ``data.packing_for``): token t attends to the tokens before it in its own document.
+    """
+    B, _, T, D = q.shape
+    cu_seqlens, max_seqlen = packing
+    qp, kp, vp = (t.reshape(B * T, 1, D) for t in (q, k, v))  # (B*T, 1, D): tokens, one head
+    if backend == "flash":
+        out = flash_attention_varlen(qp, kp, vp, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=True)
+    elif backend == "reference":
+        out = attention_varlen_reference(qp, kp, vp, cu_seqlens, cu_seqlens, causal=True)
+    else:  # sdpa takes a boolean mask: same document and not in the future
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1]  # (n_docs,)
+        doc = torch.repeat_interleave(torch.arange(len(lengths), device=q.device), lengths).view(B, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()  # (T, T)
+        mask = (doc[:, :, None] == doc[:, None, :]) & causal  # (B, T, T)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask.unsqueeze(1))  # (B, 1, T, D)
+    return out.reshape(B, 1, T, D)
 
 
 def attention(q, k, v, backend: str, window: int):
@@ -123,14 +152,17 @@ class SelfAttention(nn.Module):
         self.backend = config.backend
         self.window = config.block_size
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0):
+    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0, packing=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)  # 3 x (B, 1, T, C): one head
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:  # the next token sees itself and the window - 1 keys before it
             k, v = cache.extend(layer, k, v, keep=self.window - 1)  # 2 x (B, 1, T_cache + T, C)
-        y = attention(q, k, v, self.backend, self.window)  # (B, 1, T, C)
+        if packing is not None:  # several documents per row: attention stays within each
+            y = packed_attention(q, k, v, self.backend, packing)  # (B, 1, T, C)
+        else:
+            y = attention(q, k, v, self.backend, self.window)  # (B, 1, T, C)
         y = y.squeeze(1)  # (B, T, C)
         return self.c_proj(y)
 
@@ -153,8 +185,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, cache=None, layer=0):
-        x = x + self.attn(self.ln_1(x), cos, sin, cache, layer)
+    def forward(self, x, cos, sin, cache=None, layer=0, packing=None):
+        x = x + self.attn(self.ln_1(x), cos, sin, cache, layer, packing)
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -183,12 +215,14 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx, targets=None, cache: KVCache | None = None):
+    def forward(self, idx, targets=None, cache: KVCache | None = None, packing=None):
         """idx ``(B, T)`` token ids -> logits ``(B, T, vocab_size)`` and the mean cross-entropy.
 
         With a ``cache``, ``idx`` holds the tokens that follow those already in it: only they are
         computed, and the cache is extended. Without one, a sequence longer than ``block_size``
         gives the same logits as generation, since both use a sliding window of ``block_size``.
+        ``packing = (cu_seqlens, max_seqlen)`` marks documents packed into the rows: attention then
+        stays within each (``kernels.flash_attention_varlen``).
         """
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
@@ -196,7 +230,7 @@ class GPT(nn.Module):
         cos, sin = rotary_angles(pos, self.config.n_embd, self.config.rope_base)  # 2 x (T, C/2)
         x = self.wte(idx)  # (B, T, C)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cos, sin, cache, layer)
+            x = block(x, cos, sin, cache, layer, packing)
         if cache is not None:
             cache.pos += T
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab_size)

@@ -33,13 +33,22 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .data import DEFAULT_MAX_CHARS, Vocab, eval_batches, get_batch, read_corpus, split, unigram_entropy
+from .data import (
+    DEFAULT_MAX_CHARS,
+    Vocab,
+    document_starts,
+    eval_batches,
+    get_batch,
+    read_corpus,
+    split,
+    unigram_entropy,
+)
 from .model import BACKENDS, GPT, Config
 
 # Flags that define a run: resuming with another value would not continue the same run. The
 # backend is not one of them: they all compute the same function.
 RUN_FLAGS = ("data", "max_chars", "seed", "steps", "batch_size", "block_size", "n_layer", "n_embd", "lr",
-             "min_lr", "warmup", "weight_decay", "grad_clip", "eval_interval", "eval_batches")
+             "min_lr", "warmup", "weight_decay", "grad_clip", "eval_interval", "eval_batches", "packed")
 
 
 def parse_args(argv=None):
@@ -64,6 +73,9 @@ def parse_args(argv=None):
     arg("--backend", default="auto", help=f"attention for training: auto, {', '.join(BACKENDS)} "
                                           "[auto: flash on CUDA, reference on CPU]")
     arg("--device", default="auto", help="auto, cpu, cuda, cuda:N [auto: cuda if available]")
+    arg("--packed", action="store_true",
+        help="attention stays within each document (one file of the default corpus, or a paragraph "
+             "of --data), through kernels.flash_attention_varlen on the packed rows")
     arg("--eval-interval", type=int, default=250, help="validate and checkpoint every N steps [%(default)s]")
     arg("--eval-batches", type=int, default=16, help="validation batches per evaluation [%(default)s]")
     arg("--sample-chars", type=int, default=300, help="characters to generate at the end [%(default)s]")
@@ -139,10 +151,11 @@ def evaluate(model: GPT, val_ids, args, device, n_batches=None) -> float:
     """Mean loss over ``eval_batches`` batches of windows spread evenly over the validation text."""
     model.eval()
     losses = []
-    batches = eval_batches(val_ids, n_batches or args.eval_batches, args.batch_size, args.block_size, device)
-    for x, y in batches:
+    batches = eval_batches(val_ids, n_batches or args.eval_batches, args.batch_size, args.block_size, device,
+                           doc_starts=args.val_docs)
+    for x, y, *packing in batches:
         with autocast_for(device):
-            losses.append(model(x, y)[1].item())
+            losses.append(model(x, y, packing=packing[0] if packing else None)[1].item())
     model.train()
     return sum(losses) / len(losses)
 
@@ -236,6 +249,11 @@ def setup(args):
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
     train_ids, val_ids = split(ids, args.block_size)
+    args.train_docs = args.val_docs = None  # document starts of each split, when packing
+    if args.packed:
+        starts = document_starts(args.data, text, args.max_chars)
+        args.train_docs = starts[starts < len(train_ids)]
+        args.val_docs = starts[starts >= len(train_ids)] - len(train_ids)
     config = Config(vocab_size=vocab.size, block_size=args.block_size, n_layer=args.n_layer,
                     n_embd=args.n_embd, backend=backend)
     ckpt = None
@@ -285,7 +303,8 @@ def main(argv=None):
     def checkpoint():
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "config": dataclasses.asdict(config), "vocab": vocab.chars, "step": step,
-                 "history": history, "args": vars(args)}
+                 "history": history,
+                 "args": {k: v for k, v in vars(args).items() if not k.endswith("_docs")}}
         save_checkpoint(out / "ckpt.pt", state)
         write_csv(out / "losses.csv", history)
 
@@ -298,10 +317,10 @@ def main(argv=None):
             lr = lr_at(step, args)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, y = get_batch(train_ids, args.batch_size, args.block_size, seed=args.seed, step=step,
-                             device=device)
+            x, y, *packing = get_batch(train_ids, args.batch_size, args.block_size, seed=args.seed,
+                                       step=step, device=device, doc_starts=args.train_docs)
             with autocast_for(device):
-                _, loss = model(x, y)
+                _, loss = model(x, y, packing=packing[0] if packing else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if args.grad_clip > 0:
