@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import kernels
+
 from .data import (
     DEFAULT_MAX_CHARS,
     Vocab,
@@ -102,7 +104,15 @@ def pick_backend(name: str, device: torch.device) -> str:
         return "flash" if device.type == "cuda" else "reference"
     if name not in BACKENDS:
         raise ValueError(f"--backend {name}: unknown backend; choose auto, {', '.join(BACKENDS)}")
+    if name == "flash" and not kernel_runs_on(device):
+        raise ValueError(f"--backend flash on {device}: this machine compiles Triton for its GPU; "
+                         "use --device cuda, or set TRITON_INTERPRET=1 to interpret on the CPU")
     return name
+
+
+def kernel_runs_on(device: torch.device) -> bool:
+    """The Triton kernel runs compiled on CUDA tensors, or interpreted where kernels chose that."""
+    return device.type == "cuda" or kernels.INTERPRET
 
 
 def check_args(args):
@@ -352,14 +362,18 @@ def main(argv=None):
     print(f"wrote {out / 'ckpt.pt'}, {out / 'losses.csv'}, {out / 'losses.png'}")
 
     # The kernel is exact: the trained model gives the same loss through it as through the reference.
-    flash_model = model if config.backend == "flash" else with_backend(model, "flash")
-    loss_flash = evaluate(flash_model, val_ids, args, device, n_batches=1)
-    loss_ref = evaluate(with_backend(model, "reference"), val_ids, args, device, n_batches=1)
-    print(f"one validation batch through the flash kernel: loss {loss_flash:.5f} (reference: {loss_ref:.5f})")
+    flash_model = model
+    if kernel_runs_on(device):
+        flash_model = model if config.backend == "flash" else with_backend(model, "flash")
+        loss_flash = evaluate(flash_model, val_ids, args, device, n_batches=1)
+        loss_ref = evaluate(with_backend(model, "reference"), val_ids, args, device, n_batches=1)
+        print(f"one validation batch through the flash kernel: loss {loss_flash:.5f} "
+              f"(reference: {loss_ref:.5f})")
     if args.sample_chars > 0:
         t0 = time.perf_counter()
         sample = generate_text(flash_model, vocab, args.prompt, args.sample_chars, device, seed=args.seed)
-        print(f"--- sample: {args.sample_chars} characters from the flash kernel with a KV cache "
+        print(f"--- sample: {args.sample_chars} characters from the {flash_model.config.backend} "
+              f"attention with a KV cache "
               f"({time.perf_counter() - t0:.1f} s) ---")
         print(sample)
         print("---")
