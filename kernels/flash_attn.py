@@ -35,9 +35,11 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)); exp2 is the cheaper instruction
 LN2 = 0.6931471805599453
 # Triton compiles a variant per "divisible by 16 / equal to 1" pattern of each integer argument.
-# Sizes vary from call to call and gain nothing from it: keep one compiled kernel for all of them.
-_SIZES = ["heads_q", "heads_kv", "group", "seqlen_q", "seqlen_k", "head_dim", "window_left",
-          "window_right"]
+# Sequence lengths and window bounds vary from call to call and gain nothing from it: keep one
+# compiled kernel for all of them. head_dim is left specialised: knowing it is a multiple of 16
+# lets the compiler turn the `offs_d < head_dim` masks into 16-byte vector loads (measured on an
+# H100: 2-3x slower kernels without it).
+_SIZES = ["heads_q", "heads_kv", "group", "seqlen_q", "seqlen_k", "window_left", "window_right"]
 
 
 def _jit(fn):
