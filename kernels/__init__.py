@@ -30,6 +30,7 @@ if "TRITON_INTERPRET" not in os.environ:
 #: True when the kernels run through Triton's CPU interpreter.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
+from . import iocost  # noqa: E402,F401  (pure NumPy: the IO-cost model)
 from .reference import attention_mask, attention_reference, attention_varlen_reference  # noqa: E402
 
 try:
@@ -42,9 +43,11 @@ except ImportError:  # macOS / Windows: Triton ships Linux wheels only
         )
 
     flash_attention = flash_attention_varlen = flash_decode = _needs_triton
+    ring_attention = ring_attention_allgather = _needs_triton
 else:
     from .decode import flash_decode
     from .flash_attn import flash_attention
+    from .ring import ring_attention, ring_attention_allgather
     from .varlen import flash_attention_varlen
 
 __all__ = [
@@ -55,4 +58,6 @@ __all__ = [
     "flash_attention",
     "flash_attention_varlen",
     "flash_decode",
+    "ring_attention",
+    "ring_attention_allgather",
 ]

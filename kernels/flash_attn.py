@@ -33,7 +33,10 @@ from ._checks import KERNEL_DTYPES, MAX_HEAD_DIM, MIN_HEAD_DIM, check_qkv, check
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)); exp2 is the cheaper instruction
-LN2 = 0.6931471805599453
+LN2 = 0.6931471805599453  # log(x) = log2(x) * ln(2)
+# The same two numbers as compile-time constants, the only kind of global a @triton.jit reads.
+LOG2E_C: tl.constexpr = tl.constexpr(LOG2E)
+LN2_C: tl.constexpr = tl.constexpr(LN2)
 # Triton compiles a variant per "divisible by 16 / equal to 1" pattern of each integer argument.
 # Sequence lengths and window bounds vary from call to call and gain nothing from it: keep one
 # compiled kernel for all of them. head_dim is left specialised: knowing it is a multiple of 16
@@ -214,7 +217,7 @@ def _attn_fwd(
     empty = l_i == 0.0  # rows that saw no key: output 0, lse -inf
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
-    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * 0.6931471805599453)
+    lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * LN2_C)
     tl.store(o_ptr + o_rows[:, None] + offs_d[None, :] * stride_od,
              out.to(o_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
     tl.store(lse_ptr + lse_rows, lse, mask=mask_m)
@@ -331,7 +334,7 @@ def _attn_bwd_dkdv(
                 do = do.to(tl.float32)
             # Rows with no key (lse = -inf) and padded rows get lse = +inf, so P = 0 there.
             lse = tl.load(lse_head + rows, mask=mask_m, other=float("inf"))
-            lse = tl.where(lse == float("-inf"), float("inf"), lse) * 1.4426950408889634
+            lse = tl.where(lse == float("-inf"), float("inf"), lse) * LOG2E_C
             delta = tl.load(delta_head + rows, mask=mask_m, other=0.0)
             # [BLOCK_N, BLOCK_M]
             st = tl.dot(k, qt, input_precision=PRECISION) * qk_scale
@@ -405,7 +408,7 @@ def _attn_bwd_dq(
         q = q.to(tl.float32)
         do = do.to(tl.float32)
     lse = tl.load(lse_ptr + offs_m, mask=mask_m, other=float("inf"))
-    lse = tl.where(lse == float("-inf"), float("inf"), lse) * 1.4426950408889634
+    lse = tl.where(lse == float("-inf"), float("inf"), lse) * LOG2E_C
     delta = tl.load(delta_ptr + offs_m, mask=mask_m, other=0.0)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 

@@ -15,6 +15,11 @@ because the kernel runs there in Triton's interpreter, about 100 times slower. E
 of the run goes through the kernel: it re-evaluates a validation batch with ``flash`` next to
 ``reference``, and generates the sample with ``flash`` and the KV cache.
 
+Data parallel: ``torchrun --nproc_per_node=N -m minitransformer.train ...`` trains on N processes
+(GPUs, or CPU processes through gloo), each on N-th of every batch, with the gradients averaged
+(see ``distributed.py``). The numbers are those of one process on the whole batch; rank 0 alone
+writes the files and prints.
+
 Outputs in ``--out``: ``ckpt.pt``, ``losses.csv``, ``losses.png``; the sample is printed.
 """
 
@@ -35,6 +40,7 @@ from tqdm import tqdm
 
 import kernels
 
+from . import distributed
 from .data import (
     DEFAULT_MAX_CHARS,
     Vocab,
@@ -222,13 +228,13 @@ def write_csv(path: Path, history: list[dict]):
 
 
 def plot_losses(path: Path, history: list[dict], entropy: float, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A bare Figure needs no pyplot backend, so training from a notebook leaves its inline
+    # backend alone (matplotlib.use("Agg") would silently stop the notebook's figures).
+    from matplotlib.figure import Figure
 
     val = [r for r in history if r["val_loss"] != ""]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot([r["step"] for r in history], [r["train_loss"] for r in history], lw=0.8, alpha=0.6,
             label="train (one batch)")
     ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
@@ -237,7 +243,6 @@ def plot_losses(path: Path, history: list[dict], entropy: float, title: str):
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def generate_text(model: GPT, vocab: Vocab, prompt: str, n_chars: int, device, *, seed=0, temperature=0.8,
@@ -250,10 +255,13 @@ def generate_text(model: GPT, vocab: Vocab, prompt: str, n_chars: int, device, *
     return vocab.decode(out[0].tolist())
 
 
-def setup(args):
+def setup(args, ranks: distributed.Ranks):
     """Everything that can fail because of the user's input, checked before any training."""
     check_args(args)
-    device = pick_device(args.device)
+    if args.batch_size % ranks.world_size:
+        raise ValueError(f"--batch-size {args.batch_size} must be a multiple of the number of processes "
+                         f"({ranks.world_size}): each takes an equal share of every batch")
+    device = distributed.device_for(pick_device(args.device), ranks)
     backend = pick_backend(args.backend, device)
     text, desc = read_corpus(args.data, args.max_chars)
     vocab = Vocab.from_text(text)
@@ -285,9 +293,12 @@ def setup(args):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        device, desc, vocab, ids, train_ids, val_ids, config, ckpt = setup(args)
+        ranks = distributed.get_ranks()  # rank 0 of 1 unless started by torchrun
+        device, desc, vocab, ids, train_ids, val_ids, config, ckpt = setup(args, ranks)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
+    distributed.start(device, ranks)
+    log = print if ranks.is_main else (lambda *a, **kw: None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -299,15 +310,19 @@ def main(argv=None):
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         step, history = ckpt["step"], ckpt["history"]
+    train_model = distributed.wrap(model, device, ranks)  # averages the gradients over the ranks
     entropy = unigram_entropy(ids, vocab.size)
 
-    print(f"data: {desc}: {len(ids):,} characters, {vocab.size} distinct, "
-          f"{len(train_ids):,} train / {len(val_ids):,} val")
-    print(f"model: {model.num_params():,} parameters (n_layer {config.n_layer}, n_embd {config.n_embd}, "
-          f"one head, context {config.block_size}); training attention: {config.backend}, on {device}")
-    print(f"unigram entropy of the corpus: {entropy:.3f} nats/char (the best loss without context)")
+    log(f"data: {desc}: {len(ids):,} characters, {vocab.size} distinct, "
+        f"{len(train_ids):,} train / {len(val_ids):,} val")
+    log(f"model: {model.num_params():,} parameters (n_layer {config.n_layer}, n_embd {config.n_embd}, "
+        f"one head, context {config.block_size}); training attention: {config.backend}, on {device}")
+    log(f"unigram entropy of the corpus: {entropy:.3f} nats/char (the best loss without context)")
+    if ranks.world_size > 1:
+        log(f"data parallel: {ranks.world_size} processes, {args.batch_size // ranks.world_size} "
+            f"sequences each per step")
     if step:
-        print(f"resuming from {out / 'ckpt.pt'} at step {step}")
+        log(f"resuming from {out / 'ckpt.pt'} at step {step}")
     sys.stdout.flush()  # before the progress bar starts writing to stderr
 
     def checkpoint():
@@ -319,7 +334,8 @@ def main(argv=None):
         write_csv(out / "losses.csv", history)
 
     tokens_per_step = args.batch_size * args.block_size
-    bar = tqdm(total=args.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=args.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+               disable=not ranks.is_main)
     tok_s, val_loss = None, None
     try:
         while step < args.steps:
@@ -328,22 +344,25 @@ def main(argv=None):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             x, y, *packing = get_batch(train_ids, args.batch_size, args.block_size, seed=args.seed,
-                                       step=step, device=device, doc_starts=args.train_docs)
+                                       step=step, device=device, doc_starts=args.train_docs,
+                                       rank=ranks.rank, world_size=ranks.world_size)
             with autocast_for(device):
-                _, loss = model(x, y, packing=packing[0] if packing else None)
+                _, loss = train_model(x, y, packing=packing[0] if packing else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if args.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
             optimizer.step()
             step += 1
-            row = {"step": step, "lr": lr, "train_loss": loss.item(), "val_loss": ""}
+            row = {"step": step, "lr": lr, "train_loss": distributed.mean(loss, ranks), "val_loss": ""}
             rate = tokens_per_step / (time.perf_counter() - t0)
             tok_s = rate if tok_s is None else 0.9 * tok_s + 0.1 * rate  # smoothed
+            # Every rank evaluates (the same batches): rank 0 would take as long alone, the others
+            # waiting for it at the next step, and this way all of them hold the same history.
             if step % args.eval_interval == 0 or step == args.steps:
                 row["val_loss"] = val_loss = evaluate(model, val_ids, args, device)
             history.append(row)
-            if row["val_loss"] != "":
+            if row["val_loss"] != "" and ranks.is_main:
                 checkpoint()
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{val_loss:.3f}" if val_loss else "-",
@@ -354,6 +373,9 @@ def main(argv=None):
         raise SystemExit(f"interrupted at step {step}; the last checkpoint is at step {last}: "
                          f"rerun with --resume to continue") from None
     bar.close()
+    distributed.stop()
+    if not ranks.is_main:  # the rest (files, the check through the kernel, the sample) is rank 0's
+        return history
 
     write_csv(out / "losses.csv", history)
     plot_losses(out / "losses.png", history, entropy, f"mini Transformer ({config.backend} attention)")

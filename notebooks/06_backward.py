@@ -1,0 +1,398 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · The backward pass: recompute, don't store
+#
+# **What you will learn**
+#
+# * why autograd on naive attention keeps the $N \times N$ probabilities $P$ for the backward pass,
+#   and why that is exactly what FlashAttention must avoid (we measure what autograd saves);
+# * the gradient formulas, including the identity $\delta_i = \sum_j P_{ij}\, dP_{ij} =
+#   \mathrm{rowsum}(dO \circ O)_i$ that removes the need for a row of $dP$;
+# * how the forward's log-sum-exp lets the backward recompute any tile of $P$ with one
+#   exponential;
+# * the three Triton kernels of the backward, read against the formulas, and a gradient check
+#   against autograd of naive attention in float64.
+#
+# **Read first:** [04 · The forward pass](04_flash_attention_forward.ipynb) (the kernel's layout)
+# and [05 · The IO model](05_io_cost_model.ipynb) (why bytes matter).
+
+# %%
+import sys
+from pathlib import Path
+
+try:
+    import kernels
+except ModuleNotFoundError:  # nbmake runs a notebook from notebooks/: the repository is one up
+    sys.path.insert(0, str(Path.cwd().parent))
+    import kernels
+
+import inspect
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from kernels import attention_reference, flash_attention, flash_attn
+from kernels.iocost import flash2_io, simulate_flash2, standard_attention_io
+
+SMALL = kernels.INTERPRET  # True without a GPU: the kernels run in Triton's CPU interpreter
+DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
+torch.manual_seed(0)
+rng = np.random.default_rng(0)
+print(f"device: {DEVICE}, Triton interpreter: {kernels.INTERPRET}")
+
+# %% [markdown]
+# ## 1. What the backward pass needs, and what autograd keeps
+#
+# Training needs $dQ, dK, dV$ given $dO = \partial L / \partial O$. Every formula below involves
+# $P$, so autograd, differentiating naive attention step by step, **saves** $P$ (and more $N
+# \times N$ tensors) during the forward pass, to use them in the backward. PyTorch lets us watch
+# what is saved: `saved_tensors_hooks` calls a function on every tensor autograd stores. We count
+# the bytes of distinct storages, leaving out $Q, K, V$ themselves (they exist anyway).
+
+# %%
+def saved_bytes(fn, q, k, v, **kw):
+    """Bytes autograd saves for the backward of fn(q, k, v), beyond the inputs; and the largest tensor."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(q, k, v, **kw)
+    for x in (q, k, v):
+        storages.pop(x.untyped_storage().data_ptr(), None)
+    return sum(storages.values()), max(storages.values())
+
+
+d = 64
+lengths = [64, 128, 256]
+measured = {}
+for n in lengths:
+    q, k, v = (torch.randn(1, 1, n, d, device=DEVICE, requires_grad=True) for _ in range(3))
+    measured[n] = (saved_bytes(attention_reference, q, k, v, causal=True),
+                   saved_bytes(flash_attention, q, k, v, causal=True))
+    (ref_total, ref_max), (fl_total, fl_max) = measured[n]
+    print(f"N = {n:>3}: naive saves {ref_total / 1024:7.1f} KiB (largest {ref_max / 1024:6.1f} KiB = "
+          f"{ref_max / (4 * n * n):.0f} x N^2 floats); flash saves {fl_total / 1024:5.1f} KiB")
+    assert ref_max >= 4 * n * n and ref_total >= 3 * 4 * n * n  # at least three N x N matrices
+    assert fl_total == 4 * (n * d + n)  # O and lse, nothing else
+
+# %% [markdown]
+# FlashAttention saves the output $O$ ($N d$ numbers) and one log-sum-exp per row ($N$ numbers),
+# exactly; naive attention more than three $N \times N$ matrices. Extrapolated to a model (32 heads,
+# bf16 $Q, K, V, O$), the difference decides whether long sequences can be trained at all; and
+# the backward's HBM traffic (from the IO model of notebook 05) follows the same pattern.
+
+# %%
+Ns = 2 ** np.arange(8, 17)
+heads = 32
+naive_saved = heads * 2 * Ns.astype(float) ** 2 * 2  # P alone, bf16: a lower bound
+flash_saved = heads * (Ns * d * 2 + Ns * 4.0)  # O in bf16, lse in float32
+std_bwd = [standard_attention_io(int(n), d, backward=True).bytes(2) for n in Ns]
+fa2_bwd = [flash2_io(int(n), d, block_m=64, block_n=64, backward=True).bytes(2) for n in Ns]
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+ax1.loglog(Ns, naive_saved, "o-", label="naive: P alone (N^2 per head)")
+ax1.loglog(Ns, flash_saved, "^-", label="FlashAttention: O and lse")
+ax1.axhline(80e9, color="gray", ls="--", label="H100 memory (80 GB)")
+ax1.set(xlabel="sequence length N (tokens)", ylabel="bytes saved for backward (one layer)",
+        title=f"Activation memory, {heads} heads, d = {d}, bf16")
+ax2.loglog(Ns, std_bwd, "o-", label="standard attention backward")
+ax2.loglog(Ns, fa2_bwd, "^-", label="FlashAttention-2 backward, 64 x 64 blocks")
+ax2.set(xlabel="sequence length N (tokens)", ylabel="bytes moved per (batch, head)",
+        title=f"Backward HBM traffic (IO model), d = {d}")
+for ax in (ax1, ax2):
+    ax.set_xticks(Ns[::2], [str(n) for n in Ns[::2]])
+    ax.minorticks_off()
+    ax.legend(fontsize=8)
+fig.tight_layout()
+plt.show()
+assert all(a < b for a, b in zip(fa2_bwd, std_bwd))
+assert naive_saved[Ns == 32768][0] > 80e9 > flash_saved[-1]
+
+# %% [markdown]
+# **Takeaway.** Autograd through naive attention stores $O(N^2)$ activations per head; the
+# FlashAttention forward stores $O(Nd)$. The backward has to make do with $O$ and the
+# log-sum-exp.
+
+# %% [markdown]
+# ## 2. The gradient formulas
+#
+# Forward: $S = c\,QK^\top$ (with $c = 1/\sqrt d$), $P = \mathrm{softmax}(S)$ row-wise, $O = PV$.
+# Backward, by the chain rule, one matrix product at a time:
+#
+# $$ dV = P^\top dO, \qquad dP = dO\, V^\top, \qquad dS_{ij} = P_{ij}\,(dP_{ij} - \delta_i),
+#    \qquad dQ = c\, dS\, K, \qquad dK = c\, dS^\top Q . $$
+#
+# The softmax's Jacobian brings in $\delta_i = \sum_j P_{ij}\, dP_{ij}$, a sum over a whole row of
+# $dP$: the same obstacle as the forward's row sum. But it simplifies:
+#
+# $$ \delta_i = \sum_j P_{ij}\, (dO_i \cdot V_j) = dO_i \cdot \Big(\sum_j P_{ij} V_j\Big)
+#    = dO_i \cdot O_i . $$
+#
+# So $\delta = \mathrm{rowsum}(dO \circ O)$ costs $O(Nd)$ and can be computed **before** the tiled
+# loop, from the forward's output. Check both, against autograd, in float64:
+
+# %%
+N, d = 12, 8
+c = 1 / math.sqrt(d)
+q, k, v = (torch.randn(N, d, dtype=torch.float64, requires_grad=True) for _ in range(3))
+dO = torch.randn(N, d, dtype=torch.float64)
+
+S = c * q @ k.T
+P = torch.softmax(S, dim=-1)
+O = P @ v
+dV = P.T @ dO
+dP = dO @ v.T
+delta = (dO * O).sum(dim=-1, keepdim=True)  # rowsum(dO * O)
+dS = P * (dP - delta)
+dQ, dK = c * dS @ k, c * dS.T @ q
+
+auto = torch.autograd.grad(O, (q, k, v), dO)
+errs = [(a - b).abs().max().item() for a, b in zip((dQ, dK, dV), auto)]
+delta_err = (delta - (P * dP).sum(dim=-1, keepdim=True)).abs().max().item()
+print(f"hand-written vs autograd: dQ {errs[0]:.1e}, dK {errs[1]:.1e}, dV {errs[2]:.1e}; "
+      f"rowsum(dO*O) vs rowsum(P*dP): {delta_err:.1e}")
+assert max(errs) < 1e-13 and delta_err < 1e-13
+
+# %% [markdown]
+# ## 3. Recomputing $P$ from the log-sum-exp
+#
+# The forward saved $\mathrm{lse}_i = m_i + \log \ell_i = \log \sum_j e^{S_{ij}}$. With it, any
+# entry of $P$ is one exponential away, no max and no row sum needed:
+#
+# $$ P_{ij} = \frac{e^{S_{ij}}}{\sum_k e^{S_{ik}}} = e^{S_{ij} - \mathrm{lse}_i} . $$
+#
+# So a backward tile recomputes $S_{ij} = c\, Q_i K_j^\top$ (a matrix product, which the GPU is
+# good at) and $P_{ij} = \exp(S_{ij} - \mathrm{lse}_i)$, instead of reading $N^2$ numbers from
+# HBM. Check with the lse that the Triton forward returns:
+
+# %%
+n, d = 100, 64
+q, k, v = (torch.randn(1, 1, n, d, device=DEVICE) for _ in range(3))
+_, lse = flash_attention(q, k, v, causal=True, return_lse=True)  # (1, 1, n)
+scale = 1 / math.sqrt(d)
+S = (scale * q[0, 0].double() @ k[0, 0].double().T).masked_fill(
+    ~kernels.attention_mask(n, n, causal=True, device=DEVICE), float("-inf"))
+P_recomputed = torch.exp(S - lse[0, 0].double()[:, None])
+P_exact = torch.softmax(S, dim=-1)
+err = (P_recomputed - P_exact).abs().max().item()
+print(f"exp(S - lse) vs softmax(S): max error {err:.1e}; rows sum to 1 within "
+      f"{(P_recomputed.sum(-1) - 1).abs().max():.1e}")
+assert err < 1e-5
+
+# %% [markdown]
+# The price is compute: the backward recomputes $S$ (one more matrix product). The papers count
+# the backward as 2.5 times the forward's FLOPs (five products against two). Since attention is
+# memory-bound without it, trading FLOPs for bytes is a good deal.
+#
+# **Takeaway.** The backward needs only $Q, K, V, O, dO$ and, per row, $\mathrm{lse}$ and
+# $\delta$. From those, every tile of $P$, $dP$ and $dS$ is rebuilt on chip.
+
+# %% [markdown]
+# ## 4. The tiled backward, in NumPy, with its traffic
+#
+# `kernels/iocost.simulate_flash2` runs the repository's backward kernels in NumPy through a
+# counting SRAM. Its gradients must equal autograd's, and its traffic must involve no $N \times N$
+# tensor at all:
+
+# %%
+N, d = 150, 32
+Q, K, V, dO = (rng.standard_normal((N, d)) for _ in range(4))
+t = [torch.from_numpy(x)[None, None].requires_grad_() for x in (Q, K, V)]
+ref_grads = torch.autograd.grad(attention_reference(*t, causal=True), t, torch.from_numpy(dO)[None, None])
+sim = simulate_flash2(Q, K, V, M=16384, block_m=64, block_n=32, causal=True, dO=dO)
+for name, g, r in zip(("dQ", "dK", "dV"), sim.grads, ref_grads):
+    err = np.abs(g - r[0, 0].numpy()).max()
+    print(f"{name}: max error {err:.1e}")
+    assert err < 1e-12
+for kern, traffic in sim.per_kernel.items():
+    print(f"\n{kern}\n{traffic}")
+tensors = set().union(*(set(t.reads) | set(t.writes) for t in sim.per_kernel.values()))
+print("\ntensors that cross HBM in the backward:", sorted(tensors))
+assert tensors <= {"Q", "K", "V", "O", "dO", "lse", "delta", "dQ", "dK", "dV"}
+
+# %% [markdown]
+# ## 5. The Triton kernels
+#
+# The backward is three launches (`_flash_attn_backward` in `kernels/flash_attn.py`):
+#
+# 1. `_attn_bwd_preprocess`: $\delta = \mathrm{rowsum}(dO \circ O)$, one program per query block;
+# 2. `_attn_bwd_dkdv`: one program per **key** block $j$; it holds $K_j, V_j$ and accumulators for
+#    $dK_j, dV_j$ on chip, and loops over the query blocks;
+# 3. `_attn_bwd_dq`: one program per **query** block $i$; it holds $Q_i, dO_i$ and an accumulator
+#    for $dQ_i$, and loops over the key blocks, like the forward.
+#
+# Why two loops? $dK_j$ and $dV_j$ are sums over query blocks, $dQ_i$ a sum over key blocks. A
+# single loop order owns one and would have to *add* into the other from many programs at once
+# (atomic additions, as FlashAttention-2's own kernel does). Two kernels make every output owned by
+# exactly one program, at the price of computing $S$ and $dP$ in both.
+
+# %%
+def show_source(fn, first, last):
+    """Print the lines of `fn` (a Triton kernel or a function) from the first one containing
+    `first` through the next one containing `last`, with the file's line numbers."""
+    lines, offset = inspect.getsourcelines(getattr(fn, "fn", fn))
+    starts = [i for i, line in enumerate(lines) if first in line]
+    assert starts, f"{first!r} not found in {fn}: the kernel changed, update this notebook"
+    stops = [i for i in range(starts[0], len(lines)) if last in lines[i]]
+    assert stops, f"{last!r} not found after {first!r}"
+    for i in range(starts[0], stops[0] + 1):
+        print(f"{offset + i:4d} | {lines[i].rstrip()}")
+
+
+show_source(flash_attn._attn_bwd_preprocess, "# [BLOCK_M, HEAD_DIM]", "delta = tl.sum(")
+
+# %% [markdown]
+# On the host, $\delta$ also absorbs the gradient of the log-sum-exp when `return_lse=True` output
+# is used in the loss ($\partial \mathrm{lse}_i / \partial S_{ij} = P_{ij}$, which enters $dS$
+# exactly like $-\delta_i$):
+
+# %%
+show_source(flash_attn._flash_attn_backward, "if dlse is not None:", "delta = delta - dlse")
+
+# %% [markdown]
+# **The dK/dV kernel.** Its query range is the forward's key range seen from the other side: with
+# a causal mask, key block $j$ is seen only by queries from about $j B_n - (N_k - N_q)$ on, so
+# the loop starts there (this is why its programs do not run in step, notebook 05). In the loop
+# body, in the transposed orientation (rows are keys): recompute $S^\top$ and
+# $P^\top = \exp_2(S^\top - \mathrm{lse})$, then $dV \mathrel{+}= P^\top dO$, $dP^\top = V dO^\top$,
+# $dS^\top = P^\top \circ (dP^\top - \delta)$, $dK \mathrel{+}= dS^\top Q$. The outer `for g`
+# loop runs over the query heads that share this kv head (GQA, notebook 07), so their
+# contributions add up on chip too.
+
+# %%
+show_source(flash_attn._attn_bwd_dkdv, "lo = 0", "hi = tl.minimum((pid_n + 1)")
+print()
+show_source(flash_attn._attn_bwd_dkdv, "for start_m in range(lo, hi, BLOCK_M):", "dk = tl.dot(dst")
+
+# %% [markdown]
+# **The dQ kernel** is the forward's loop with a different body: recompute $P$, then
+# $dP = dO\,V^\top$, $dS = P \circ (dP - \delta)$, $dQ \mathrel{+}= dS\, K$; the scale $c$ is
+# applied once at the end.
+
+# %%
+show_source(flash_attn._attn_bwd_dq, "for start_n in range(lo, hi, BLOCK_N):", "dq = tl.dot(ds")
+
+# %% [markdown]
+# Counting the matrix products in the two kernels confirms the price of owning every output:
+# four in dK/dV ($S^\top$, $dV$, $dP^\top$, $dK$) and three in dQ ($S$, $dP$, $dQ$), seven in
+# all, against the five a single loop with atomics needs.
+
+# %%
+n_dots = {name: inspect.getsource(getattr(flash_attn, name).fn).count("tl.dot(")
+          for name in ("_attn_bwd_dkdv", "_attn_bwd_dq")}
+print("tl.dot calls:", n_dots)
+assert n_dots == {"_attn_bwd_dkdv": 4, "_attn_bwd_dq": 3}
+
+# %% [markdown]
+# ## 6. Gradient check against autograd
+#
+# The oracle: autograd through `attention_reference` in float64. The kernel computes in float32
+# (exact fp32 dots), so relative errors should be at float32 rounding level. Shapes are awkward on
+# purpose: lengths that are not multiples of the blocks, more keys than queries and the reverse.
+
+# %%
+def rel_err(x, ref):
+    x, ref = x.double(), ref.double()
+    return ((x - ref).norm() / ref.norm()).item()
+
+
+def gradients(fn, q, k, v, dO, **kw):
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    out = fn(q, k, v, **kw)
+    return (out, *torch.autograd.grad(out, (q, k, v), dO))
+
+
+cases = [  # (batch, heads, seqlen_q, seqlen_k, head_dim, causal)
+    (1, 2, 80, 80, 32, False),
+    (1, 2, 48, 96, 64, True),
+    (2, 1, 96, 40, 64, True),
+]
+if not SMALL:
+    cases += [(2, 4, 1000, 1000, 128, True), (1, 4, 333, 1024, 64, False)]
+for b, h, nq, nk, hd, causal in cases:
+    q = torch.randn(b, h, nq, hd, device=DEVICE)
+    k, v = (torch.randn(b, h, nk, hd, device=DEVICE) for _ in range(2))
+    dO = torch.randn(b, h, nq, hd, device=DEVICE)
+    mine = gradients(flash_attention, q, k, v, dO, causal=causal)
+    ref = gradients(attention_reference, q.double(), k.double(), v.double(), dO.double(), causal=causal)
+    errs = {name: rel_err(x, r) for name, x, r in zip(("out", "dq", "dk", "dv"), mine, ref)}
+    print(f"q {nq:>4} x k {nk:>4}, d {hd:>3}, causal {causal!s:>5}: "
+          + ", ".join(f"{name} {e:.1e}" for name, e in errs.items()))
+    assert max(errs.values()) < 1e-4
+
+# %% [markdown]
+# And in bfloat16, with the test suite's rule: the kernel's error against float64 may be at most
+# about twice that of PyTorch's naive attention run in bfloat16, plus a rounding floor.
+
+# %%
+q, k, v, dO = (torch.randn(1, 2, 96, 64, device=DEVICE) for _ in range(4))
+ref = gradients(attention_reference, q.double(), k.double(), v.double(), dO.double(), causal=True)
+bf = [t.bfloat16() for t in (q, k, v, dO)]
+mine = gradients(flash_attention, *bf, causal=True)
+torch_bf16 = gradients(attention_reference, *bf, causal=True)
+for name, x, lowp, r in zip(("out", "dq", "dk", "dv"), mine, torch_bf16, ref):
+    e_kernel, e_torch = rel_err(x, r), rel_err(lowp, r)
+    print(f"{name}: kernel {e_kernel:.1e}, PyTorch bf16 {e_torch:.1e}")
+    assert e_kernel <= 2 * e_torch + 5e-3
+
+# %% [markdown]
+# **Takeaway.** The Triton backward matches autograd through naive attention, float32 to rounding
+# and bfloat16 within the precision's own error, without ever storing $P$.
+
+# %% [markdown]
+# ## Try this
+#
+# 1. Use the log-sum-exp in the loss as well (`return_lse=True`): its gradient flows through the
+#    `delta - dlse` line above. Check it against the float64 reference.
+
+# %%
+q, k, v, dO = (torch.randn(1, 2, 64, 32, device=DEVICE) for _ in range(4))
+g_lse = torch.randn(1, 2, 64, device=DEVICE)
+
+
+def loss_grads(fn, dtype):
+    x = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+    out, lse = fn(*x, causal=True, return_lse=True)
+    loss = (out * dO.to(dtype)).sum() + (lse * g_lse.to(lse.dtype)).sum()
+    return torch.autograd.grad(loss, x)
+
+
+errs = [rel_err(a, b) for a, b in zip(loss_grads(flash_attention, torch.float32),
+                                      loss_grads(attention_reference, torch.float64))]
+print("with lse in the loss: dq, dk, dv relative errors", [f"{e:.1e}" for e in errs])
+assert max(errs) < 1e-4
+
+# %% [markdown]
+# 2. Causal query 0 sees only key 0, so $P_{00} = 1$ and $O_0 = V_0$. Predict $dQ_0$ before you
+#    run. (Hint: $dS_{00} = P_{00}(dP_{00} - \delta_0)$ and $\delta_0 = dO_0 \cdot O_0 = dP_{00}$.)
+
+# %%
+_, dq, dk, dv = gradients(flash_attention, q, k, v, dO, causal=True)
+print(f"largest |dQ_0| entry: {dq[0, :, 0].abs().max():.1e}")
+assert dq[0, :, 0].abs().max() < 1e-5
+
+# %% [markdown]
+# ## What comes next
+#
+# [07 · Masks, lengths and decoding](07_masks_lengths_and_decoding.ipynb): causal masks when there
+# are more keys than queries, sliding windows, grouped-query attention, packed batches of
+# different lengths, and split-KV decoding, which reuses the merge of notebook 03 across programs.
