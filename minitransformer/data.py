@@ -158,15 +158,19 @@ def unigram_entropy(ids: torch.Tensor, vocab_size: int) -> float:
 
 
 def get_batch(ids: torch.Tensor, batch_size: int, block_size: int, *, seed: int, step: int,
-              device="cpu", doc_starts: torch.Tensor | None = None):
+              device="cpu", doc_starts: torch.Tensor | None = None, rank: int = 0, world_size: int = 1):
     """``batch_size`` random windows of ``ids``: inputs ``x`` and next-token targets ``y``, each ``(B, T)``.
 
     The window starts are drawn from a generator seeded by ``(seed, step)`` alone, so step ``s``
     gets the same batch whether or not the run was interrupted before it. With ``doc_starts``
     (packed documents) a third item is returned: ``(cu_seqlens, max_seqlen)`` of :func:`packing_for`.
+    In data-parallel training, process ``rank`` of ``world_size`` gets rows ``rank::world_size``
+    of that batch (``B = batch_size / world_size`` of them): the processes share one global batch,
+    the same whatever their number.
     """
     rng = np.random.default_rng([seed, step])
-    starts = torch.from_numpy(rng.integers(0, len(ids) - block_size, size=batch_size))  # (B,)
+    starts = torch.from_numpy(rng.integers(0, len(ids) - block_size, size=batch_size))  # (batch_size,)
+    starts = starts[rank::world_size]  # (B,)
     offsets = torch.arange(block_size + 1)  # (T + 1,)
     windows = ids[starts[:, None] + offsets[None, :]]  # (B, T + 1)
     x, y = windows[:, :-1], windows[:, 1:]  # (B, T), (B, T)
