@@ -44,9 +44,22 @@ except ImportError:  # macOS / Windows: Triton ships Linux wheels only
 
     flash_attention = flash_attention_varlen = flash_decode = _needs_triton
     ring_attention = ring_attention_allgather = _needs_triton
+    linear_attention = _needs_triton
+    # linear attention's plain-PyTorch forms need no Triton (linear_attn imports it optionally)
+    from .linear_attn import (
+        linear_attention_parallel,
+        linear_attention_recurrent,
+        linear_attention_step,
+    )
 else:
     from .decode import flash_decode
     from .flash_attn import flash_attention
+    from .linear_attn import (
+        linear_attention,
+        linear_attention_parallel,
+        linear_attention_recurrent,
+        linear_attention_step,
+    )
     from .ring import ring_attention, ring_attention_allgather
     from .varlen import flash_attention_varlen
 
@@ -58,6 +71,10 @@ __all__ = [
     "flash_attention",
     "flash_attention_varlen",
     "flash_decode",
+    "linear_attention",
+    "linear_attention_parallel",
+    "linear_attention_recurrent",
+    "linear_attention_step",
     "ring_attention",
     "ring_attention_allgather",
 ]

@@ -128,3 +128,57 @@ def check_cu_seqlens(cu_seqlens, name: str, total: int, max_seqlen, max_name: st
     if max_seqlen < max(lengths):
         raise ValueError(f"{max_name}: {max_seqlen} is smaller than the longest sequence ({max(lengths)})")
     return offsets
+
+
+def check_scale_named(scale, head_dim: int, name: str) -> float:
+    """:func:`check_scale` for an argument called ``name`` (linear attention's ``scale`` multiplies
+    ``q . k`` without any softmax): the same rule, the message naming the right argument."""
+    try:
+        return check_scale(scale, head_dim)
+    except (TypeError, ValueError) as e:
+        raise type(e)(str(e).replace("softmax_scale", name, 1)) from None
+
+
+def check_feature_map(feature_map, choices: tuple) -> None:
+    """``feature_map`` must be one of ``choices`` (``None`` may be one of them)."""
+    if feature_map not in choices:
+        names = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"feature_map: expected one of {names}, got {feature_map!r}")
+
+
+def check_chunk_size(chunk_size, *, minimum: int = 16, maximum: int = 128) -> int:
+    """A chunk of the linear-attention kernel: a power of two in ``[minimum, maximum]`` (``tl.dot``
+    needs every side >= 16; the ``chunk x chunk`` score tile must fit in registers)."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"chunk_size: expected an int or None, got {type(chunk_size).__name__} "
+                        f"{chunk_size!r}")
+    if chunk_size < minimum or chunk_size > maximum or chunk_size & (chunk_size - 1):
+        raise ValueError(f"chunk_size: expected a power of two in [{minimum}, {maximum}], got {chunk_size}")
+    return chunk_size
+
+
+def check_decay(decay, heads: int, device, dtype=torch.float32):
+    """A per-head decay in ``(0, 1]``: ``None`` (no decay), a Python number (the same for every
+    head) or a floating tensor of shape ``(heads,)`` on ``device``. Returns ``None`` or a
+    ``(heads,)`` tensor in ``dtype`` (checking a tensor's values costs one host sync)."""
+    if decay is None:
+        return None
+    if isinstance(decay, bool) or not isinstance(decay, (int, float, torch.Tensor)):
+        raise TypeError(f"decay: expected None, a float or a tensor of shape (heads,), got "
+                        f"{type(decay).__name__}")
+    if isinstance(decay, torch.Tensor):
+        if not decay.is_floating_point():
+            raise TypeError(f"decay: expected a floating tensor, got {decay.dtype}")
+        if tuple(decay.shape) != (heads,):
+            raise ValueError(f"decay: expected shape ({heads},), one value per head, got "
+                             f"{tuple(decay.shape)}")
+        if decay.device != torch.device(device):
+            raise ValueError(f"decay: expected it on {device} (as q), got {decay.device}")
+        lo, hi = decay.detach().aminmax() if heads else (torch.ones(()), torch.ones(()))
+        lo, hi = lo.item(), hi.item()
+    else:
+        lo = hi = float(decay)
+        decay = torch.full((heads,), lo, device=device)
+    if not (0.0 < lo and hi <= 1.0):  # also False for nan
+        raise ValueError(f"decay: expected values in (0, 1] (1 = no decay), got values in [{lo}, {hi}]")
+    return decay.to(dtype)
