@@ -124,6 +124,7 @@ def _linear_attn_fwd(
     HAS_DECAY: tl.constexpr,  # g < 1 somewhere: apply the decay factors
     REVERSE: tl.constexpr,  # anti-causal: process row N - 1 - t as step t (the backward's dK, dV)
     UPCAST: tl.constexpr,  # convert loaded blocks to fp32 (the interpreter's bf16 dot is wrong)
+    STATE_FP32: tl.constexpr,  # multiply q by the fp32 state as is (fp16 inputs: see below)
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" otherwise (ignored for 16-bit)
 ):
     pid_v = tl.program_id(0)
@@ -159,7 +160,9 @@ def _linear_attn_fwd(
     for start in range(0, seqlen, CHUNK):
         steps = start + offs_c  # positions in processing order
         mask_c = steps < seqlen
-        rows = (seqlen - 1 - steps) if REVERSE else steps  # rows in memory
+        rows = steps  # rows in memory
+        if REVERSE:
+            rows = seqlen - 1 - steps
         # [CHUNK, DIM_K], [DIM_K, CHUNK] (K^T, loaded transposed through the strides), [CHUNK, BLOCK_V]
         q = tl.load(q_ptr + rows[:, None] * stride_qn + offs_k[None, :] * stride_qd,
                     mask=mask_c[:, None] & mask_k[None, :], other=0.0)
@@ -174,7 +177,12 @@ def _linear_attn_fwd(
         # [CHUNK, CHUNK]: the parallel form inside the chunk (padded rows have k = v = 0)
         s = tl.dot(q, kt, input_precision=PRECISION) * d_intra
         # [CHUNK, BLOCK_V]: what the earlier chunks left in the state, then this chunk's own part
-        o = tl.dot(q, state.to(q.dtype), input_precision=PRECISION)
+        # The state is a sum over every earlier token: it can outgrow fp16 (65504) where bf16,
+        # with fp32's range, cannot. So fp16 inputs meet it in fp32 (tf32 tensor cores).
+        if STATE_FP32:
+            o = tl.dot(q.to(tl.float32), state, input_precision="tf32")
+        else:
+            o = tl.dot(q, state.to(q.dtype), input_precision=PRECISION)
         if HAS_DECAY:
             o = o * q_decay[:, None]
         o = tl.dot(s.to(v.dtype), v, o, input_precision=PRECISION)
@@ -204,12 +212,13 @@ def kernel_config(dim_k: int, dim_v: int) -> dict:
     return dict(BLOCK_V=block_v, num_warps=4 if d_k <= 64 else 8, num_stages=2)
 
 
-def _chunked(q, k, v, decay, scale: float, chunk_size: int, reverse: bool = False):
+def _chunked(q, k, v, decay, scale: float, chunk_size: int, reverse: bool = False, out_dtype=None):
     """``scale * ((Q K^T) * D) V`` by the chunked kernel (``D^T`` with ``reverse``): a
-    ``(batch, heads, seqlen, dim_v)`` tensor in q's dtype. Inputs are assumed validated."""
+    ``(batch, heads, seqlen, dim_v)`` tensor in ``out_dtype`` (default q's dtype). Inputs are
+    assumed validated."""
     batch, heads, seqlen, dim_k = q.shape
     dim_v = v.shape[-1]
-    out = torch.empty(batch, heads, seqlen, dim_v, device=q.device, dtype=q.dtype)
+    out = torch.empty(batch, heads, seqlen, dim_v, device=q.device, dtype=out_dtype or q.dtype)
     if out.numel() == 0:
         return out.zero_()
     cfg = kernel_config(dim_k, dim_v)
@@ -220,6 +229,7 @@ def _chunked(q, k, v, decay, scale: float, chunk_size: int, reverse: bool = Fals
         heads, seqlen, dim_k, dim_v, scale,
         CHUNK=chunk_size, DIM_K=_padded(dim_k), BLOCK_V=cfg["BLOCK_V"], HAS_DECAY=decay is not None,
         REVERSE=reverse, UPCAST=INTERPRET and q.dtype == torch.bfloat16,
+        STATE_FP32=q.dtype == torch.float16,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )
@@ -227,13 +237,15 @@ def _chunked(q, k, v, decay, scale: float, chunk_size: int, reverse: bool = Fals
 
 
 class _ChunkedLinearAttention(torch.autograd.Function):
-    """The core ``scale * ((Q K^T) * D) V``, differentiable in q, k and v (not in the decay)."""
+    """The core ``scale * ((Q K^T) * D) V``, differentiable in q, k and v (not in the decay).
+    ``out_dtype``: fp32 where the output is a numerator and denominator that grow with the
+    sequence (elu1 without decay), which a 16-bit output could overflow (fp16) or round."""
 
     @staticmethod
-    def forward(ctx, q, k, v, decay, scale, chunk_size):
+    def forward(ctx, q, k, v, decay, scale, chunk_size, out_dtype):
         ctx.save_for_backward(q, k, v, decay)
         ctx.scale, ctx.chunk_size = scale, chunk_size
-        return _chunked(q, k, v, decay, scale, chunk_size)
+        return _chunked(q, k, v, decay, scale, chunk_size, out_dtype=out_dtype)
 
     @staticmethod
     def backward(ctx, do):
@@ -244,7 +256,7 @@ class _ChunkedLinearAttention(torch.autograd.Function):
         dq = _chunked(do, v, k, *args) if need_q else None  # causal, state sum v k^T
         dk = _chunked(v, do, q, *args, reverse=True) if need_k else None  # state sum dO q^T, from the end
         dv = _chunked(k, q, do, *args, reverse=True) if need_v else None  # state sum q dO^T, from the end
-        return dq, dk, dv, None, None, None
+        return dq, dk, dv, None, None, None, None
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,7 +459,8 @@ def linear_attention(q, k, v, *, decay=None, feature_map="elu1", scale=None, chu
             "TRITON_INTERPRET=1 before importing kernels"
         )
     qf, kf, vf = _feature_map(q, k, v, feature_map)
-    out = _ChunkedLinearAttention.apply(qf, kf, vf, g, scale, chunk_size)
+    out_dtype = torch.float32 if feature_map is not None else q.dtype  # see _ChunkedLinearAttention
+    out = _ChunkedLinearAttention.apply(qf, kf, vf, g, scale, chunk_size, out_dtype)
     out = _normalise(out, feature_map, q.dtype)
     return (out, _final_state(kf, vf, g)) if return_state else out
 

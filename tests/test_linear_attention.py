@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEVICE, DTYPES, ON_GPU, assert_close, dtype_id
+from conftest import DEVICE, DTYPES, ON_GPU, assert_close, dtype_id, rel_err
 
 from kernels import (
     linear_attention,
@@ -153,6 +153,25 @@ def test_strong_decay_long_sequence():
     assert all(torch.isfinite(x).all() for x in (out, q.grad, k.grad, v.grad))
     assert_close("out", out, ref, linear_attention_parallel(q, k, v, decay=g, feature_map=None),
                  torch.float32)
+
+
+def test_fp16_state_beyond_fp16_range():
+    """Regression: without decay, the elu1 state's last column sums phi(k) over every earlier
+    token and passes fp16's maximum (65504) long before the outputs do; rounding it to fp16 for
+    the tensor-core product gave inf/nan (relative error 0.4 here). fp16 inputs now multiply by
+    the state in fp32, and the numerator and denominator leave the kernel in fp32."""
+    q, k, v = (torch.randn(1, 2, 700, 16, device=DEVICE) for _ in range(3))
+    k = k.abs() * 100  # phi(k) ~ 100: the key sum reaches ~7e4 within 700 tokens
+    qh, kh, vh = (x.half().requires_grad_() for x in (q, k, v))
+    out = linear_attention(qh, kh, vh, chunk_size=64)
+    out.sum().backward()
+    qd, kd, vd = (x.half().double().requires_grad_() for x in (q, k, v))
+    ref = linear_attention_parallel(qd, kd, vd)
+    ref.sum().backward()
+    for name, x, r, tol in (("out", out, ref, 5e-3), ("dq", qh.grad, qd.grad, 5e-2),
+                            ("dk", kh.grad, kd.grad, 5e-3), ("dv", vh.grad, vd.grad, 5e-3)):
+        print(f"{name}: {rel_err(x, r):.2e}")
+        assert torch.isfinite(x).all() and rel_err(x, r) < tol, name
 
 
 def test_explicit_scale():
