@@ -5,6 +5,8 @@ Measures TFLOP/s of forward, backward and forward+backward for:
 * ``triton``: this repository's kernel (``kernels.flash_attention``);
 * ``sdpa-flash``, ``sdpa-cudnn``, ``sdpa-efficient``, ``sdpa-math``: PyTorch's
   ``scaled_dot_product_attention`` with each backend forced;
+* ``triton-varlen``: the same kernel through ``kernels.flash_attention_varlen``, the batch packed
+  as equal-length sequences (its inputs are stored packed, so no copy is timed);
 * ``flex``: PyTorch's FlexAttention compiled by ``torch.compile`` (Triton-generated), one
   compilation per shape (``--flex``; compiling costs tens of seconds per shape).
 
@@ -12,6 +14,8 @@ FLOPs are counted as the FlashAttention papers do: ``4 B H N^2 d`` forward, 2.5 
 backward, half of each when causal. Times are ``triton.testing.do_bench`` medians after warm-up,
 on fresh random inputs, and every provider's output is checked against SDPA's before it is timed.
 Speed is reported as TFLOP/s and as a ratio to SDPA's flash backend measured in the same run.
+
+``--memory`` adds peak memory of forward+backward vs sequence length (1k..64k, one head).
 
 Usage (GPU only): ``python benchmarks/bench_attention.py --out benchmarks/results/<device>``
 """
@@ -85,6 +89,23 @@ def triton_provider(q, k, v, causal):
     return kernels.flash_attention(q, k, v, causal=causal)
 
 
+def varlen_provider(q, k, v, causal):
+    """The varlen kernel on the same batch packed as equal-length sequences. The inputs are
+    (batch, seqlen, heads, head_dim) views of packed tensors (see ``packed_like``), so no copy is
+    timed; the result is viewed back to (batch, heads, seqlen, head_dim)."""
+    b, h, n, d = q.shape
+    cu = torch.arange(0, (b + 1) * n, n, device=q.device, dtype=torch.int32)
+    packed = [t.transpose(1, 2).reshape(b * n, t.shape[1], d) for t in (q, k, v)]
+    out = kernels.flash_attention_varlen(*packed, cu, cu, n, n, causal=causal)
+    return out.view(b, n, h, d).transpose(1, 2)
+
+
+def packed_like(t):
+    """A leaf tensor with t's values stored as (batch, seqlen, heads, head_dim), seen as
+    (batch, heads, seqlen, head_dim): the layout the varlen API packs without copying."""
+    return t.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_(t.requires_grad)
+
+
 def time_mode(fn, q, k, v, causal, mode):
     from triton.testing import do_bench
 
@@ -107,8 +128,11 @@ def main(argv=None):
     p.add_argument("--dtypes", nargs="+", default=["bf16", "fp16"], choices=["bf16", "fp16"])
     p.add_argument("--causal", nargs="+", default=["0", "1"], choices=["0", "1"])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--providers", nargs="+",
-                   default=["triton", *SDPA_BACKENDS], choices=["triton", *SDPA_BACKENDS, "flex"])
+    p.add_argument("--providers", nargs="+", default=["triton", "triton-varlen", *SDPA_BACKENDS],
+                   choices=["triton", "triton-varlen", *SDPA_BACKENDS, "flex"])
+    p.add_argument("--memory", action="store_true",
+                   help="also measure peak memory of forward+backward vs N (one head, batch 1)")
+    p.add_argument("--memory-only", action="store_true", help="only the peak-memory sweep")
     args = p.parse_args(argv)
     if not torch.cuda.is_available() or kernels.INTERPRET:
         sys.exit("bench_attention: needs a CUDA GPU with compiled Triton (got the interpreter)")
@@ -117,7 +141,11 @@ def main(argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     device_name = torch.cuda.get_device_name()
     date = dt.date.today().isoformat()
-    providers = {"triton": triton_provider}
+    if args.memory or args.memory_only:
+        memory_sweep(args.out, device_name, date)
+        if args.memory_only:
+            return
+    providers = {"triton": triton_provider, "triton-varlen": varlen_provider}
     for name in args.providers:
         if name in SDPA_BACKENDS:
             providers[name] = sdpa_provider(SDPA_BACKENDS[name])
@@ -136,12 +164,15 @@ def main(argv=None):
                     q, k, v = (torch.randn(batch, heads, seqlen, head_dim, device="cuda",
                                            dtype=dtypes[dtype_name], requires_grad=True)
                                for _ in range(3))
+                    dense = (q, k, v)
                     with torch.no_grad():
                         ref = providers.get("sdpa-flash", sdpa_provider("FLASH_ATTENTION"))(
                             q, k, v, causal)
+                    packed = [packed_like(t) for t in (q, k, v)]
                     for name, fn in providers.items():
                         if name == "sdpa-math" and seqlen > MATH_MAX_SEQLEN:
                             continue
+                        q, k, v = packed if name == "triton-varlen" else dense
                         try:
                             with torch.no_grad():
                                 out = fn(q, k, v, causal)
@@ -160,6 +191,7 @@ def main(argv=None):
                         except (RuntimeError, torch.OutOfMemoryError) as e:
                             print(f"{name} skipped at N={seqlen} d={head_dim}: {str(e)[:120]}")
                         torch.cuda.empty_cache()
+                    del dense, packed, q, k, v
 
     meta = dict(device=device_name, date=date, torch=torch.__version__, triton=triton.__version__)
     path = args.out / "attention_tflops.csv"
@@ -205,18 +237,88 @@ def plot(rows, meta, out: Path):
 
 
 def summary(rows):
-    """Ratios of the project's kernel to SDPA-flash and cuDNN, last, so the reply shows them."""
+    """Ratios of the project's kernel to SDPA-flash, cuDNN and FlexAttention, and of the varlen
+    kernel to the dense one, printed last so that a log's tail shows them."""
     index = {(r["provider"], r["dtype"], r["head_dim"], r["causal"], r["seqlen"], r["mode"]):
              float(r["tflops"]) for r in rows}
     print(f"\n{'dtype':>5} {'d':>4} {'causal':>6} {'N':>6} {'mode':>7} {'triton':>7} "
-          f"{'/flash':>7} {'/cudnn':>7}")
-    for (prov, dtype_name, head_dim, causal, seqlen, mode), tf in index.items():
+          f"{'/flash':>7} {'/cudnn':>7} {'/flex':>7} {'varlen/':>7}")
+    for (prov, *key), tf in index.items():
         if prov != "triton":
             continue
-        fa = index.get(("sdpa-flash", dtype_name, head_dim, causal, seqlen, mode))
-        cu = index.get(("sdpa-cudnn", dtype_name, head_dim, causal, seqlen, mode))
+        ratio = {}
+        for other in ("sdpa-flash", "sdpa-cudnn", "flex", "triton-varlen"):
+            ref = index.get((other, *key))
+            ratio[other] = (ref / tf if other == "triton-varlen" else tf / ref) if ref else float("nan")
+        dtype_name, head_dim, causal, seqlen, mode = key
         print(f"{dtype_name:>5} {head_dim:>4} {causal:>6} {seqlen:>6} {mode:>7} {tf:7.1f} "
-              f"{tf / fa if fa else float('nan'):7.2f} {tf / cu if cu else float('nan'):7.2f}")
+              f"{ratio['sdpa-flash']:7.2f} {ratio['sdpa-cudnn']:7.2f} {ratio['flex']:7.2f} "
+              f"{ratio['triton-varlen']:7.2f}")
+
+
+def naive_attention(q, k, v, causal):
+    """Standard attention in the input precision: S and P are materialised (N x N each)."""
+    s = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if causal:
+        n = q.shape[-2]
+        s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    return torch.softmax(s.float(), dim=-1).to(q.dtype) @ v
+
+
+def memory_sweep(out: Path, device_name: str, date: str, head_dim: int = 128):
+    """Peak memory of one forward+backward, one head, batch 1, bf16, causal, N = 1k..64k, for the
+    project's kernel, SDPA's flash backend and naive attention (until it runs out of memory)."""
+    import triton
+
+    providers = {"triton": triton_provider, "sdpa-flash": sdpa_provider("FLASH_ATTENTION"),
+                 "naive": naive_attention}
+    rows = []
+    for seqlen in [1024 * 2 ** i for i in range(7)]:
+        for name, fn in providers.items():
+            torch.cuda.empty_cache()
+            q, k, v = (torch.randn(1, 1, seqlen, head_dim, device="cuda", dtype=torch.bfloat16,
+                                   requires_grad=True) for _ in range(3))
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            try:
+                fn(q, k, v, True).backward(torch.randn_like(q))
+                torch.cuda.synchronize()
+                peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+            except torch.OutOfMemoryError:
+                peak = float("nan")
+            rows.append(dict(provider=name, seqlen=seqlen, head_dim=head_dim,
+                             peak_mib=f"{peak:.1f}"))
+            print(f"memory N={seqlen:>6} {name:>10}: {peak:9.1f} MiB", flush=True)
+            del q, k, v
+    path = out / "attention_memory.csv"
+    with open(path, "w", newline="") as f:
+        f.write(f"# device={device_name}, date={date}, torch={torch.__version__}, "
+                f"triton={triton.__version__}; peak extra memory of forward+backward, bf16, causal, "
+                f"batch 1, one head, head_dim {head_dim}\n")
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in providers:
+        pts = [(r["seqlen"], float(r["peak_mib"])) for r in rows if r["provider"] == name]
+        ax.plot(*zip(*pts), marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length N (batch 1, one head)")
+    ax.set_ylabel("peak memory of fwd+bwd (MiB)")
+    ax.set_title(f"{device_name}, {date}: bf16, d={head_dim}, causal", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "attention_memory.png", dpi=90)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

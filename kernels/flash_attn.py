@@ -22,6 +22,7 @@ autograd formula, and the public :func:`flash_attention`.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -84,6 +85,31 @@ def _key_range(row_lo, row_hi, seqlen_q, seqlen_k, window_left, window_right,
 
 
 @triton.jit
+def _full_range(row_lo, row_hi, seqlen_q, seqlen_k, window_left, window_right,
+                BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr):
+    """Keys ``[lo, hi)``, block-aligned, that *every* query of ``[row_lo, row_hi)`` sees, all of
+    them real keys: blocks there need no mask at all. Only the blocks at the edges of the band
+    (the diagonal, for causal) and a ragged last block pay for ``tl.where``."""
+    lo = 0
+    hi = (seqlen_k // BLOCK_N) * BLOCK_N
+    if IS_LOCAL:
+        off = seqlen_k - seqlen_q
+        first = row_hi - 1 + off - window_left  # the last row's first key
+        lo = tl.cdiv(tl.maximum(first, 0), BLOCK_N) * BLOCK_N
+        last = row_lo + off + window_right + 1  # one past the first row's last key
+        hi = tl.minimum(hi, (tl.maximum(last, 0) // BLOCK_N) * BLOCK_N)
+    return lo, hi
+
+
+@triton.jit
+def _split3(lo, hi, full_lo, full_hi):
+    """Cut ``[lo, hi)`` into masked ``[lo, a)``, unmasked ``[a, b)`` and masked ``[b, hi)``."""
+    a = tl.minimum(tl.maximum(full_lo, lo), hi)
+    b = tl.maximum(tl.minimum(full_hi, hi), a)
+    return a, b
+
+
+@triton.jit
 def _band_mask(rows, cols, seqlen_q, seqlen_k, window_left, window_right):
     """True where query ``rows`` sees key ``cols`` (bottom-right aligned); pass them broadcastable,
     ``rows[:, None], cols[None, :]`` for a [BLOCK_M, BLOCK_N] mask or the transpose."""
@@ -94,6 +120,57 @@ def _band_mask(rows, cols, seqlen_q, seqlen_k, window_left, window_right):
 # --------------------------------------------------------------------------------------------
 # Forward
 # --------------------------------------------------------------------------------------------
+@triton.jit
+def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                offs_m, offs_n, offs_d, mask_d, start, end, qk_scale,
+                seqlen_q, seqlen_k, window_left, window_right,
+                BLOCK_N: tl.constexpr, MASKED: tl.constexpr, IS_LOCAL: tl.constexpr,
+                UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """The forward's inner loop over key blocks ``[start, end)``: online softmax, one block at a
+    time. ``MASKED`` blocks apply the band mask and drop padded keys; the others need neither."""
+    for start_n in range(start, end, BLOCK_N):
+        cols = start_n + offs_n
+        mask_n = cols < seqlen_k
+        if MASKED:
+            mask_kt = mask_n[None, :] & mask_d[:, None]
+            mask_v = mask_n[:, None] & mask_d[None, :]
+        else:
+            mask_kt = mask_d[:, None]
+            mask_v = mask_d[None, :]
+        # [HEAD_DIM, BLOCK_N]: K^T, loaded transposed through the strides
+        kt = tl.load(k_ptr + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                     mask=mask_kt, other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+        # [BLOCK_M, BLOCK_N]
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+        if MASKED:
+            valid = mask_n[None, :]
+            if IS_LOCAL:
+                valid = valid & _band_mask(offs_m[:, None], cols[None, :], seqlen_q, seqlen_k,
+                                           window_left, window_right)
+            s = tl.where(valid, s, float("-inf"))
+        # Online softmax. m_safe is 0 while a row has seen no key, so that exp2(-inf - m) = 0
+        # instead of exp2(-inf + inf) = nan (only a masked block can leave a row empty).
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        if MASKED:
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        else:
+            m_safe = m_new
+        p = tl.math.exp2(s - m_safe[:, None])  # [BLOCK_M, BLOCK_N]
+        alpha = tl.math.exp2(m_i - m_safe)  # rescales what was summed under the old max
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        # [BLOCK_N, HEAD_DIM]
+        v = tl.load(v_ptr + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                    mask=mask_v, other=0.0)
+        if UPCAST:
+            v = v.to(tl.float32)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
 @_jit
 def _attn_fwd(
     # pointers
@@ -123,6 +200,8 @@ def _attn_fwd(
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" otherwise (ignored for 16-bit)
 ):
     pid_m = tl.program_id(0)
+    if IS_LOCAL:  # causal: the longest rows (last query blocks) first, the short ones fill the tail
+        pid_m = tl.num_programs(0) - 1 - pid_m
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)  # split-KV index (0 without splits)
     if PACK_GQA:  # one program serves every query head of kv head off_hk
@@ -182,37 +261,22 @@ def _attn_fwd(
     lo = tl.maximum(lo, pid_s * split_size)  # split-KV: this program's slice of the keys
     hi = tl.minimum(hi, (pid_s + 1) * split_size)
 
-    for start_n in range(lo, hi, BLOCK_N):
-        cols = start_n + offs_n
-        mask_n = cols < seqlen_k
-        # [HEAD_DIM, BLOCK_N]: K^T, loaded transposed through the strides
-        kt = tl.load(k_ptr + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                     mask=mask_n[None, :] & mask_d[:, None], other=0.0)
-        if UPCAST:
-            kt = kt.to(tl.float32)
-        # [BLOCK_M, BLOCK_N]
-        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
-        if IS_LOCAL or not EVEN_N:
-            valid = mask_n[None, :]
-            if IS_LOCAL:
-                valid = valid & _band_mask(offs_m[:, None], cols[None, :], seqlen_q, seqlen_k,
-                                           window_left, window_right)
-            s = tl.where(valid, s, float("-inf"))
-        # Online softmax. m_safe is 0 while a row has seen no key, so that exp2(-inf - m) = 0
-        # instead of exp2(-inf + inf) = nan.
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        p = tl.math.exp2(s - m_safe[:, None])  # [BLOCK_M, BLOCK_N]
-        alpha = tl.math.exp2(m_i - m_safe)  # rescales what was summed under the old max
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None]
-        # [BLOCK_N, HEAD_DIM]
-        v = tl.load(v_ptr + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=mask_n[:, None] & mask_d[None, :], other=0.0)
-        if UPCAST:
-            v = v.to(tl.float32)
-        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
-        m_i = m_new
+    full_lo, full_hi = _full_range(row_lo, row_hi, seqlen_q, seqlen_k, window_left, window_right,
+                                   BLOCK_N, IS_LOCAL)
+    mid_lo, mid_hi = _split3(lo, hi, full_lo, full_hi)
+    # Three stretches of one loop: edge blocks with the mask, the interior without, edge again.
+    acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
+                                stride_vd, offs_m, offs_n, offs_d, mask_d, lo, mid_lo, qk_scale,
+                                seqlen_q, seqlen_k, window_left, window_right, BLOCK_N,
+                                True, IS_LOCAL, UPCAST, PRECISION)
+    acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
+                                stride_vd, offs_m, offs_n, offs_d, mask_d, mid_lo, mid_hi, qk_scale,
+                                seqlen_q, seqlen_k, window_left, window_right, BLOCK_N,
+                                False, IS_LOCAL, UPCAST, PRECISION)
+    acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
+                                stride_vd, offs_m, offs_n, offs_d, mask_d, mid_hi, hi, qk_scale,
+                                seqlen_q, seqlen_k, window_left, window_right, BLOCK_N,
+                                True, IS_LOCAL, UPCAST, PRECISION)
 
     empty = l_i == 0.0  # rows that saw no key: output 0, lse -inf
     l_safe = tl.where(empty, 1.0, l_i)
@@ -256,6 +320,56 @@ def _attn_bwd_preprocess(
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # [BLOCK_M]
     tl.store(delta_ptr + off_b * stride_lb + off_h * stride_lh + rows, delta,
              mask=offs_m < seqlen_q)
+
+
+@triton.jit
+def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm, stride_qd,
+                 stride_dom, stride_dod, offs_n, offs_m, offs_d, mask_d, start, end, qk_scale,
+                 seqlen_q, seqlen_k, window_left, window_right, BLOCK_M: tl.constexpr,
+                 MASKED: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
+                 PRECISION: tl.constexpr):
+    """dK and dV's loop over query blocks ``[start, end)`` of one query head. Padded keys need no
+    mask here (their rows of dK, dV are never stored); ``MASKED`` blocks mask the band and
+    padded query rows."""
+    for start_m in range(start, end, BLOCK_M):
+        rows = start_m + offs_m
+        mask_m = rows < seqlen_q
+        if MASKED:
+            mask_qt = mask_m[None, :] & mask_d[:, None]
+            mask_do = mask_m[:, None] & mask_d[None, :]
+        else:
+            mask_qt = mask_d[:, None]
+            mask_do = mask_d[None, :]
+        # [HEAD_DIM, BLOCK_M]: Q^T
+        qt = tl.load(q_head + rows[None, :] * stride_qm + offs_d[:, None] * stride_qd,
+                     mask=mask_qt, other=0.0)
+        # [BLOCK_M, HEAD_DIM]
+        do = tl.load(do_head + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod,
+                     mask=mask_do, other=0.0)
+        if UPCAST:
+            qt = qt.to(tl.float32)
+            do = do.to(tl.float32)
+        # Rows with no key (lse = -inf) and padded rows get lse = +inf, so P = 0 there.
+        if MASKED:
+            lse = tl.load(lse_head + rows, mask=mask_m, other=float("inf"))
+            delta = tl.load(delta_head + rows, mask=mask_m, other=0.0)
+        else:
+            lse = tl.load(lse_head + rows)
+            delta = tl.load(delta_head + rows)
+        lse = tl.where(lse == float("-inf"), float("inf"), lse) * LOG2E_C
+        # [BLOCK_N, BLOCK_M]
+        st = tl.dot(k, qt, input_precision=PRECISION) * qk_scale
+        if MASKED and IS_LOCAL:  # mask the exponent, not P: exp2 of a masked-out score overflows
+            valid = _band_mask(rows[None, :], offs_n[:, None], seqlen_q, seqlen_k, window_left,
+                               window_right)
+            st = tl.where(valid, st, float("-inf"))
+        pt = tl.math.exp2(st - lse[None, :])
+        dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
+        # [BLOCK_N, BLOCK_M]
+        dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        dst = pt * (dpt - delta[None, :])
+        dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk, input_precision=PRECISION)
+    return dk, dv
 
 
 @_jit
@@ -306,13 +420,21 @@ def _attn_bwd_dkdv(
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
 
     # Query i sees key j when j - off - right <= i <= j - off + left: only those query blocks.
+    # Query blocks wholly inside that range (and wholly real rows) need no mask.
     lo = 0
     hi = seqlen_q
+    full_lo = 0
+    full_hi = (seqlen_q // BLOCK_M) * BLOCK_M
     if IS_LOCAL:
         off = seqlen_k - seqlen_q
         lo = tl.maximum(pid_n * BLOCK_N - off - window_right, 0)
         lo = (lo // BLOCK_M) * BLOCK_M
         hi = tl.minimum((pid_n + 1) * BLOCK_N - off + window_left, seqlen_q)
+        first = (pid_n + 1) * BLOCK_N - 1 - off - window_right  # sees the block's last key
+        full_lo = tl.cdiv(tl.maximum(first, 0), BLOCK_M) * BLOCK_M
+        last = pid_n * BLOCK_N - off + window_left + 1  # one past the last row to see its first
+        full_hi = tl.minimum(full_hi, (tl.maximum(last, 0) // BLOCK_M) * BLOCK_M)
+    mid_lo, mid_hi = _split3(lo, hi, full_lo, full_hi)
 
     for g in range(0, group):
         off_h = off_hk * group + g
@@ -320,34 +442,18 @@ def _attn_bwd_dkdv(
         do_head = do_ptr + off_b * stride_dob + off_h * stride_doh + start_q * stride_dom
         lse_head = lse_ptr + off_b * stride_lb + off_h * stride_lh + start_q
         delta_head = delta_ptr + off_b * stride_lb + off_h * stride_lh + start_q
-        for start_m in range(lo, hi, BLOCK_M):
-            rows = start_m + offs_m
-            mask_m = rows < seqlen_q
-            # [HEAD_DIM, BLOCK_M]: Q^T
-            qt = tl.load(q_head + rows[None, :] * stride_qm + offs_d[:, None] * stride_qd,
-                         mask=mask_m[None, :] & mask_d[:, None], other=0.0)
-            # [BLOCK_M, HEAD_DIM]
-            do = tl.load(do_head + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod,
-                         mask=mask_m[:, None] & mask_d[None, :], other=0.0)
-            if UPCAST:
-                qt = qt.to(tl.float32)
-                do = do.to(tl.float32)
-            # Rows with no key (lse = -inf) and padded rows get lse = +inf, so P = 0 there.
-            lse = tl.load(lse_head + rows, mask=mask_m, other=float("inf"))
-            lse = tl.where(lse == float("-inf"), float("inf"), lse) * LOG2E_C
-            delta = tl.load(delta_head + rows, mask=mask_m, other=0.0)
-            # [BLOCK_N, BLOCK_M]
-            st = tl.dot(k, qt, input_precision=PRECISION) * qk_scale
-            if IS_LOCAL:  # mask the exponent, not P: exp2 of a masked-out huge score overflows
-                valid = _band_mask(rows[None, :], offs_n[:, None], seqlen_q, seqlen_k, window_left,
-                                   window_right)
-                st = tl.where(valid, st, float("-inf"))
-            pt = tl.math.exp2(st - lse[None, :])
-            dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
-            # [BLOCK_N, BLOCK_M]
-            dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
-            dst = pt * (dpt - delta[None, :])
-            dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk, input_precision=PRECISION)
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm,
+                              stride_qd, stride_dom, stride_dod, offs_n, offs_m, offs_d, mask_d,
+                              lo, mid_lo, qk_scale, seqlen_q, seqlen_k, window_left, window_right,
+                              BLOCK_M, True, IS_LOCAL, UPCAST, PRECISION)
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm,
+                              stride_qd, stride_dom, stride_dod, offs_n, offs_m, offs_d, mask_d,
+                              mid_lo, mid_hi, qk_scale, seqlen_q, seqlen_k, window_left,
+                              window_right, BLOCK_M, False, IS_LOCAL, UPCAST, PRECISION)
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm,
+                              stride_qd, stride_dom, stride_dod, offs_n, offs_m, offs_d, mask_d,
+                              mid_hi, hi, qk_scale, seqlen_q, seqlen_k, window_left, window_right,
+                              BLOCK_M, True, IS_LOCAL, UPCAST, PRECISION)
 
     dk = dk * sm_scale
     tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
@@ -356,6 +462,42 @@ def _attn_bwd_dkdv(
     tl.store(dv_ptr + off_b * stride_dvb + off_hk * stride_dvh
              + keys[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
              dv.to(dv_ptr.dtype.element_ty), mask=mask_nd)
+
+
+@triton.jit
+def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+               offs_m, offs_n, offs_d, mask_d, start, end, qk_scale, seqlen_q, seqlen_k,
+               window_left, window_right, BLOCK_N: tl.constexpr, MASKED: tl.constexpr,
+               IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """dQ's loop over key blocks ``[start, end)``; ``MASKED`` as in :func:`_fwd_blocks`."""
+    for start_n in range(start, end, BLOCK_N):
+        cols = start_n + offs_n
+        mask_n = cols < seqlen_k
+        if MASKED:
+            mask_dn = mask_d[:, None] & mask_n[None, :]
+        else:
+            mask_dn = mask_d[:, None]
+        # [HEAD_DIM, BLOCK_N]
+        kt = tl.load(k_ptr + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                     mask=mask_dn, other=0.0)
+        vt = tl.load(v_ptr + cols[None, :] * stride_vn + offs_d[:, None] * stride_vd,
+                     mask=mask_dn, other=0.0)
+        if UPCAST:
+            kt = kt.to(tl.float32)
+            vt = vt.to(tl.float32)
+        # [BLOCK_M, BLOCK_N]
+        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+        if MASKED:  # padded keys have k = 0, hence p = exp2(-lse) != 0: mask them
+            valid = mask_n[None, :]
+            if IS_LOCAL:
+                valid = valid & _band_mask(offs_m[:, None], cols[None, :], seqlen_q, seqlen_k,
+                                           window_left, window_right)
+            s = tl.where(valid, s, float("-inf"))
+        p = tl.math.exp2(s - lse[:, None])
+        dp = tl.dot(do, vt, input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq, input_precision=PRECISION)
+    return dq
 
 
 @_jit
@@ -414,28 +556,18 @@ def _attn_bwd_dq(
 
     lo, hi = _key_range(pid_m * BLOCK_M, (pid_m + 1) * BLOCK_M, seqlen_q, seqlen_k, window_left,
                         window_right, BLOCK_N, IS_LOCAL)
-    for start_n in range(lo, hi, BLOCK_N):
-        cols = start_n + offs_n
-        mask_n = cols < seqlen_k
-        mask_dn = mask_d[:, None] & mask_n[None, :]
-        # [HEAD_DIM, BLOCK_N]
-        kt = tl.load(k_ptr + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                     mask=mask_dn, other=0.0)
-        vt = tl.load(v_ptr + cols[None, :] * stride_vn + offs_d[:, None] * stride_vd,
-                     mask=mask_dn, other=0.0)
-        if UPCAST:
-            kt = kt.to(tl.float32)
-            vt = vt.to(tl.float32)
-        # [BLOCK_M, BLOCK_N]
-        s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
-        valid = mask_n[None, :]  # padded keys have k = 0, hence p = exp2(-lse) != 0: mask them
-        if IS_LOCAL:
-            valid = valid & _band_mask(offs_m[:, None], cols[None, :], seqlen_q, seqlen_k,
-                                       window_left, window_right)
-        p = tl.math.exp2(tl.where(valid, s, float("-inf")) - lse[:, None])
-        dp = tl.dot(do, vt, input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
-        ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq, input_precision=PRECISION)
+    full_lo, full_hi = _full_range(pid_m * BLOCK_M, (pid_m + 1) * BLOCK_M, seqlen_q, seqlen_k,
+                                   window_left, window_right, BLOCK_N, IS_LOCAL)
+    mid_lo, mid_hi = _split3(lo, hi, full_lo, full_hi)
+    dq = _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                    offs_m, offs_n, offs_d, mask_d, lo, mid_lo, qk_scale, seqlen_q, seqlen_k,
+                    window_left, window_right, BLOCK_N, True, IS_LOCAL, UPCAST, PRECISION)
+    dq = _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                    offs_m, offs_n, offs_d, mask_d, mid_lo, mid_hi, qk_scale, seqlen_q, seqlen_k,
+                    window_left, window_right, BLOCK_N, False, IS_LOCAL, UPCAST, PRECISION)
+    dq = _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                    offs_m, offs_n, offs_d, mask_d, mid_hi, hi, qk_scale, seqlen_q, seqlen_k,
+                    window_left, window_right, BLOCK_N, True, IS_LOCAL, UPCAST, PRECISION)
 
     dq = dq * sm_scale
     tl.store(dq_ptr + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
@@ -449,29 +581,60 @@ def _padded_head_dim(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim))  # tl.dot needs K >= 16
 
 
-def fwd_config(head_dim: int, dtype: torch.dtype) -> dict:
-    """Default launch configuration of the forward kernel (tunable; see benchmarks/)."""
+def _cfg(bm: int, bn: int, warps: int, stages: int) -> dict:
+    return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=warps, num_stages=stages)
+
+
+@functools.cache
+def _hopper() -> bool:
+    """Compute capability 9.x (H100, H200): the generation the tables below were measured on."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+# Launch configurations measured by benchmarks/tune_attention.py on an H100 (bf16, N = 4096,
+# 16k tokens, 2026-11-23; the sweep is in benchmarks/results/h100/tune_attention.csv), keyed by
+# (padded head_dim, causal). fp16 uses the same. Fixed tables instead of run-time autotuning: a
+# notebook should not spend minutes tuning, and the interpreter needs one small config anyway.
+_HOPPER_FWD = {
+    (64, False): _cfg(128, 64, 4, 3), (64, True): _cfg(64, 64, 4, 3),
+    (128, False): _cfg(128, 128, 8, 3), (128, True): _cfg(128, 128, 8, 3),
+}
+_HOPPER_BWD = {  # (dK/dV, dQ)
+    (64, False): (_cfg(32, 128, 4, 3), _cfg(128, 64, 4, 3)),
+    (64, True): (_cfg(64, 64, 4, 1), _cfg(64, 64, 4, 3)),
+    (128, False): (_cfg(64, 128, 8, 2), _cfg(128, 64, 8, 3)),
+    (128, True): (_cfg(32, 64, 4, 3), _cfg(128, 64, 8, 3)),
+}
+
+
+def fwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False) -> dict:
+    """Launch configuration of the forward kernel: a measured table on Hopper for 16-bit inputs
+    with head_dim <= 128, conservative choices that fit any recent GPU otherwise."""
     if INTERPRET:  # the interpreter's cost is per block op: small blocks keep tests meaningful
-        return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
+        return _cfg(32, 32, 4, 1)
     d = _padded_head_dim(head_dim)
     if dtype == torch.float32:  # twice the bytes per tile, and the ieee dot is slow anyway
-        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2) if d <= 128 else \
-            dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
-    if d <= 64:
-        return dict(BLOCK_M=128, BLOCK_N=64, num_warps=4, num_stages=3)
-    if d <= 128:
-        return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)
-    return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+        return _cfg(64, 32, 4, 2) if d <= 128 else _cfg(32, 32, 4, 1)
+    if d > 128:
+        return _cfg(64, 32, 4, 2)
+    if _hopper():
+        return dict(_HOPPER_FWD[(max(d, 64), bool(causal))])
+    return _cfg(128, 64, 4, 3) if d <= 64 else _cfg(128, 64, 8, 3)
 
 
-def bwd_config(head_dim: int, dtype: torch.dtype) -> dict:
-    """Default launch configuration of the backward kernels (dK/dV and dQ share it)."""
-    if INTERPRET:
-        return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
+def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False) -> dict:
+    """Launch configuration of the backward kernels: ``BLOCK_M``/``BLOCK_N``/warps/stages of the
+    dK/dV kernel (and the preprocess), and under ``"dq"`` the same four for the dQ kernel.
+    dK/dV keeps a key block on chip and streams query blocks; dQ the other way round, so each
+    prefers its resident block large and its streamed block small."""
     d = _padded_head_dim(head_dim)
-    if dtype == torch.float32 or d > 128:
-        return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=1)
-    return dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2)
+    if INTERPRET or dtype == torch.float32 or d > 128:
+        cfg = cfg_dq = _cfg(32, 32, 4, 1)
+    elif _hopper():
+        cfg, cfg_dq = _HOPPER_BWD[(max(d, 64), bool(causal))]
+    else:
+        cfg = cfg_dq = _cfg(64, 64, 4, 2)
+    return dict(cfg, dq=dict(cfg_dq))
 
 
 def _band(seqlen_q: int, seqlen_k: int, window_left: int, window_right: int):
@@ -536,7 +699,7 @@ def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_sca
     """
     head_dim = q.shape[-1]
     heads_q, heads_kv = q.shape[1], k.shape[1]  # (b, h, n, d) dense, (total, h, d) packed
-    cfg = fwd_config(head_dim, q.dtype)
+    cfg = fwd_config(head_dim, q.dtype, causal)
     block_m = block_m or cfg["BLOCK_M"]
     block_n = block_n or cfg["BLOCK_N"]
     if causal:
@@ -590,7 +753,8 @@ def _flash_attn_forward(q, k, v, causal: bool, softmax_scale: float, window_left
 def _flash_attn_backward(do, q, k, v, out, lse, dlse, causal: bool, softmax_scale: float,
                          window_left: int, window_right: int, layout: Layout | None = None,
                          block_m=None, block_n=None, num_warps=None, num_stages=None):
-    """Launch the three backward kernels; returns ``(dq, dk, dv)``."""
+    """Launch the three backward kernels; returns ``(dq, dk, dv)``. ``block_m`` etc. override
+    :func:`bwd_config` for all three kernels alike."""
     if layout is None:
         layout = Layout(q.shape[0], q.shape[2], k.shape[2])
     head_dim = q.shape[-1]
@@ -602,10 +766,12 @@ def _flash_attn_backward(do, q, k, v, out, lse, dlse, causal: bool, softmax_scal
     dv = torch.empty_like(v)
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
-    cfg = bwd_config(head_dim, q.dtype)
-    block_m = block_m or cfg["BLOCK_M"]
-    block_n = block_n or cfg["BLOCK_N"]
-    launch = dict(num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"])
+    cfg = bwd_config(head_dim, q.dtype, causal)
+    given = dict(BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages)
+    given = {key: val for key, val in given.items() if val}
+    cfg_dq = dict(cfg.pop("dq"), **given)
+    cfg.update(given)
+    block_m = cfg["BLOCK_M"]
     head_dim_pad = _padded_head_dim(head_dim)
     lse = lse.contiguous()
     cu_q, cu_k, _ = layout.pointers(lse)
@@ -620,21 +786,20 @@ def _flash_attn_backward(do, q, k, v, out, lse, dlse, causal: bool, softmax_scal
     if dlse is not None:
         delta = delta - dlse
     left, right, is_local = _band(layout.seqlen_q, layout.seqlen_k, window_left, window_right)
-    meta = dict(BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=head_dim_pad, IS_LOCAL=is_local,
-                VARLEN=layout.packed, **_flags(q.dtype), **launch)
+    meta = dict(HEAD_DIM=head_dim_pad, IS_LOCAL=is_local, VARLEN=layout.packed, **_flags(q.dtype))
     common = (layout.seqlen_q, layout.seqlen_k, head_dim, softmax_scale, softmax_scale * LOG2E,
               left, right)
     strides_qkvdo = (*layout.strides(q), *layout.strides(k), *layout.strides(v),
                      *layout.strides(do))
-    _attn_bwd_dkdv[(triton.cdiv(layout.seqlen_k, block_n), layout.batch * heads_kv)](
+    _attn_bwd_dkdv[(triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"]), layout.batch * heads_kv)](
         q, k, v, do, lse, delta, dk, dv, cu_q, cu_k,
         *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.lse_strides(lse),
-        heads_kv, heads_q // heads_kv, *common, **meta,
+        heads_kv, heads_q // heads_kv, *common, **meta, **cfg,
     )
-    _attn_bwd_dq[(triton.cdiv(layout.seqlen_q, block_m), layout.batch * heads_q)](
+    _attn_bwd_dq[(triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"]), layout.batch * heads_q)](
         q, k, v, do, lse, delta, dq, cu_q, cu_k,
         *strides_qkvdo, *layout.strides(dq), *layout.lse_strides(lse),
-        heads_q, heads_q // heads_kv, *common, **meta,
+        heads_q, heads_q // heads_kv, *common, **meta, **cfg_dq,
     )
     return dq, dk, dv
 

@@ -200,3 +200,29 @@ def test_torch_compile_traces_the_op():
     assert torch.allclose(loss, loss_ref)
     for g, r in zip(grads, grads_ref):
         assert torch.allclose(g, r, atol=1e-6)
+
+
+# Block shapes other than the default: the tuned GPU tables use BLOCK_M != BLOCK_N (and dK/dV,
+# dQ different from each other), which moves where the masked edge blocks and the unmasked
+# interior meet. (fwd, dK/dV, dQ) as (BLOCK_M, BLOCK_N); the interpreter runs them too.
+BLOCK_SHAPES = {
+    "tall": ((64, 16), (16, 64), (64, 16)),
+    "wide": ((16, 64), (64, 16), (16, 64)),
+}
+# Windows wider than a block, so that some blocks lie wholly inside the band.
+WIDE_MASKS = {"full": (False, (-1, -1)), "causal": (True, (-1, -1)),
+              "window": (False, (45, 37)), "causal-window": (True, (70, 0))}
+
+
+@pytest.mark.parametrize("mask", list(WIDE_MASKS))
+@pytest.mark.parametrize("seqlens", [(97, 97), (45, 131), (131, 45)], ids=lambda s: f"q{s[0]}-k{s[1]}")
+@pytest.mark.parametrize("blocks", list(BLOCK_SHAPES))
+def test_block_shapes(blocks, seqlens, mask, monkeypatch):
+    from kernels import flash_attn
+
+    fwd, dkdv, dq = (dict(BLOCK_M=m, BLOCK_N=n, num_warps=4, num_stages=2)
+                     for m, n in BLOCK_SHAPES[blocks])
+    monkeypatch.setattr(flash_attn, "fwd_config", lambda *args: dict(fwd))
+    monkeypatch.setattr(flash_attn, "bwd_config", lambda *args: dict(dkdv, dq=dict(dq)))
+    causal, window = WIDE_MASKS[mask]
+    run_case(1, 2, 1, *seqlens, 32, torch.float32, causal, window)
