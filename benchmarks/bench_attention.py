@@ -8,7 +8,8 @@ Measures TFLOP/s of forward, backward and forward+backward for:
 * ``triton-varlen``: the same kernel through ``kernels.flash_attention_varlen``, the batch packed
   as equal-length sequences (its inputs are stored packed, so no copy is timed);
 * ``flex``: PyTorch's FlexAttention compiled by ``torch.compile`` (Triton-generated), one
-  compilation per shape (``--flex``; compiling costs tens of seconds per shape).
+  compilation per shape (dynamo's recompile limit raised so that it never falls back to eager);
+  compiling costs tens of seconds per shape: leave it out with ``--providers`` for a quick run.
 
 FLOPs are counted as the FlashAttention papers do: ``4 B H N^2 d`` forward, 2.5 times that
 backward, half of each when causal. Times are ``triton.testing.do_bench`` medians after warm-up,
@@ -67,7 +68,12 @@ def sdpa_provider(backend_name):
 def flex_provider():
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    torch._dynamo.config.cache_size_limit = 256  # one compiled graph per shape, no eager fallback
+    # One compiled graph per shape (and per grad mode): raise dynamo's limits so that it never
+    # gives up and runs FlexAttention eagerly (slow, and silently so).
+    for name in ("cache_size_limit", "recompile_limit", "accumulated_cache_size_limit",
+                 "accumulated_recompile_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 1024)
     compiled = torch.compile(flex_attention, dynamic=False)
     masks = {}
 
@@ -128,7 +134,7 @@ def main(argv=None):
     p.add_argument("--dtypes", nargs="+", default=["bf16", "fp16"], choices=["bf16", "fp16"])
     p.add_argument("--causal", nargs="+", default=["0", "1"], choices=["0", "1"])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--providers", nargs="+", default=["triton", "triton-varlen", *SDPA_BACKENDS],
+    p.add_argument("--providers", nargs="+", default=["triton", "triton-varlen", *SDPA_BACKENDS, "flex"],
                    choices=["triton", "triton-varlen", *SDPA_BACKENDS, "flex"])
     p.add_argument("--memory", action="store_true",
                    help="also measure peak memory of forward+backward vs N (one head, batch 1)")
