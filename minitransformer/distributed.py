@@ -19,15 +19,23 @@ What the reader will learn here: the three things that turn the one-process trai
 The run is therefore the same whatever N is, to float rounding, and a checkpoint written with one
 N resumes with another. Only rank 0 writes files and prints; every rank reads the checkpoint on
 ``--resume``, so ``--out`` must be a directory that all of them see (one machine, or a shared disk).
+
+:func:`run_in_processes` is the same start for a Python function instead of a command line: it
+spawns CPU processes joined by gloo and returns what each computed. The tests and notebook 10 use
+it to run ring attention (``kernels/ring.py``) across processes on a machine without GPUs.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 _started_here = False  # whether start() created the process group (then stop() destroys it)
@@ -115,3 +123,51 @@ def mean(x: torch.Tensor, ranks: Ranks) -> float:
     total = x.detach().float().clone()
     dist.all_reduce(total)  # sum; ReduceOp.AVG exists for NCCL only
     return total.item() / ranks.world_size
+
+
+# --------------------------------------------------------------------------------------------
+# Several CPU processes from one Python session (tests, notebooks)
+# --------------------------------------------------------------------------------------------
+def run_in_processes(fn, args_per_rank, *, timeout_s: float = 120.0, **kwargs) -> list:
+    """Run ``fn(*args_per_rank[r], **kwargs)`` as rank ``r`` of a gloo process group of
+    ``len(args_per_rank)`` fresh CPU processes; return what each returned, in rank order.
+
+    ``fn`` must be importable by name (a function defined at the top level of a module, not in a
+    notebook cell): the processes are spawned, and receive it pickled by reference. Inside it,
+    ``torch.distributed`` is ready (``dist.get_rank()``, collectives on the default group). Each
+    process runs on one thread, since they share the machine's cores. The arguments travel pickled
+    (tensors through shared memory) and the results come back through files in a temporary folder:
+    meant for small problems, tests and notebooks.
+
+    An exception in a rank ends the run: the other ranks are stopped and the error is raised here
+    (``torch.multiprocessing.ProcessRaisedException``, with the rank's traceback). A rank that was
+    waiting for the failed one may fail too, with a lost connection, and the error raised is the
+    first one seen. A rank left waiting for a message fails after ``timeout_s`` seconds.
+    """
+    world_size = len(args_per_rank)
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # the children inherit it before they import torch
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            mp.start_processes(_run_rank, args=(fn, list(args_per_rank), kwargs, folder, timeout_s),
+                               nprocs=world_size, start_method="spawn")
+            # our own files, written a moment ago by our own processes: any picklable result
+            return [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+    finally:
+        if old is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = old
+
+
+def _run_rank(rank: int, fn, args_per_rank: list, kwargs: dict, folder: str, timeout_s: float):
+    torch.set_num_threads(1)
+    # a file-based rendezvous: no port to pick, so none to collide with another run
+    dist.init_process_group("gloo", init_method=f"file://{Path(folder) / 'rendezvous'}", rank=rank,
+                            world_size=len(args_per_rank), timeout=timedelta(seconds=timeout_s))
+    try:
+        result = fn(*args_per_rank[rank], **kwargs)
+        dist.barrier()  # none leaves (closing its connections) while another still uses them
+    finally:
+        dist.destroy_process_group()
+    torch.save(result, Path(folder) / f"rank{rank}.pt")

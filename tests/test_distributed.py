@@ -10,19 +10,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import timedelta
+import time
 from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from conftest import assert_close, dtype_id, rel_err
 
 from kernels import attention_reference, flash_attention, ring_attention, ring_attention_allgather
 from kernels.ring import merge_partials
 from minitransformer import train
+from minitransformer.distributed import run_in_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"ring": ring_attention, "allgather": ring_attention_allgather}
@@ -38,63 +38,38 @@ TINY = ["--n-layer", "1", "--n-embd", "16", "--block-size", "32", "--batch-size"
         "--steps", "4", "--eval-interval", "2"]
 
 
-def in_processes(fn, world_size: int, folder: Path):
-    """Run ``fn(rank, world_size, folder)`` in ``world_size`` fresh (spawned) processes; ``fn``
-    joins them with :func:`join_group`. An exception in one rank is raised here."""
-    old = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # children inherit it: one thread each, on a shared CPU
-    try:
-        mp.start_processes(fn, args=(world_size, folder), nprocs=world_size, start_method="spawn")
-    finally:
-        if old is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = old
-
-
-def join_group(rank: int, world_size: int, folder: Path):
-    torch.set_num_threads(1)
-    # a file-based rendezvous: no port to pick, so none to collide with another test run; and a
-    # timeout, so that a rank waiting for a message that never comes fails instead of hanging
-    dist.init_process_group("gloo", init_method=f"file://{folder / 'rendezvous'}", rank=rank,
-                            world_size=world_size, timeout=timedelta(seconds=120))
-
-
 # ----------------------------------------------------------------------------------------------
 # Ring attention
 # ----------------------------------------------------------------------------------------------
-def ring_worker(rank: int, world_size: int, folder: Path):
-    """Every variant on this rank's block of every problem in inputs.pt; outputs and gradients
-    into rank{rank}.pt, with the message of a call whose shapes disagree across ranks."""
-    join_group(rank, world_size, folder)
+def ring_worker(inputs):
+    """Every variant on this rank's block of every problem in ``inputs``: outputs and gradients,
+    with the message of a call whose shapes disagree across ranks. Runs in a process started by
+    :func:`~minitransformer.distributed.run_in_processes`."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    groups = {3: (None, rank), 2: (dist.new_group(PAIR), PAIR.index(rank) if rank in PAIR else None)}
+    results = {}
+    for (world, causal, dtype), full in inputs.items():
+        group, index = groups[world]  # index: of this rank in the group, None if not a member
+        if index is None:
+            continue
+        n = SIZES[world]["n_local"]
+        mine = slice(index * n, (index + 1) * n)  # this rank's positions of the sequence
+        for name, fn in VARIANTS.items():
+            q, k, v = (t[:, :, mine].clone().requires_grad_() for t in full[:3])
+            out = fn(q, k, v, group=group, causal=causal)
+            out.backward(full[3][:, :, mine])
+            results[world, name, causal, dtype] = [t.detach() for t in (out, q.grad, k.grad, v.grad)]
+    q = torch.randn(1, 2, 8 + (rank == world_size - 1), 16)  # the last rank's block is longer
     try:
-        groups = {3: (None, rank), 2: (dist.new_group(PAIR), PAIR.index(rank) if rank in PAIR else None)}
-        results = {}
-        for (world, causal, dtype), full in torch.load(folder / "inputs.pt").items():
-            group, index = groups[world]  # index: of this rank in the group, None if not a member
-            if index is None:
-                continue
-            n = SIZES[world]["n_local"]
-            mine = slice(index * n, (index + 1) * n)  # this rank's positions of the sequence
-            for name, fn in VARIANTS.items():
-                q, k, v = (t[:, :, mine].clone().requires_grad_() for t in full[:3])
-                out = fn(q, k, v, group=group, causal=causal)
-                out.backward(full[3][:, :, mine])
-                results[world, name, causal, dtype] = [t.detach() for t in (out, q.grad, k.grad, v.grad)]
-        q = torch.randn(1, 2, 8 + (rank == world_size - 1), 16)  # the last rank's block is longer
-        try:
-            ring_attention(q, q, q)
-        except ValueError as e:
-            results["mismatch"] = str(e)
-        torch.save(results, folder / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+        ring_attention(q, q, q)
+    except ValueError as e:
+        results["mismatch"] = str(e)
+    return results
 
 
 @pytest.fixture(scope="module")
-def ring_run(tmp_path_factory):
+def ring_run():
     """Start the three ranks once; returns the inputs and what every rank computed."""
-    folder = tmp_path_factory.mktemp("ring")
     g = torch.Generator().manual_seed(0)
     inputs = {}
     for world, s in SIZES.items():
@@ -103,9 +78,7 @@ def ring_run(tmp_path_factory):
                 heads = (s["heads_q"], s["heads_kv"], s["heads_kv"], s["heads_q"])
                 shapes = [(s["batch"], h, world * s["n_local"], s["head_dim"]) for h in heads]
                 inputs[world, causal, dtype] = [torch.randn(shape, generator=g).to(dtype) for shape in shapes]
-    torch.save(inputs, folder / "inputs.pt")
-    in_processes(ring_worker, 3, folder)
-    return inputs, [torch.load(folder / f"rank{r}.pt") for r in range(3)]
+    return inputs, run_in_processes(ring_worker, [(inputs,)] * 3)
 
 
 def with_grads(fn, tensors, dtype):
@@ -146,6 +119,28 @@ def test_ring_attention_rejects_blocks_that_differ_across_ranks(ring_run):
     assert all(m is not None and m == messages[0] for m in messages), messages
     assert "every rank must hold blocks of one shape and dtype" in messages[0]
     assert "rank 1: q (1, 2, 8, 16)" in messages[0] and "rank 2: q (1, 2, 9, 16)" in messages[0]
+
+
+def who_am_i(x):
+    return dist.get_rank(), dist.get_world_size(), x
+
+
+def rank_1_fails():
+    if dist.get_rank() == 1:
+        raise ValueError("rank 1 gives up")
+    dist.barrier()  # rank 0 waits here for a rank that never comes
+
+
+def test_run_in_processes_returns_in_rank_order_and_raises_when_a_rank_fails():
+    """Each rank gets its own arguments and the results come back in rank order. A rank that
+    raises ends the run with an error here, well before the timeout: the rank left waiting for it
+    is stopped (or fails on the lost connection first, so the message may be either rank's)."""
+    assert run_in_processes(who_am_i, [("a",), ("b",)]) == [(0, 2, "a"), (1, 2, "b")]
+    t0 = time.perf_counter()
+    with pytest.raises(torch.multiprocessing.ProcessRaisedException):
+        run_in_processes(rank_1_fails, [(), ()], timeout_s=120)
+    assert time.perf_counter() - t0 < 60
+    assert not dist.is_initialized()  # the group lived in the children only
 
 
 def test_ring_attention_without_a_process_group():
