@@ -39,7 +39,8 @@ Feature map and normaliser, in plain PyTorch around the same core (``feature_map
   values as with softmax: ``o_t = sum_s D[t,s] phi(q_t).phi(k_s) v_s / sum_s D[t,s] phi(q_t).phi(k_s)``.
   The denominator needs no second kernel: append a column of ones to v and the core's last output
   column is exactly that sum. The state then has ``head_dim + 1`` columns: the last is
-  ``z_t = sum_s g^(t-s) phi(k_s)``. ``scale`` cancels in the ratio;
+  ``z_t = sum_s g^(t-s) phi(k_s)``. ``scale`` cancels in the ratio. Numerator and denominator grow
+  with N when there is no decay, so the kernel writes them in fp32 and the division is in fp32;
 * ``None``: no feature map and no normaliser (RetNet's form, which pairs it with a decay and a
   normalisation of the output in the model).
 

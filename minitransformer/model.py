@@ -15,6 +15,24 @@ else is the usual decoder-only recipe (as in nanoGPT's ``model.py``), kept small
 Attention runs on one of three backends with identical semantics, picked by ``Config.backend``:
 ``flash`` (our Triton kernel), ``reference`` (the materialised N x N matrix) or ``sdpa``
 (PyTorch's ``scaled_dot_product_attention``).
+
+``Config.attention = "linear"`` swaps softmax attention for causal linear attention
+(``kernels/linear_attn.py``): ``o_t = sum_s g^(t-s) phi(q_t).phi(k_s) v_s / sum_s g^(t-s) phi(q_t).phi(k_s)``
+with ``phi(x) = elu(x) + 1``. Generation then carries one fixed-size state per layer instead of a
+KV cache: O(1) per token, however long the text. The choices, and why:
+
+* the ``elu1`` feature map *with* its normaliser: each output stays a weighted average of values,
+  as with softmax, so the block needs nothing else to stay well scaled (the un-normalised RetNet
+  form needs an extra normalisation of its output);
+* a fixed decay ``g = Config.decay`` (0.95: a token's weight halves every ~14 characters): a
+  single head without decay averages over the whole past with weights that depend only on
+  content, which blurs; the decay is an explicit recency bias. Fixed rather than learned because
+  the Triton kernel treats it as a constant (RetNet fixes its decays too);
+* no rotary encoding: rotating q and k before ``phi`` would make the weights depend on absolute
+  positions rather than distances; the decay and causality carry the order instead.
+
+Backends for linear attention: ``flash`` runs the chunked Triton kernel; ``reference`` and
+``sdpa`` run the plain-PyTorch parallel form (fast on a CPU at these sizes).
 """
 
 from __future__ import annotations
@@ -33,10 +51,15 @@ from kernels import (
     flash_attention,
     flash_attention_varlen,
     flash_decode,
+    linear_attention,
+    linear_attention_parallel,
+    linear_attention_step,
 )
 
 BACKENDS = ("flash", "reference", "sdpa")
+ATTENTIONS = ("softmax", "linear")
 MIN_HEAD_DIM, MAX_HEAD_DIM = 8, 256  # what the kernel supports; the single head is n_embd wide
+LINEAR_MAX_HEAD_DIM = 128  # the linear-attention kernel keeps a head_dim x 64 state in registers
 
 
 @dataclass
@@ -48,10 +71,19 @@ class Config:
     mlp_ratio: int = 4  # the MLP's hidden width is mlp_ratio * n_embd
     rope_base: float = 10000.0  # rotary frequencies are rope_base ** (-2i / n_embd)
     backend: str = "flash"  # attention: "flash" (our Triton kernel), "reference" or "sdpa"
+    attention: str = "softmax"  # "softmax", or "linear": elu1 linear attention with a recurrent state
+    decay: float = 0.95  # linear attention only: the state is multiplied by this at every token
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"unknown attention {self.attention!r}: choose one of {', '.join(ATTENTIONS)}")
+        if not 0.0 < self.decay <= 1.0:
+            raise ValueError(f"decay must be in (0, 1] (1 = no decay), got {self.decay}")
+        if self.attention == "linear" and self.backend == "flash" and self.n_embd > LINEAR_MAX_HEAD_DIM:
+            raise ValueError(f"n_embd must be <= {LINEAR_MAX_HEAD_DIM} for linear attention on the flash "
+                             f"backend (it is the head dim of the single head), got {self.n_embd}")
         if not MIN_HEAD_DIM <= self.n_embd <= MAX_HEAD_DIM or self.n_embd % 2:
             raise ValueError(
                 f"n_embd must be even and in [{MIN_HEAD_DIM}, {MAX_HEAD_DIM}] (it is the head dim "
@@ -109,6 +141,13 @@ def attention(q, k, v, backend: str, window: int):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def linear_attn(q, k, v, backend: str, decay: float, return_state: bool = False):
+    """Causal linear attention over the whole of ``q, k, v`` ``(B, 1, T, D)`` (no window: the state
+    summarises every earlier token); with ``return_state`` also the state after the last one."""
+    fn = linear_attention if backend == "flash" else linear_attention_parallel  # chunked / N x N
+    return fn(q, k, v, decay=decay, feature_map="elu1", return_state=return_state)
+
+
 def rotary_angles(pos: torch.Tensor, dim: int, base: float):
     """cos and sin of the rotation angles ``pos * base ** (-2i / dim)``, each ``(T, dim / 2)``."""
     inv_freq = base ** (-torch.arange(0, dim, 2, device=pos.device, dtype=torch.float32) / dim)  # (D/2,)
@@ -144,6 +183,16 @@ class KVCache:
         return k, v
 
 
+@dataclass
+class RecurrentState:
+    """Linear attention's whole memory of the past, per layer: one ``(B, 1, D, D + 1)`` fp32
+    matrix (``sum_s g^(t-s) phi(k_s) [v_s, 1]^T``; the last column feeds the normaliser), the same
+    size after ten tokens or ten million. It takes the place of the :class:`KVCache`."""
+
+    states: list = field(default_factory=list)  # per layer: (B, 1, D, D + 1)
+    pos: int = 0  # absolute position of the next token
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: Config):
         super().__init__()
@@ -151,11 +200,16 @@ class SelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
         self.backend = config.backend
         self.window = config.block_size
+        self.linear = config.attention == "linear"
+        self.decay = config.decay
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0, packing=None):
+    def forward(self, x, cos, sin, cache: KVCache | RecurrentState | None = None, layer: int = 0,
+                packing=None):
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         q, k, v = q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)  # 3 x (B, 1, T, C): one head
+        if self.linear:
+            return self.c_proj(self._linear(q, k, v, cache, layer).squeeze(1))  # (B, T, C)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:  # the next token sees itself and the window - 1 keys before it
             k, v = cache.extend(layer, k, v, keep=self.window - 1)  # 2 x (B, 1, T_cache + T, C)
@@ -165,6 +219,22 @@ class SelfAttention(nn.Module):
             y = attention(q, k, v, self.backend, self.window)  # (B, 1, T, C)
         y = y.squeeze(1)  # (B, T, C)
         return self.c_proj(y)
+
+    def _linear(self, q, k, v, state: RecurrentState | None, layer: int):
+        """Linear attention, ``(B, 1, T, C)``. With a ``state``: a prompt is processed in parallel
+        and leaves its final state behind; later tokens are steps of the recurrence against it."""
+        if state is None:
+            return linear_attn(q, k, v, self.backend, self.decay)
+        if layer == len(state.states):  # the first call: nothing seen yet
+            y, s = linear_attn(q, k, v, self.backend, self.decay, return_state=True)
+            state.states.append(s)
+            return y
+        ys = []
+        for t in range(q.size(2)):  # O(D^2) per token, whatever came before
+            qt, kt, vt = q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1]  # 3 x (B, 1, 1, C)
+            y, state.states[layer] = linear_attention_step(qt, kt, vt, state.states[layer], decay=self.decay)
+            ys.append(y)  # (B, 1, 1, C)
+        return torch.cat(ys, dim=2)  # (B, 1, T, C)
 
 
 class MLP(nn.Module):
@@ -215,16 +285,24 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx, targets=None, cache: KVCache | None = None, packing=None):
+    def new_cache(self) -> KVCache | RecurrentState:
+        """What generation carries from one token to the next: keys and values for softmax
+        attention, the recurrent state for linear attention."""
+        return RecurrentState() if self.config.attention == "linear" else KVCache()
+
+    def forward(self, idx, targets=None, cache: KVCache | RecurrentState | None = None, packing=None):
         """idx ``(B, T)`` token ids -> logits ``(B, T, vocab_size)`` and the mean cross-entropy.
 
         With a ``cache``, ``idx`` holds the tokens that follow those already in it: only they are
         computed, and the cache is extended. Without one, a sequence longer than ``block_size``
         gives the same logits as generation, since both use a sliding window of ``block_size``.
         ``packing = (cu_seqlens, max_seqlen)`` marks documents packed into the rows: attention then
-        stays within each (``kernels.flash_attention_varlen``).
+        stays within each (``kernels.flash_attention_varlen``; softmax attention only).
         """
         B, T = idx.size()
+        if packing is not None and self.config.attention == "linear":
+            raise ValueError("packed documents need softmax attention: linear attention would have to "
+                             "reset its state at every document start")
         start = cache.pos if cache is not None else 0
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         cos, sin = rotary_angles(pos, self.config.n_embd, self.config.rope_base)  # 2 x (T, C/2)
@@ -247,11 +325,12 @@ class GPT(nn.Module):
 
         With ``use_cache`` each step runs the model on the one new token only, against the cached
         keys and values of the tokens before it: a ``(B, 1, 1, D)`` query and ``(B, 1, T_cache + 1, D)``
-        keys, which the kernel's bottom-right causal alignment lets see every cached key.
+        keys, which the kernel's bottom-right causal alignment lets see every cached key. With
+        linear attention the cache is the recurrent state instead (:class:`RecurrentState`).
         ``use_cache=False`` recomputes the whole sequence each step (the slow way, for checking).
         ``temperature=0`` picks the most likely token.
         """
-        cache = KVCache() if use_cache else None
+        cache = self.new_cache() if use_cache else None
         new = idx  # the tokens the model has not seen yet
         for _ in range(max_new_tokens):
             logits, _ = self(new if use_cache else idx, cache=cache)

@@ -1,7 +1,9 @@
 """Generate text from a checkpoint: ``python -m minitransformer.sample --ckpt runs/minitransformer/ckpt.pt``.
 
 Each new character costs one step of the model on one token: its query attends to the cached keys
-and values of everything before it (``GPT.generate``), through the flash kernel by default.
+and values of everything before it (``GPT.generate``), through the flash kernel by default. A model
+trained with ``--attention linear`` carries a fixed-size recurrent state instead (the checkpoint's
+config says which).
 """
 
 from __future__ import annotations
@@ -53,8 +55,10 @@ def main(argv=None):
     text = generate_text(model, vocab, args.prompt, args.chars, device, seed=args.seed,
                          temperature=args.temperature, top_k=args.top_k, use_cache=not args.no_cache)
     print(text)
+    memory = "recurrent state" if model.config.attention == "linear" else "KV cache"
     print(f"--- {args.chars} characters in {time.perf_counter() - t0:.1f} s "
-          f"({args.backend} attention, {'no cache' if args.no_cache else 'KV cache'}, {device}) ---")
+          f"({args.backend} {model.config.attention} attention, {'no cache' if args.no_cache else memory}, "
+          f"{device}) ---")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,11 @@ because the kernel runs there in Triton's interpreter, about 100 times slower. E
 of the run goes through the kernel: it re-evaluates a validation batch with ``flash`` next to
 ``reference``, and generates the sample with ``flash`` and the KV cache.
 
+``--attention linear`` trains causal linear attention instead of softmax attention (see
+``model.py``: elu1 feature map, a fixed decay ``--decay``); the end-of-run check then compares the
+chunked Triton kernel with the parallel form, and the sample is generated from a fixed-size
+recurrent state instead of a KV cache. ``--packed`` needs softmax attention.
+
 Data parallel: ``torchrun --nproc_per_node=N -m minitransformer.train ...`` trains on N processes
 (GPUs, or CPU processes through gloo), each on N-th of every batch, with the gradients averaged
 (see ``distributed.py``). The numbers are those of one process on the whole batch; rank 0 alone
@@ -51,12 +56,13 @@ from .data import (
     split,
     unigram_entropy,
 )
-from .model import BACKENDS, GPT, Config
+from .model import ATTENTIONS, BACKENDS, GPT, Config
 
 # Flags that define a run: resuming with another value would not continue the same run. The
 # backend is not one of them: they all compute the same function.
 RUN_FLAGS = ("data", "max_chars", "seed", "steps", "batch_size", "block_size", "n_layer", "n_embd", "lr",
-             "min_lr", "warmup", "weight_decay", "grad_clip", "eval_interval", "eval_batches", "packed")
+             "min_lr", "warmup", "weight_decay", "grad_clip", "eval_interval", "eval_batches", "packed",
+             "attention", "decay")
 
 
 def parse_args(argv=None):
@@ -80,6 +86,11 @@ def parse_args(argv=None):
     arg("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this, 0: off [%(default)s]")
     arg("--backend", default="auto", help=f"attention for training: auto, {', '.join(BACKENDS)} "
                                           "[auto: flash on CUDA, reference on CPU]")
+    arg("--attention", default="softmax", choices=ATTENTIONS,
+        help="softmax, or linear: elu1 linear attention with a decay, generating from a recurrent "
+             "state instead of a KV cache [%(default)s]")
+    arg("--decay", type=float, default=Config.decay,
+        help="linear attention: the state's decay per token, in (0, 1] [%(default)s]")
     arg("--device", default="auto", help="auto, cpu, cuda, cuda:N [auto: cuda if available]")
     arg("--packed", action="store_true",
         help="attention stays within each document (one file of the default corpus, or a paragraph "
@@ -126,6 +137,11 @@ def check_args(args):
     for name in positive:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if not 0 < args.decay <= 1:
+        raise ValueError(f"--decay must be in (0, 1] (1 = no decay), got {args.decay}")
+    if args.packed and args.attention == "linear":
+        raise ValueError("--packed needs --attention softmax: linear attention would have to reset its "
+                         "state at every document start")
     if args.min_lr is None:
         args.min_lr = args.lr / 10
     if not (args.lr > 0 and 0 <= args.min_lr <= args.lr):
@@ -212,8 +228,9 @@ def model_from_checkpoint(ckpt: dict, path, backend: str | None = None) -> GPT:
 
 
 def check_same_run(ckpt: dict, args, path):
+    defaults = vars(parse_args([]))  # a flag newer than the checkpoint had its default value then
     for name in RUN_FLAGS:
-        theirs, ours = ckpt["args"].get(name), getattr(args, name)
+        theirs, ours = ckpt["args"].get(name, defaults[name]), getattr(args, name)
         if theirs != ours:
             flag = "--" + name.replace("_", "-")
             raise ValueError(f"checkpoint {path} is from a different config: {flag} was {theirs}, now {ours} "
@@ -273,7 +290,7 @@ def setup(args, ranks: distributed.Ranks):
         args.train_docs = starts[starts < len(train_ids)]
         args.val_docs = starts[starts >= len(train_ids)] - len(train_ids)
     config = Config(vocab_size=vocab.size, block_size=args.block_size, n_layer=args.n_layer,
-                    n_embd=args.n_embd, backend=backend)
+                    n_embd=args.n_embd, backend=backend, attention=args.attention, decay=args.decay)
     ckpt = None
     path = Path(args.out) / "ckpt.pt"
     if args.resume:
@@ -316,7 +333,8 @@ def main(argv=None):
     log(f"data: {desc}: {len(ids):,} characters, {vocab.size} distinct, "
         f"{len(train_ids):,} train / {len(val_ids):,} val")
     log(f"model: {model.num_params():,} parameters (n_layer {config.n_layer}, n_embd {config.n_embd}, "
-        f"one head, context {config.block_size}); training attention: {config.backend}, on {device}")
+        f"one head, context {config.block_size}, {config.attention} attention); training backend: "
+        f"{config.backend}, on {device}")
     log(f"unigram entropy of the corpus: {entropy:.3f} nats/char (the best loss without context)")
     if ranks.world_size > 1:
         log(f"data parallel: {ranks.world_size} processes, {args.batch_size // ranks.world_size} "
@@ -394,8 +412,9 @@ def main(argv=None):
     if args.sample_chars > 0:
         t0 = time.perf_counter()
         sample = generate_text(flash_model, vocab, args.prompt, args.sample_chars, device, seed=args.seed)
+        memory = "a recurrent state" if config.attention == "linear" else "a KV cache"
         print(f"--- sample: {args.sample_chars} characters from the {flash_model.config.backend} "
-              f"attention with a KV cache "
+              f"attention with {memory} "
               f"({time.perf_counter() - t0:.1f} s) ---")
         print(sample)
         print("---")
