@@ -306,3 +306,39 @@ def test_message_is_one_clear_line():
         linear_attention(*GOOD(), decay=torch.tensor([0.5, 2.0, 0.9], device=DEVICE))
     message = str(info.value)
     assert "\n" not in message and re.search(r"decay: .*\(0, 1\].*\[0\.5, 2\.0\]", message)
+
+
+# ----------------------------------------------------------------------------------------------
+# benchmarks/bench_linear.py: what runs without a GPU
+# ----------------------------------------------------------------------------------------------
+def load_bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_linear", ROOT / "benchmarks" / "bench_linear.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_crossover_and_plot_from_csv(tmp_path, capsys):
+    """The crossover is interpolated on the log-log plot; --plot-only redraws from a CSV."""
+    bench = load_bench()
+    rows = [dict(provider=p, dtype="bf16", head_dim=64, seqlen=n, batch=8192 // n, heads=1, mode="fwd",
+                 ms=f"{t:.4f}", us_per_token="0", linear_programs=8192 // n, rel_err_vs_sdpa="")
+            for n in (512, 2048, 8192) for p, t in (("flash", n / 1000), ("linear", 4.096))]
+    assert abs(bench.crossover(rows, 64, "fwd") - 4096) < 1e-6  # flash = N/1000 ms meets 4.096 ms at 4096
+    assert bench.crossover(rows, 64, "fwd", fast="flash", slow="linear") == 512  # faster from the start
+    path = tmp_path / bench.CSV_NAME
+    with open(path, "w") as f:
+        f.write("# device=Test GPU, date=2026-01-01, torch=x, triton=y\nprovider,dtype,head_dim,seqlen,batch,"
+                "heads,mode,ms,us_per_token,linear_programs,rel_err_vs_sdpa\n")
+        f.writelines(",".join(str(v) for v in r.values()) + "\n" for r in rows)
+    bench.main(["--plot-only", str(path)])
+    assert (tmp_path / "linear_vs_softmax_d64.png").stat().st_size > 0
+    assert "~4,096" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(ON_GPU, reason="the benchmark runs here")
+def test_bench_needs_a_gpu(tmp_path):
+    with pytest.raises(SystemExit, match="needs a CUDA GPU"):
+        load_bench().main(["--out", str(tmp_path)])
