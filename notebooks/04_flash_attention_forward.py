@@ -241,7 +241,7 @@ show_source(flash_attn._band_mask, "def _band_mask", "return (cols")
 #
 # | NumPy (`flash_forward`) | kernel (`_attn_fwd`) |
 # | --- | --- |
-# | `for j in range(0, N_k, block_n)` | `for start_n in range(lo, hi, BLOCK_N)` |
+# | `for j in range(0, N_k, block_n)` | `for start_n in range(start, end, BLOCK_N)` (in `_fwd_blocks`) |
 # | `K[j:j + block_n].T` | `kt = tl.load(...)`, loaded already transposed through the strides |
 # | `s = scale * q @ K_j.T` | `s = tl.dot(q, kt) * qk_scale` (in base 2, see below) |
 # | `np.where(visible, s, -inf)` | `tl.where(valid, s, -inf)`: padding columns and `_band_mask` |
@@ -249,7 +249,7 @@ show_source(flash_attn._band_mask, "def _band_mask", "return (cols")
 # | `acc = alpha * acc + p @ V_j` | `acc = acc * alpha`, then `tl.dot(p, v, acc)` adds into `acc` |
 
 # %%
-show_source(flash_attn._attn_fwd, "for start_n in range(lo, hi, BLOCK_N):", "m_i = m_new")
+show_source(flash_attn._fwd_blocks, "for start_n in range(start, end, BLOCK_N):", "m_i = m_new")
 
 # %% [markdown]
 # Two details. `EVEN_N` is a compile-time flag: when the key length is a multiple of `BLOCK_N`
