@@ -27,9 +27,16 @@ KV cache: O(1) per token, however long the text. The choices, and why:
 * a fixed decay ``g = Config.decay`` (0.95: a token's weight halves every ~14 characters): a
   single head without decay averages over the whole past with weights that depend only on
   content, which blurs; the decay is an explicit recency bias. Fixed rather than learned because
-  the Triton kernel treats it as a constant (RetNet fixes its decays too);
-* no rotary encoding: rotating q and k before ``phi`` would make the weights depend on absolute
-  positions rather than distances; the decay and causality carry the order instead.
+  the Triton kernel treats it as a constant (RetNet fixes its decays too). Measured on the
+  default corpus (2 layers of width 64, context 128, 600 steps, CPU), validation loss: softmax
+  1.92; linear with g = 1: 2.34, 0.98: 2.26, 0.95: 2.16, 0.9: 2.06, 0.8: 1.93, 0.7: 1.87. On a
+  short budget the stronger recency bias wins (it is the locality softmax has to learn); the
+  default keeps a memory of about a line of code, and ``--decay`` sets it;
+* no rotary encoding: rotating q and k before ``phi`` makes the features depend on absolute
+  positions, not distances. Measured (same runs, g = 0.9): rotary lowers the loss within the
+  training context (1.98 instead of 2.06) but raises it beyond, at positions 512 to 1024
+  (2.01 instead of 1.99), and generating past any length is the point of a recurrent state.
+  Without it the decay and causality carry the order, the same at every position.
 
 Backends for linear attention: ``flash`` runs the chunked Triton kernel; ``reference`` and
 ``sdpa`` run the plain-PyTorch parallel form (fast on a CPU at these sizes).
