@@ -61,6 +61,10 @@ order inside it, the state ``[head_dim, BLOCK_V]`` in fp32 registers. Splitting 
 bounds those registers and adds programs. This suits batch x heads >= the number of SMs; for one
 long sequence of few heads, the faster layout (flash-linear-attention's ``chunk`` mode) first
 writes every chunk's state to memory, then processes all chunks in parallel.
+
+Precision: products accumulate in fp32 and the state stays fp32; it is rounded to the input dtype
+only as an operand of the tensor-core product ``q . H`` (bf16 keeps fp32's range; fp16 inputs
+multiply by the fp32 state instead, since a sum over many tokens can pass 65504).
 """
 
 from __future__ import annotations
@@ -417,7 +421,7 @@ def linear_attention_parallel(q, k, v, *, decay=None, feature_map="elu1", scale=
     qf, kf, vf = _feature_map(q, k, v, feature_map)
     # HBM traffic per (batch, head), in elements: read Q, K (2 N d), write A (N^2); read A, D (2 N^2),
     # write A * D (N^2); read it and V (N^2 + N d), write O (N d): 4 N d + 5 N^2. The chunked kernel
-    # reads Q, K, V and writes O: 4 N d.
+    # reads Q, K, V and writes O: 4 N d (plus 2 N d more per extra block of value columns).
     mask = decay_matrix(q.shape[2], g, device=q.device, dtype=q.dtype)  # (N, N) or (H, N, N)
     a = torch.matmul(qf, kf.transpose(-2, -1)) * scale  # (B, H, N, N)
     out = torch.matmul(a * mask, vf)  # (B, H, N, Dv)
