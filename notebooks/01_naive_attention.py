@@ -231,14 +231,17 @@ assert misfit < 0.02
 # On log-log axes a power law $y = c N^p$ is a straight line of slope $p$. Memory tends to slope 2
 # as the $N^2$ term takes over. Time also approaches slope 2 once the matrices no longer fit in the
 # caches (for small $N$ fixed overheads flatten the curve); we fit both slopes over the three
-# largest sizes.
+# largest sizes. Memory is exact and asserted tightly; time, measured on a machine others share,
+# is asserted only to grow faster than linearly.
 
 # %%
 slope_mem = np.polyfit(np.log(seqlens[-3:]), np.log(total[-3:]), 1)[0]
 slope_time = np.polyfit(np.log(seqlens[-3:]), np.log(seconds[-3:]), 1)[0]
 print(f"log-log slope: memory {slope_mem:.2f}, time {slope_time:.2f} (quadratic = 2)")
 assert abs(slope_mem - 2) < 0.1
-assert seconds[-1] > seconds[0]  # time: printed, not asserted closely (a shared CPU is noisy)
+# Time on a shared CPU is noisy, so the assert on it is coarse: over the whole range it grows
+# faster than N (quadratic would be (N_max / N_min)^2; linear, N_max / N_min).
+assert seconds[-1] / seconds[0] > seqlens[-1] / seqlens[0]
 
 fig, ax1 = plt.subplots(figsize=(6.5, 4))
 ax1.loglog(seqlens, np.array(total) / 2**20, "o-", color="tab:blue", label="memory allocated")

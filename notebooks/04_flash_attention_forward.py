@@ -39,7 +39,6 @@ except ModuleNotFoundError:  # nbmake runs a notebook from notebooks/: the repos
     sys.path.insert(0, str(Path.cwd().parent))
     import kernels
 
-import inspect
 import math
 
 import matplotlib.pyplot as plt
@@ -50,6 +49,7 @@ from matplotlib.patches import Patch, Rectangle
 
 from kernels import attention_mask, attention_reference, flash_attention, flash_attn
 from kernels.iocost import flash2_kernels_io, simulate_flash1, simulate_flash2
+from kernels.source import show_source
 
 SMALL = kernels.INTERPRET  # True without a GPU: the kernel runs in Triton's CPU interpreter
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
@@ -179,18 +179,6 @@ assert fa2.forward.writes["O"] == N * d and fa1.forward.writes["O"] == (T + 1) *
 # (with the file's line numbers), in the order of the NumPy version.
 
 # %%
-def show_source(fn, first, last):
-    """Print the lines of `fn` (a Triton kernel or a function) from the first one containing
-    `first` through the next one containing `last`, with the file's line numbers."""
-    lines, offset = inspect.getsourcelines(getattr(fn, "fn", fn))
-    starts = [i for i, line in enumerate(lines) if first in line]
-    assert starts, f"{first!r} not found in {fn}: the kernel changed, update this notebook"
-    stops = [i for i in range(starts[0], len(lines)) if last in lines[i]]
-    assert stops, f"{last!r} not found after {first!r}"
-    for i in range(starts[0], stops[0] + 1):
-        print(f"{offset + i:4d} | {lines[i].rstrip()}")
-
-
 show_source(flash_attn._attn_fwd, "def _attn_fwd(", "PRECISION: tl.constexpr")
 
 # %% [markdown]

@@ -49,6 +49,7 @@ import torch
 
 from kernels import attention_reference, flash_attention, flash_attn
 from kernels.iocost import flash2_io, simulate_flash2, standard_attention_io
+from kernels.source import show_source
 
 SMALL = kernels.INTERPRET  # True without a GPU: the kernels run in Triton's CPU interpreter
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
@@ -246,18 +247,6 @@ assert tensors <= {"Q", "K", "V", "O", "dO", "lse", "delta", "dQ", "dK", "dV"}
 # exactly one program, at the price of computing $S$ and $dP$ in both.
 
 # %%
-def show_source(fn, first, last):
-    """Print the lines of `fn` (a Triton kernel or a function) from the first one containing
-    `first` through the next one containing `last`, with the file's line numbers."""
-    lines, offset = inspect.getsourcelines(getattr(fn, "fn", fn))
-    starts = [i for i, line in enumerate(lines) if first in line]
-    assert starts, f"{first!r} not found in {fn}: the kernel changed, update this notebook"
-    stops = [i for i in range(starts[0], len(lines)) if last in lines[i]]
-    assert stops, f"{last!r} not found after {first!r}"
-    for i in range(starts[0], stops[0] + 1):
-        print(f"{offset + i:4d} | {lines[i].rstrip()}")
-
-
 show_source(flash_attn._attn_bwd_preprocess, "# [BLOCK_M, HEAD_DIM]", "delta = tl.sum(")
 
 # %% [markdown]

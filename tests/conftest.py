@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
 
 import kernels
+from minitransformer import train
+from minitransformer.model import GPT, Config
 
 ON_GPU = torch.cuda.is_available() and not kernels.INTERPRET
 DEVICE = "cuda" if ON_GPU else "cpu"
@@ -53,3 +56,18 @@ def make_qkv(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim, dtype, *, s
 def _fresh_seed(request):
     """Different inputs per test, reproducible per test id (the id seeds the generator)."""
     torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    """40k characters of Python source (20k, twice), a stand-in for the default corpus."""
+    path = tmp_path_factory.mktemp("data") / "text.py"
+    path.write_text(Path(train.__file__).read_text()[:20_000] * 2, encoding="utf-8")
+    return path
+
+
+def tiny_model(backend, block_size=8, n_layer=2, **config):
+    """A 16-wide model over 13 symbols, seeded, in eval mode; ``config`` adds Config fields."""
+    torch.manual_seed(0)
+    return GPT(Config(vocab_size=13, block_size=block_size, n_layer=n_layer, n_embd=16,
+                      backend=backend, **config)).eval()

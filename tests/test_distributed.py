@@ -180,14 +180,6 @@ def test_merge_partials_equals_attention_over_the_union():
 # ----------------------------------------------------------------------------------------------
 # Data-parallel training
 # ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    """40k characters of Python source, a stand-in for the default corpus."""
-    path = tmp_path_factory.mktemp("data") / "text.py"
-    path.write_text(Path(train.__file__).read_text()[:20_000] * 2, encoding="utf-8")
-    return path
-
-
 def torchrun(args, nproc=2):
     """``torchrun --nproc_per_node nproc -m minitransformer.train args``; returns its stdout."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),

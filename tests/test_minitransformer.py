@@ -12,29 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_model
 
 import minitransformer.model as model_module
 from minitransformer import train
 from minitransformer.data import Vocab, get_batch, split
-from minitransformer.model import GPT, Config, KVCache
+from minitransformer.model import Config, KVCache
 
 ROOT = Path(__file__).resolve().parents[1]
 # A small run on a small text: a few steps of a one-layer model (flags of minitransformer.train).
 TINY = ["--n-layer", "1", "--n-embd", "16", "--block-size", "32", "--batch-size", "2", "--warmup", "2",
         "--eval-batches", "1", "--sample-chars", "0", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    """20k characters of Python source, a stand-in for the default corpus."""
-    path = tmp_path_factory.mktemp("data") / "text.py"
-    path.write_text(Path(train.__file__).read_text()[:20_000] * 2, encoding="utf-8")
-    return path
-
-
-def tiny_model(backend, block_size=8, n_layer=2):
-    torch.manual_seed(0)
-    return GPT(Config(vocab_size=13, block_size=block_size, n_layer=n_layer, n_embd=16, backend=backend)).eval()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,33 +4,22 @@ backends agree in training, checkpoints remember the choice, and the errors are 
 Sizes are tiny so that the flash backend, which runs in Triton's interpreter on a CPU, stays fast.
 """
 
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_model
 
 import minitransformer.model as model_module
 from minitransformer import sample, train
-from minitransformer.model import GPT, Config, RecurrentState
+from minitransformer.model import Config, RecurrentState
 
 # flags of minitransformer.train for a few steps of a one-layer model, as in test_minitransformer
 TINY = ["--n-layer", "1", "--n-embd", "16", "--block-size", "32", "--batch-size", "2", "--warmup", "2",
         "--eval-batches", "1", "--sample-chars", "0", "--device", "cpu", "--attention", "linear"]
 
 
-@pytest.fixture(scope="module")
-def text_file(tmp_path_factory):
-    """20k characters of Python source, a stand-in for the default corpus."""
-    path = tmp_path_factory.mktemp("data") / "text.py"
-    path.write_text(Path(train.__file__).read_text()[:20_000] * 2, encoding="utf-8")
-    return path
-
-
 def tiny_linear_model(backend, block_size=8, n_layer=2):
-    torch.manual_seed(0)
-    config = Config(vocab_size=13, block_size=block_size, n_layer=n_layer, n_embd=16, backend=backend,
-                    attention="linear", decay=0.9)
-    return GPT(config).eval()
+    return tiny_model(backend, block_size, n_layer, attention="linear", decay=0.9)
 
 
 @pytest.mark.parametrize("backend", ["flash", "reference", "sdpa"])
