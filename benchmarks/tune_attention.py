@@ -9,13 +9,15 @@ generation, so that nobody pays for autotuning at run time.
 Compiling ~400 variants one after the other takes minutes; worker processes compile them in
 parallel first (Triton's on-disk cache then serves the timing process).
 
-Usage (GPU only): ``python benchmarks/tune_attention.py --out DIR [--seqlen 4096]``
+Usage (GPU only): ``python benchmarks/tune_attention.py --out DIR [--seqlen 4096]``;
+``--plot-only CSV`` redraws the plot of a saved sweep (no GPU needed).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime as dt
 import itertools
 import multiprocessing as mp
 import os
@@ -97,13 +99,51 @@ def timed(job):
         return float("inf")
 
 
+def plot(csv_path: Path):
+    """Every configuration's TFLOP/s per shape and kernel, sorted, the best marked: how flat the
+    optimum is (configurations that failed to launch, e.g. out of shared memory, are left out).
+    Written beside the CSV as tune_attention.png (``--plot-only CSV`` redraws it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        header = f.readline().lstrip("# ").strip()
+        rows = list(csv.DictReader(f))
+    kinds = ("fwd", "dkdv", "dq")
+    shapes = sorted({(int(r["head_dim"]), int(r["causal"])) for r in rows})
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.8), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for d, causal in shapes:
+            tf = sorted((float(r["tflops"]) for r in rows if r["kernel"] == kind and float(r["tflops"]) > 0
+                         and (int(r["head_dim"]), int(r["causal"])) == (d, causal)), reverse=True)
+            line, = ax.plot(range(len(tf)), tf, label=f"d={d} {'causal' if causal else 'full'}")
+            ax.plot([0], tf[:1], "o", color=line.get_color())
+        ax.set_title({"fwd": "forward", "dkdv": "backward, dK/dV varied",
+                      "dq": "backward, dQ varied"}[kind])
+        ax.set_xlabel("configuration, best first")
+        ax.set_ylabel("TFLOP/s")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(header, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(csv_path.with_suffix(".png"), dpi=90)
+    plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="directory for the CSV and PNG (required unless --plot-only)")
     p.add_argument("--seqlen", type=int, default=4096)
     p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     p.add_argument("--workers", type=int, default=min(12, os.cpu_count() or 1))
+    p.add_argument("--plot-only", type=Path, metavar="CSV", help="redraw the plot of a saved sweep")
     args = p.parse_args(argv)
+    if args.plot_only:
+        return plot(args.plot_only)
+    if args.out is None:
+        p.error("--out is required (or --plot-only CSV)")
     if not torch.cuda.is_available() or kernels.INTERPRET:
         sys.exit("tune_attention: needs a CUDA GPU")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -136,11 +176,15 @@ def main(argv=None):
             print(f"d={d} causal={int(causal)} {kind:>4}: best {results[0][1]} "
                   f"{results[0][0]:.3f} ms; next {[round(r[0], 3) for r in results[1:4]]}",
                   flush=True)
+    import triton
+
     with open(args.out / "tune_attention.csv", "w", newline="") as f:
-        f.write(f"# device={torch.cuda.get_device_name()}, torch={torch.__version__}\n")
+        f.write(f"# device={torch.cuda.get_device_name()}, date={dt.date.today().isoformat()}, "
+                f"torch={torch.__version__}, triton={triton.__version__}, bf16, {TOKENS // 1024}k tokens\n")
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    plot(args.out / "tune_attention.csv")
     print("\nbest per shape:")
     for key, cfg in best.items():
         print(key, cfg)
