@@ -6,7 +6,12 @@ Measures TFLOP/s of forward, backward and forward+backward for:
 * ``sdpa-flash``, ``sdpa-cudnn``, ``sdpa-efficient``, ``sdpa-math``: PyTorch's
   ``scaled_dot_product_attention`` with each backend forced;
 * ``triton-varlen``: the same kernel through ``kernels.flash_attention_varlen``, the batch packed
-  as equal-length sequences (its inputs are stored packed, so no copy is timed);
+  as equal-length sequences (its inputs are stored packed, so no copy is timed), with
+  ``check_seqlens=False``: the kernel, without the host sync that checking the offsets costs;
+* ``triton-bshd``: the dense kernel on the varlen provider's storage, ``(batch, seqlen, heads,
+  head_dim)`` seen as ``(batch, heads, seqlen, head_dim)``: the layout a model's QKV projection
+  produces, and the one packed sequences have; it separates the cost of the layout from that of
+  the varlen logic;
 * ``flex``: PyTorch's FlexAttention compiled by ``torch.compile`` (Triton-generated), one
   compilation per shape (dynamo's recompile limit raised so that it never falls back to eager);
   compiling costs tens of seconds per shape: leave it out with ``--providers`` for a quick run.
@@ -17,6 +22,12 @@ on fresh random inputs, and every provider's output is checked against SDPA's be
 Speed is reported as TFLOP/s and as a ratio to SDPA's flash backend measured in the same run.
 
 ``--memory`` adds peak memory of forward+backward vs sequence length (1k..64k, one head).
+
+The CSV is rewritten after every shape, so a run that is stopped keeps what it measured.
+``--append`` keeps the rows of an earlier run for the shapes this run does not measure (a shape's
+rows are replaced as a whole, so every ratio still compares providers timed in one process):
+a sweep can be spread over several sessions, e.g. one dtype each. ``--summary-only CSV``
+redraws the plots and prints the summary of a CSV written earlier (no GPU needed).
 
 Usage (GPU only): ``python benchmarks/bench_attention.py --out benchmarks/results/<device>``
 """
@@ -45,6 +56,8 @@ SDPA_BACKENDS = {
     "sdpa-efficient": "EFFICIENT_ATTENTION",
     "sdpa-math": "MATH",
 }
+TRITON_PROVIDERS = ("triton", "triton-bshd", "triton-varlen")
+PACKED_PROVIDERS = ("triton-bshd", "triton-varlen")  # inputs stored (batch, seqlen, heads, head_dim)
 MATH_MAX_SEQLEN = 4096  # the math path materialises (B, H, N, N): slow and large beyond this
 
 
@@ -102,7 +115,7 @@ def varlen_provider(q, k, v, causal):
     b, h, n, d = q.shape
     cu = torch.arange(0, (b + 1) * n, n, device=q.device, dtype=torch.int32)
     packed = [t.transpose(1, 2).reshape(b * n, t.shape[1], d) for t in (q, k, v)]
-    out = kernels.flash_attention_varlen(*packed, cu, cu, n, n, causal=causal)
+    out = kernels.flash_attention_varlen(*packed, cu, cu, n, n, causal=causal, check_seqlens=False)
     return out.view(b, n, h, d).transpose(1, 2)
 
 
@@ -128,18 +141,31 @@ def time_mode(fn, q, k, v, causal, mode):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="directory for CSV and PNG files")
+    p.add_argument("--out", type=Path, help="directory for CSV and PNG files (unless --summary-only)")
     p.add_argument("--seqlens", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384])
     p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     p.add_argument("--dtypes", nargs="+", default=["bf16", "fp16"], choices=["bf16", "fp16"])
     p.add_argument("--causal", nargs="+", default=["0", "1"], choices=["0", "1"])
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    p.add_argument("--providers", nargs="+", default=["triton", "triton-varlen", *SDPA_BACKENDS, "flex"],
-                   choices=["triton", "triton-varlen", *SDPA_BACKENDS, "flex"])
+    p.add_argument("--providers", nargs="+", default=[*TRITON_PROVIDERS, *SDPA_BACKENDS, "flex"],
+                   choices=[*TRITON_PROVIDERS, *SDPA_BACKENDS, "flex"])
+    p.add_argument("--flex-seqlens", type=int, nargs="+",
+                   help="time FlexAttention only at these N (it compiles per shape) [all of --seqlens]")
+    p.add_argument("--append", action="store_true",
+                   help="keep an earlier CSV's rows for shapes not measured in this run")
+    p.add_argument("--summary-only", type=Path, metavar="CSV",
+                   help="plot and summarise a CSV written earlier, and exit")
     p.add_argument("--memory", action="store_true",
                    help="also measure peak memory of forward+backward vs N (one head, batch 1)")
     p.add_argument("--memory-only", action="store_true", help="only the peak-memory sweep")
     args = p.parse_args(argv)
+    if args.summary_only:
+        meta, rows = read_csv(args.summary_only)
+        plot(rows, meta, args.summary_only.parent)
+        summary(rows)
+        return
+    if args.out is None:
+        p.error("--out is required (unless --summary-only)")
     if not torch.cuda.is_available() or kernels.INTERPRET:
         sys.exit("bench_attention: needs a CUDA GPU with compiled Triton (got the interpreter)")
     import triton
@@ -151,7 +177,8 @@ def main(argv=None):
         memory_sweep(args.out, device_name, date)
         if args.memory_only:
             return
-    providers = {"triton": triton_provider, "triton-varlen": varlen_provider}
+    providers = {"triton": triton_provider, "triton-bshd": triton_provider,
+                 "triton-varlen": varlen_provider}
     for name in args.providers:
         if name in SDPA_BACKENDS:
             providers[name] = sdpa_provider(SDPA_BACKENDS[name])
@@ -159,6 +186,18 @@ def main(argv=None):
             providers[name] = flex_provider()
     providers = {n: providers[n] for n in args.providers}
 
+    meta = dict(device=device_name, date=date, torch=torch.__version__, triton=triton.__version__)
+    path = args.out / "attention_tflops.csv"
+    measured = {(d, hd, int(c == "1"), n) for d in args.dtypes for hd in args.head_dims
+                for c in args.causal for n in args.seqlens}
+    kept = []
+    if args.append and path.exists():
+        old_meta, old_rows = read_csv(path)
+        if old_meta.get("device") != device_name:
+            sys.exit(f"bench_attention: --append to a CSV of another device ({old_meta.get('device')})")
+        kept = [r for r in old_rows if shape_key(r) not in measured]
+        if kept:  # say so when the kept rows come from another date or other versions
+            meta = {k: v if old_meta.get(k, v) == v else f"{old_meta[k]}/{v}" for k, v in meta.items()}
     rows = []
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
     for dtype_name in args.dtypes:
@@ -178,7 +217,9 @@ def main(argv=None):
                     for name, fn in providers.items():
                         if name == "sdpa-math" and seqlen > MATH_MAX_SEQLEN:
                             continue
-                        q, k, v = packed if name == "triton-varlen" else dense
+                        if name == "flex" and args.flex_seqlens and seqlen not in args.flex_seqlens:
+                            continue
+                        q, k, v = packed if name in PACKED_PROVIDERS else dense
                         try:
                             with torch.no_grad():
                                 out = fn(q, k, v, causal)
@@ -198,17 +239,38 @@ def main(argv=None):
                             print(f"{name} skipped at N={seqlen} d={head_dim}: {str(e)[:120]}")
                         torch.cuda.empty_cache()
                     del dense, packed, q, k, v
+                    write_csv(path, meta, kept + rows)  # after every shape: a stopped run keeps its rows
 
-    meta = dict(device=device_name, date=date, torch=torch.__version__, triton=triton.__version__)
-    path = args.out / "attention_tflops.csv"
+    print(f"wrote {path}")
+    plot(kept + rows, meta, args.out)
+    summary(kept + rows)
+
+
+FIELDS = ("provider", "dtype", "head_dim", "causal", "seqlen", "batch", "heads", "mode", "ms", "tflops",
+          "rel_err")
+
+
+def shape_key(row):
+    return row["dtype"], int(row["head_dim"]), int(row["causal"]), int(row["seqlen"])
+
+
+def write_csv(path: Path, meta: dict, rows: list[dict]):
+    """One comment line of metadata (device, date, versions), then the rows."""
     with open(path, "w", newline="") as f:
         f.write("# " + ", ".join(f"{k}={v}" for k, v in meta.items()) + "\n")
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {path}")
-    plot(rows, meta, args.out)
-    summary(rows)
+
+
+def read_csv(path: Path) -> tuple[dict, list[dict]]:
+    with open(path) as f:
+        first = f.readline()
+        meta = dict(item.split("=", 1) for item in first.lstrip("# ").strip().split(", "))
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["head_dim"], r["causal"], r["seqlen"] = int(r["head_dim"]), int(r["causal"]), int(r["seqlen"])
+    return meta, rows
 
 
 def plot(rows, meta, out: Path):
@@ -244,22 +306,36 @@ def plot(rows, meta, out: Path):
 
 def summary(rows):
     """Ratios of the project's kernel to SDPA-flash, cuDNN and FlexAttention, and of the varlen
-    kernel to the dense one, printed last so that a log's tail shows them."""
-    index = {(r["provider"], r["dtype"], r["head_dim"], r["causal"], r["seqlen"], r["mode"]):
-             float(r["tflops"]) for r in rows}
+    kernel to the dense one, printed last so that a log's tail shows them; then the issue's bars
+    (forward >= 1.0x and backward >= 0.85x SDPA-flash for N >= 1024; varlen within 10% of dense)."""
+    index = {(r["provider"], r["dtype"], int(r["head_dim"]), int(r["causal"]), int(r["seqlen"]),
+              r["mode"]): float(r["tflops"]) for r in rows}
     print(f"\n{'dtype':>5} {'d':>4} {'causal':>6} {'N':>6} {'mode':>7} {'triton':>7} "
-          f"{'/flash':>7} {'/cudnn':>7} {'/flex':>7} {'varlen/':>7}")
-    for (prov, *key), tf in index.items():
+          f"{'/flash':>7} {'/cudnn':>7} {'/flex':>7} {'bshd/':>7} {'varlen/':>7}")
+    misses, checked = [], 0
+    for (prov, *key), tf in sorted(index.items(), key=lambda kv: (*kv[0][1:5], MODES.index(kv[0][5]))):
         if prov != "triton":
             continue
         ratio = {}
-        for other in ("sdpa-flash", "sdpa-cudnn", "flex", "triton-varlen"):
+        for other in ("sdpa-flash", "sdpa-cudnn", "flex", *PACKED_PROVIDERS):
             ref = index.get((other, *key))
-            ratio[other] = (ref / tf if other == "triton-varlen" else tf / ref) if ref else float("nan")
+            ratio[other] = (ref / tf if other in PACKED_PROVIDERS else tf / ref) if ref else float("nan")
         dtype_name, head_dim, causal, seqlen, mode = key
         print(f"{dtype_name:>5} {head_dim:>4} {causal:>6} {seqlen:>6} {mode:>7} {tf:7.1f} "
               f"{ratio['sdpa-flash']:7.2f} {ratio['sdpa-cudnn']:7.2f} {ratio['flex']:7.2f} "
-              f"{ratio['triton-varlen']:7.2f}")
+              f"{ratio['triton-bshd']:7.2f} {ratio['triton-varlen']:7.2f}")
+        bars = {"fwd": ("sdpa-flash", 1.0), "bwd": ("sdpa-flash", 0.85)}
+        if seqlen >= 1024 and mode in bars and ratio[bars[mode][0]] == ratio[bars[mode][0]]:
+            checked += 1
+            if ratio["sdpa-flash"] < bars[mode][1]:
+                misses.append(f"{dtype_name} d={head_dim} causal={causal} N={seqlen} {mode}: "
+                              f"{ratio['sdpa-flash']:.2f}x SDPA-flash (bar {bars[mode][1]}x)")
+        if mode == "fwd" and ratio["triton-varlen"] == ratio["triton-varlen"]:
+            checked += 1
+            if abs(ratio["triton-varlen"] - 1) > 0.10:
+                misses.append(f"{dtype_name} d={head_dim} causal={causal} N={seqlen} varlen fwd: "
+                              f"{ratio['triton-varlen']:.2f}x dense (bar: within 10%)")
+    print(f"\nbars: {checked - len(misses)} of {checked} met" + "".join(f"\n  missed: {m}" for m in misses))
 
 
 def naive_attention(q, k, v, causal):

@@ -102,9 +102,11 @@ def check_packed_qkv(q, k, v, *, dtypes=KERNEL_DTYPES, min_head_dim=MIN_HEAD_DIM
     return q.shape[1], k.shape[1], q.shape[2]
 
 
-def check_cu_seqlens(cu_seqlens, name: str, total: int, max_seqlen, max_name: str, device) -> list[int]:
-    """``cu_seqlens``: int32, 1-D, on ``device``, starting at 0, non-decreasing, ending at ``total``,
-    with no length above ``max_seqlen``. Returns the offsets as a Python list (one host sync)."""
+def check_cu_seqlens(cu_seqlens, name: str, total: int, max_seqlen, max_name: str, device,
+                     offsets: list[int] | None = None) -> None:
+    """``cu_seqlens``: int32, 1-D, on ``device``; ``max_seqlen`` an int. With ``offsets`` (the
+    tensor's values, fetched by the caller: a host sync) also: starting at 0, non-decreasing,
+    ending at ``total``, no length above ``max_seqlen``."""
     if not isinstance(cu_seqlens, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor of int32, got {type(cu_seqlens).__name__}")
     if cu_seqlens.dtype != torch.int32:
@@ -114,7 +116,10 @@ def check_cu_seqlens(cu_seqlens, name: str, total: int, max_seqlen, max_name: st
                          f"{tuple(cu_seqlens.shape)}")
     if cu_seqlens.device != device:
         raise ValueError(f"{name}: expected it on {device} (as q), got {cu_seqlens.device}")
-    offsets = cu_seqlens.tolist()
+    if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int):
+        raise TypeError(f"{max_name}: expected an int, got {type(max_seqlen).__name__}")
+    if offsets is None:
+        return
     if offsets[0] != 0:
         raise ValueError(f"{name}: expected to start at 0, got {offsets[0]}")
     lengths = [b - a for a, b in zip(offsets[:-1], offsets[1:])]
@@ -123,11 +128,8 @@ def check_cu_seqlens(cu_seqlens, name: str, total: int, max_seqlen, max_name: st
     if offsets[-1] != total:
         raise ValueError(f"{name}: last entry must be the total number of tokens ({total}), "
                          f"got {offsets[-1]}")
-    if isinstance(max_seqlen, bool) or not isinstance(max_seqlen, int):
-        raise TypeError(f"{max_name}: expected an int, got {type(max_seqlen).__name__}")
     if max_seqlen < max(lengths):
         raise ValueError(f"{max_name}: {max_seqlen} is smaller than the longest sequence ({max(lengths)})")
-    return offsets
 
 
 def check_scale_named(scale, head_dim: int, name: str) -> float:

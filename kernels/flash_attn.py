@@ -849,6 +849,31 @@ def _backward(ctx, dout, dlse):
 _attention_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _FlashAttention(torch.autograd.Function):
+    """The eager path of :func:`flash_attention` and :func:`kernels.flash_attention_varlen`: the
+    same forward and backward as the custom ops above, without the dispatcher between. A custom
+    op with registered autograd costs about 100 us of host time per call (measured on this
+    project's CPU machine), a plain ``autograd.Function`` about 25 us: for a short kernel (causal,
+    N = 1024 runs about 70 us on an H100) the host time, not the GPU, would set the pace.
+    Under ``torch.compile`` :func:`flash_attention` calls the custom ops, which it keeps opaque."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, causal, softmax_scale, window_left, window_right, layout):
+        out, lse = _flash_attn_forward(q, k, v, causal, softmax_scale, window_left, window_right,
+                                       layout)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.args = (causal, softmax_scale, window_left, window_right, layout)
+        ctx.set_materialize_grads(False)  # dlse stays None unless lse was used
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        q, k, v, out, lse = ctx.saved_tensors
+        dout = torch.zeros_like(out) if dout is None else dout.contiguous()
+        dq, dk, dv = _flash_attn_backward(dout, q, k, v, out, lse, dlse, *ctx.args)
+        return dq, dk, dv, None, None, None, None, None
+
+
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
@@ -881,7 +906,11 @@ def flash_attention(q, k, v, *, causal=False, softmax_scale=None, window_size=(-
             f"q: tensors on {q.device} need Triton's interpreter; move them to CUDA, or set "
             "TRITON_INTERPRET=1 before importing kernels"
         )
-    out, lse = _attention_fwd_op(q, k, v, bool(causal), scale, window_left, window_right)
+    if torch.compiler.is_compiling():
+        out, lse = _attention_fwd_op(q, k, v, bool(causal), scale, window_left, window_right)
+    else:
+        out, lse = _FlashAttention.apply(q, k, v, bool(causal), scale, window_left, window_right,
+                                         None)
     return (out, lse) if return_lse else out
 
 

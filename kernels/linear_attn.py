@@ -62,9 +62,9 @@ bounds those registers and adds programs. This suits batch x heads >= the number
 long sequence of few heads, the faster layout (flash-linear-attention's ``chunk`` mode) first
 writes every chunk's state to memory, then processes all chunks in parallel.
 
-Precision: products accumulate in fp32 and the state stays fp32; it is rounded to the input dtype
-only as an operand of the tensor-core product ``q . H`` (bf16 keeps fp32's range; fp16 inputs
-multiply by the fp32 state instead, since a sum over many tokens can pass 65504).
+Precision: products accumulate in fp32 and the state stays fp32, also as an operand of the
+product ``q . H`` (tf32 tensor cores): rounded to fp16 a sum over many tokens can pass 65504, and
+rounded to bf16 it cost the backward's dq its accuracy on the GPU (see the kernel's comment).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def _linear_attn_fwd(
     HAS_DECAY: tl.constexpr,  # g < 1 somewhere: apply the decay factors
     REVERSE: tl.constexpr,  # anti-causal: process row N - 1 - t as step t (the backward's dK, dV)
     UPCAST: tl.constexpr,  # convert loaded blocks to fp32 (the interpreter's bf16 dot is wrong)
-    STATE_FP32: tl.constexpr,  # multiply q by the fp32 state as is (fp16 inputs: see below)
+    STATE_FP32: tl.constexpr,  # multiply q by the fp32 state as is (16-bit inputs: see below)
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" otherwise (ignored for 16-bit)
 ):
     pid_v = tl.program_id(0)
@@ -182,8 +182,10 @@ def _linear_attn_fwd(
         # [CHUNK, CHUNK]: the parallel form inside the chunk (padded rows have k = v = 0)
         s = tl.dot(q, kt, input_precision=PRECISION) * d_intra
         # [CHUNK, BLOCK_V]: what the earlier chunks left in the state, then this chunk's own part
-        # The state is a sum over every earlier token: it can outgrow fp16 (65504) where bf16,
-        # with fp32's range, cannot. So fp16 inputs meet it in fp32 (tf32 tensor cores).
+        # The state is a sum over every earlier token: it can outgrow fp16 (65504), and rounded
+        # to bf16 it gave dq errors of 0.2-0.4 on an H100 (elu1 with a decay; the interpreter,
+        # even rounding like the GPU, did not reproduce them). So 16-bit inputs meet it in fp32
+        # (tf32 tensor cores: a 10-bit mantissa, at half bf16's rate, for one of three products).
         if STATE_FP32:
             o = tl.dot(q.to(tl.float32), state, input_precision="tf32")
         else:
@@ -234,7 +236,7 @@ def _chunked(q, k, v, decay, scale: float, chunk_size: int, reverse: bool = Fals
         heads, seqlen, dim_k, dim_v, scale,
         CHUNK=chunk_size, DIM_K=_padded(dim_k), BLOCK_V=cfg["BLOCK_V"], HAS_DECAY=decay is not None,
         REVERSE=reverse, UPCAST=INTERPRET and q.dtype == torch.bfloat16,
-        STATE_FP32=q.dtype == torch.float16,
+        STATE_FP32=q.dtype != torch.float32,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
     )

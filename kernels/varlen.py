@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_cu_seqlens, check_packed_qkv, check_scale, check_window
-from .flash_attn import INTERPRET, Layout, _flash_attn_backward, _flash_attn_forward
+from .flash_attn import INTERPRET, Layout, _flash_attn_backward, _flash_attn_forward, _FlashAttention
 
 
 def _layout(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
@@ -69,7 +69,7 @@ _varlen_fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 def flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,
                            causal=False, softmax_scale=None, window_size=(-1, -1),
-                           return_lse=False):
+                           return_lse=False, check_seqlens=True):
     """Attention over packed sequences; each sequence attends only within itself.
 
     Args:
@@ -82,13 +82,27 @@ def flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         causal, softmax_scale, window_size: as :func:`kernels.flash_attention`, per sequence
             (bottom-right alignment uses each sequence's own lengths).
         return_lse: also return the float32 log-sum-exp, ``(heads_q, total_q)``.
+        check_seqlens: verify the values of ``cu_seqlens_q`` / ``cu_seqlens_k`` (start at 0,
+            non-decreasing, end at the totals, no length above ``max_seqlen_*``): a ValueError
+            otherwise. It costs one device-to-host copy per call, which stalls the CPU until the
+            GPU catches up, so that the GPU then idles while the next launch is prepared, and it
+            cannot be captured in a CUDA graph. A training loop
+            that builds its offsets itself passes ``False``, as FlashAttention's own varlen API
+            does: the values are then trusted, and wrong ones read the wrong rows.
 
     Returns:
         ``out`` ``(total_q, heads_q, head_dim)`` and, with ``return_lse``, ``lse``.
     """
     heads_q, heads_kv, head_dim = check_packed_qkv(q, k, v)
-    check_cu_seqlens(cu_seqlens_q, "cu_seqlens_q", q.shape[0], max_seqlen_q, "max_seqlen_q", q.device)
-    check_cu_seqlens(cu_seqlens_k, "cu_seqlens_k", k.shape[0], max_seqlen_k, "max_seqlen_k", q.device)
+    named = [(cu_seqlens_q, "cu_seqlens_q", q.shape[0], max_seqlen_q, "max_seqlen_q"),
+             (cu_seqlens_k, "cu_seqlens_k", k.shape[0], max_seqlen_k, "max_seqlen_k")]
+    for cu_args in named:
+        check_cu_seqlens(*cu_args, q.device)
+    if check_seqlens:  # the values: one device-to-host copy for both tensors
+        both = torch.cat([cu_seqlens_q, cu_seqlens_k]).tolist()
+        n = cu_seqlens_q.numel()
+        for cu_args, offsets in zip(named, (both[:n], both[n:])):
+            check_cu_seqlens(*cu_args, q.device, offsets=offsets)
     if cu_seqlens_q.numel() != cu_seqlens_k.numel():
         raise ValueError(f"cu_seqlens_k: expected {cu_seqlens_q.numel()} entries (as cu_seqlens_q), "
                          f"got {cu_seqlens_k.numel()}")
@@ -97,6 +111,10 @@ def flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     if q.device.type != "cuda" and not INTERPRET:
         raise ValueError(f"q: tensors on {q.device} need Triton's interpreter; move them to CUDA, "
                          "or set TRITON_INTERPRET=1 before importing kernels")
-    out, lse = _varlen_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q),
-                              int(max_seqlen_k), bool(causal), scale, window_left, window_right)
+    args = (int(max_seqlen_q), int(max_seqlen_k), bool(causal), scale, window_left, window_right)
+    if torch.compiler.is_compiling():
+        out, lse = _varlen_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, *args)
+    else:
+        out, lse = _FlashAttention.apply(q, k, v, *args[2:], _layout(cu_seqlens_q, cu_seqlens_k,
+                                                                     *args[:2]))
     return (out, lse) if return_lse else out

@@ -97,11 +97,12 @@ fwd_seconds = HEADS * attention_flops(N_LONG, HEAD_DIM, causal=True) / OUR_FWD_F
 print(f"K and V of one layer at N = {N_LONG:,}: {kv_bytes / 2**30:.0f} GiB")
 print(f"causal attention forward of that layer at our kernel's best H100 rate "
       f"({OUR_FWD_FLOPS / 1e12:.0f} TFLOP/s): {fwd_seconds:.0f} s")
-assert kv_bytes == 16 * 2**30 and 400e12 < OUR_FWD_FLOPS < 500e12 and 15 < fwd_seconds < 25
+# a measured rate, so only sane bounds: below a bf16 matmul's ~800 TFLOP/s there, and the time follows
+assert kv_bytes == 16 * 2**30 and 300e12 < OUR_FWD_FLOPS < 800e12 and 11 < fwd_seconds < 31
 
 # %% [markdown]
 # Sixteen GiB of keys and values per layer (a model has dozens of layers, and training keeps the
-# activations of each), and some twenty seconds of attention per layer for one forward pass.
+# activations of each), and a quarter of a minute or more of attention per layer for one forward pass.
 # Splitting the sequence across GPUs divides both. **Context parallelism** cuts the
 # sequence into $W$ contiguous blocks of $n = N / W$ positions, one per process ("rank"), each on
 # its own GPU. Rank $r$ holds the queries, keys and values of positions $[rn, (r+1)n)$ and must
@@ -393,8 +394,8 @@ for link, b in links.items():  # the closed form against the two times themselve
 nv, pcie = links
 fast, ours = rates
 assert np.isclose(n_star[nv, ours], OUR_FWD_FLOPS / NVLINK4_BYTES_PER_S)  # n* = R / beta: bf16, H_kv = H
-assert 950 < n_star[nv, ours] < 1100 and 1600 < n_star[nv, fast] < 1750  # "about 1,000" and "1,700"
-assert 7000 < n_star[pcie, ours] < 7400 and 11500 < n_star[pcie, fast] < 12000  # "7,200" and "11,800"
+assert 1100 < n_star[nv, ours] < 1250 and 1600 < n_star[nv, fast] < 1750  # "about 1,200" and "1,700"
+assert 8000 < n_star[pcie, ours] < 8400 and 11500 < n_star[pcie, fast] < 12000  # "8,200" and "11,800"
 
 # %%
 ns = np.logspace(8, 16, 200, base=2)
@@ -416,16 +417,16 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# With our kernel on NVLink, compute covers the transfer from blocks of about 1,000 tokens per
+# With our kernel on NVLink, compute covers the transfer from blocks of about 1,200 tokens per
 # rank (about 1,700 at the full matmul rate: **a faster kernel needs longer blocks** to hide the
-# same bytes). On PCIe the crossover moves to about 7,200 and 11,800 tokens. Three refinements:
+# same bytes). On PCIe the crossover moves to about 8,200 and 11,800 tokens. Three refinements:
 #
 # * **Causal masks**: a balanced (zigzag) layout computes half a block per step on average, so the
 #   crossover doubles; with contiguous blocks the busiest rank computes full blocks and sets the pace.
 # * **GQA** sends only the $H_{kv}$ key/value heads: 32 query heads sharing 8 divide $n^*$ by 4.
 # * **Backward**: per step the ring moves the key/value block *and* the gradient accumulated for
 #   it, twice the bytes, for 2.5 times the FLOPs. If both moves overlap the compute, the crossover
-#   is 0.8 times the forward's at the same rate, and about 600 tokens on NVLink at our backward
+#   is 0.8 times the forward's at the same rate, and about 650 tokens on NVLink at our backward
 #   kernel's lower measured rate (also read from the CSV). `_ring_backward` overlaps only the
 #   key/value move: it waits for the gradient's move at once, so that transfer is exposed there.
 #
@@ -452,7 +453,7 @@ print(f"NVLink, our kernel: n* = {base:,.0f}; causal balanced {balanced:,.0f}; G
       f"backward {backward_same_rate:,.0f} at the forward's rate, {backward_ours:,.0f} at our backward's "
       f"{OUR_BWD_FLOPS / 1e12:.0f} TFLOP/s")
 assert np.isclose(balanced, 2 * base) and np.isclose(gqa, base / 4) and bwd_flop_factor == 2.5
-assert np.isclose(backward_same_rate, 0.8 * base) and 550 < backward_ours < 650  # "about 600"
+assert np.isclose(backward_same_rate, 0.8 * base) and 600 < backward_ours < 700  # "about 650"
 for n_x, rate in ((backward_same_rate, OUR_FWD_FLOPS), (backward_ours, OUR_BWD_FLOPS)):
     assert not backward_hides(0.99 * n_x, rate) and backward_hides(1.01 * n_x, rate)
 n_8gpus = N_LONG // 8
