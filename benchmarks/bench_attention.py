@@ -35,8 +35,6 @@ Usage (GPU only): ``python benchmarks/bench_attention.py --out benchmarks/result
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -46,6 +44,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels  # noqa: E402
+from benchmarks.results_csv import read_csv, run_meta, write_csv  # noqa: E402
 
 TOKENS = 16384  # batch = TOKENS // seqlen, as in the FlashAttention papers
 MODEL_DIM = 2048  # heads = MODEL_DIM // head_dim
@@ -160,7 +159,7 @@ def main(argv=None):
     p.add_argument("--memory-only", action="store_true", help="only the peak-memory sweep")
     args = p.parse_args(argv)
     if args.summary_only:
-        meta, rows = read_csv(args.summary_only)
+        meta, rows = read_rows(args.summary_only)
         plot(rows, meta, args.summary_only.parent)
         summary(rows)
         return
@@ -168,13 +167,10 @@ def main(argv=None):
         p.error("--out is required (unless --summary-only)")
     if not torch.cuda.is_available() or kernels.INTERPRET:
         sys.exit("bench_attention: needs a CUDA GPU with compiled Triton (got the interpreter)")
-    import triton
-
     args.out.mkdir(parents=True, exist_ok=True)
-    device_name = torch.cuda.get_device_name()
-    date = dt.date.today().isoformat()
+    meta = run_meta()
     if args.memory or args.memory_only:
-        memory_sweep(args.out, device_name, date)
+        memory_sweep(args.out, meta)
         if args.memory_only:
             return
     providers = {"triton": triton_provider, "triton-bshd": triton_provider,
@@ -186,14 +182,13 @@ def main(argv=None):
             providers[name] = flex_provider()
     providers = {n: providers[n] for n in args.providers}
 
-    meta = dict(device=device_name, date=date, torch=torch.__version__, triton=triton.__version__)
     path = args.out / "attention_tflops.csv"
     measured = {(d, hd, int(c == "1"), n) for d in args.dtypes for hd in args.head_dims
                 for c in args.causal for n in args.seqlens}
     kept = []
     if args.append and path.exists():
-        old_meta, old_rows = read_csv(path)
-        if old_meta.get("device") != device_name:
+        old_meta, old_rows = read_rows(path)
+        if old_meta.get("device") != meta["device"]:
             sys.exit(f"bench_attention: --append to a CSV of another device ({old_meta.get('device')})")
         kept = [r for r in old_rows if shape_key(r) not in measured]
         if kept:  # say so when the kept rows come from another date or other versions
@@ -239,7 +234,8 @@ def main(argv=None):
                             print(f"{name} skipped at N={seqlen} d={head_dim}: {str(e)[:120]}")
                         torch.cuda.empty_cache()
                     del dense, packed, q, k, v
-                    write_csv(path, meta, kept + rows)  # after every shape: a stopped run keeps its rows
+                    # after every shape: a stopped run keeps its rows
+                    write_csv(path, meta, kept + rows, fields=FIELDS)
 
     print(f"wrote {path}")
     plot(kept + rows, meta, args.out)
@@ -254,20 +250,10 @@ def shape_key(row):
     return row["dtype"], int(row["head_dim"]), int(row["causal"]), int(row["seqlen"])
 
 
-def write_csv(path: Path, meta: dict, rows: list[dict]):
-    """One comment line of metadata (device, date, versions), then the rows."""
-    with open(path, "w", newline="") as f:
-        f.write("# " + ", ".join(f"{k}={v}" for k, v in meta.items()) + "\n")
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def read_csv(path: Path) -> tuple[dict, list[dict]]:
-    with open(path) as f:
-        first = f.readline()
-        meta = dict(item.split("=", 1) for item in first.lstrip("# ").strip().split(", "))
-        rows = list(csv.DictReader(f))
+def read_rows(path: Path) -> tuple[dict, list[dict]]:
+    """Metadata and rows of an attention_tflops.csv, with the shape columns as ints (as the rows
+    of a run are), so that kept and new rows compare and sort alike."""
+    meta, rows, _ = read_csv(path)
     for r in rows:
         r["head_dim"], r["causal"], r["seqlen"] = int(r["head_dim"]), int(r["causal"]), int(r["seqlen"])
     return meta, rows
@@ -347,11 +333,9 @@ def naive_attention(q, k, v, causal):
     return torch.softmax(s.float(), dim=-1).to(q.dtype) @ v
 
 
-def memory_sweep(out: Path, device_name: str, date: str, head_dim: int = 128):
+def memory_sweep(out: Path, meta: dict, head_dim: int = 128):
     """Peak memory of one forward+backward, one head, batch 1, bf16, causal, N = 1k..64k, for the
     project's kernel, SDPA's flash backend and naive attention (until it runs out of memory)."""
-    import triton
-
     providers = {"triton": triton_provider, "sdpa-flash": sdpa_provider("FLASH_ATTENTION"),
                  "naive": naive_attention}
     rows = []
@@ -373,13 +357,8 @@ def memory_sweep(out: Path, device_name: str, date: str, head_dim: int = 128):
             print(f"memory N={seqlen:>6} {name:>10}: {peak:9.1f} MiB", flush=True)
             del q, k, v
     path = out / "attention_memory.csv"
-    with open(path, "w", newline="") as f:
-        f.write(f"# device={device_name}, date={date}, torch={torch.__version__}, "
-                f"triton={triton.__version__}; peak extra memory of forward+backward, bf16, causal, "
-                f"batch 1, one head, head_dim {head_dim}\n")
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, meta, rows, comments=[f"peak extra memory of forward+backward, bf16, causal, batch 1, "
+                                          f"one head, head_dim {head_dim}"])
 
     import matplotlib
 
@@ -394,7 +373,7 @@ def memory_sweep(out: Path, device_name: str, date: str, head_dim: int = 128):
     ax.set_yscale("log")
     ax.set_xlabel("sequence length N (batch 1, one head)")
     ax.set_ylabel("peak memory of fwd+bwd (MiB)")
-    ax.set_title(f"{device_name}, {date}: bf16, d={head_dim}, causal", fontsize=9)
+    ax.set_title(f"{meta['device']}, {meta['date']}: bf16, d={head_dim}, causal", fontsize=9)
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()

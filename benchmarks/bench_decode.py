@@ -20,8 +20,6 @@ Usage (GPU only): ``python benchmarks/bench_decode.py --out benchmarks/results/<
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import sys
 from functools import partial
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels  # noqa: E402
+from benchmarks.results_csv import run_meta, write_csv  # noqa: E402
 from kernels.decode import choose_num_splits, decode_config  # noqa: E402
 
 
@@ -46,7 +45,6 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not torch.cuda.is_available() or kernels.INTERPRET:
         sys.exit("bench_decode: needs a CUDA GPU with compiled Triton")
-    import triton
     from triton.testing import do_bench_cudagraph
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -77,13 +75,8 @@ def main(argv=None):
                              ms=f"{ms:.4f}", tokens_per_s=f"{b / ms * 1e3:.0f}", rel_err=f"{err:.1e}"))
             print(f"L={length:>6} {name:>16}: {ms * 1e3:8.1f} us  {b / ms * 1e3:10.0f} tok/s", flush=True)
 
-    meta = dict(device=torch.cuda.get_device_name(), date=dt.date.today().isoformat(),
-                torch=torch.__version__, triton=triton.__version__, dtype="bf16")
-    with open(args.out / "decode.csv", "w", newline="") as f:
-        f.write("# " + ", ".join(f"{k}={v}" for k, v in meta.items()) + "\n")
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    meta = run_meta(dtype="bf16")
+    write_csv(args.out / "decode.csv", meta, rows)
 
     import matplotlib
 

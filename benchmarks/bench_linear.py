@@ -29,8 +29,6 @@ Usage (GPU only, about 2 minutes on an H100):
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import math
 import os
 import sys
@@ -41,6 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels  # noqa: E402
+from benchmarks.results_csv import read_csv, run_meta, write_csv  # noqa: E402
 from kernels.linear_attn import kernel_config  # noqa: E402
 
 SEQLENS = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
@@ -126,7 +125,7 @@ def main(argv=None):
     p.add_argument("--plot-only", type=Path, metavar="CSV", help="redraw the figure from this CSV and exit")
     args = p.parse_args(argv)
     if args.plot_only is not None:
-        rows, meta = read_csv(args.plot_only)
+        meta, rows, _ = read_csv(args.plot_only)
         out = args.out or args.plot_only.parent
         out.mkdir(parents=True, exist_ok=True)
         for path in plot(rows, meta, out):
@@ -137,12 +136,9 @@ def main(argv=None):
         p.error("--out is required")
     if not torch.cuda.is_available() or kernels.INTERPRET:
         sys.exit("bench_linear: needs a CUDA GPU with compiled Triton (got the interpreter)")
-    import triton
-
     args.out.mkdir(parents=True, exist_ok=True)
     dtype = torch.bfloat16
-    meta = dict(device=torch.cuda.get_device_name(), date=dt.date.today().isoformat(),
-                torch=torch.__version__, triton=triton.__version__)
+    meta = run_meta()
     print(", ".join(f"{k}={v}" for k, v in meta.items()))
     providers = make_providers()
     providers = {n: providers[n] for n in args.providers}
@@ -187,28 +183,11 @@ def main(argv=None):
             del q, k, v, ref
 
     path = args.out / CSV_NAME
-    with open(path, "w", newline="") as f:
-        f.write("# " + ", ".join(f"{k}={v}" for k, v in meta.items()) + "\n")
-        for line in checks:
-            f.write(f"# {line}\n")
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, meta, rows, comments=checks)
     print(f"wrote {path}")
     for png in plot(rows, meta, args.out):
         print(f"wrote {png}")
     summary(rows)
-
-
-def read_csv(path: Path):
-    """Rows and the ``key=value`` metadata of the first comment line of a CSV written by main."""
-    with open(path) as f:
-        lines = f.read().splitlines()
-    meta = {}
-    if lines and lines[0].startswith("#"):
-        meta = dict(item.split("=", 1) for item in lines[0].lstrip("# ").split(", "))
-    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
-    return rows, meta
 
 
 def series(rows, provider, head_dim, mode):

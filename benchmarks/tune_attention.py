@@ -16,8 +16,6 @@ Usage (GPU only): ``python benchmarks/tune_attention.py --out DIR [--seqlen 4096
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
 import itertools
 import multiprocessing as mp
 import os
@@ -31,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels  # noqa: E402
+from benchmarks.results_csv import read_csv, run_meta, write_csv  # noqa: E402
 from kernels import flash_attn  # noqa: E402
 
 TOKENS, MODEL_DIM = 16384, 2048
@@ -108,9 +107,7 @@ def plot(csv_path: Path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(csv_path) as f:
-        header = f.readline().lstrip("# ").strip()
-        rows = list(csv.DictReader(f))
+    meta, rows, _ = read_csv(csv_path)
     kinds = ("fwd", "dkdv", "dq")
     shapes = sorted({(int(r["head_dim"]), int(r["causal"])) for r in rows})
     fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.8), squeeze=False)
@@ -126,7 +123,7 @@ def plot(csv_path: Path):
         ax.set_ylabel("TFLOP/s")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(header, fontsize=8)
+    fig.suptitle(", ".join(f"{k}={v}" for k, v in meta.items()), fontsize=8)
     fig.tight_layout()
     fig.savefig(csv_path.with_suffix(".png"), dpi=90)
     plt.close(fig)
@@ -176,14 +173,7 @@ def main(argv=None):
             print(f"d={d} causal={int(causal)} {kind:>4}: best {results[0][1]} "
                   f"{results[0][0]:.3f} ms; next {[round(r[0], 3) for r in results[1:4]]}",
                   flush=True)
-    import triton
-
-    with open(args.out / "tune_attention.csv", "w", newline="") as f:
-        f.write(f"# device={torch.cuda.get_device_name()}, date={dt.date.today().isoformat()}, "
-                f"torch={torch.__version__}, triton={triton.__version__}, bf16, {TOKENS // 1024}k tokens\n")
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(args.out / "tune_attention.csv", run_meta(dtype="bf16", tokens=f"{TOKENS // 1024}k"), rows)
     plot(args.out / "tune_attention.csv")
     print("\nbest per shape:")
     for key, cfg in best.items():

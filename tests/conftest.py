@@ -71,3 +71,32 @@ def tiny_model(backend, block_size=8, n_layer=2, **config):
     torch.manual_seed(0)
     return GPT(Config(vocab_size=13, block_size=block_size, n_layer=n_layer, n_embd=16,
                       backend=backend, **config)).eval()
+
+
+def interrupt_training_at(monkeypatch, at: int):
+    """Make ``train.get_batch`` raise KeyboardInterrupt (a Ctrl-C) when asked for step ``at``;
+    ``monkeypatch.undo()`` restores it."""
+    real_get_batch = train.get_batch
+
+    def get_batch(*args, step, **kwargs):
+        if step == at:
+            raise KeyboardInterrupt
+        return real_get_batch(*args, step=step, **kwargs)
+
+    monkeypatch.setattr(train, "get_batch", get_batch)
+
+
+def train_flash_and_reference(text_file, out_root, args) -> dict:
+    """Train the same tiny run (``args``) with ``--backend flash`` and ``reference`` into
+    ``out_root/<backend>``; asserts that it learns and that the two loss curves agree to float32
+    rounding (same seed, same batches). Returns the curves."""
+    curves = {}
+    for backend in ("flash", "reference"):
+        history = train.main(["--data", str(text_file), "--backend", backend, "--steps", "4",
+                              "--eval-interval", "2", "--out", str(out_root / backend), *args])
+        curves[backend] = torch.tensor([r["train_loss"] for r in history])
+    diff = (curves["flash"] - curves["reference"]).abs().max().item()
+    print(f"flash {curves['flash'].tolist()}\nreference {curves['reference'].tolist()}\nmax diff {diff:.2e}")
+    assert curves["flash"][-1] < curves["flash"][0]  # it learns
+    assert diff < 1e-4
+    return curves

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import assert_close, dtype_id, rel_err
+from conftest import assert_close, dtype_id, interrupt_training_at, rel_err
 
 from kernels import attention_reference, flash_attention, ring_attention, ring_attention_allgather
 from kernels.ring import merge_partials
@@ -230,14 +230,7 @@ def test_ddp_resumes_a_run(text_file, tmp_path, monkeypatch, one_process_run):
     it ends where the uninterrupted one-process run does (the global batch does not depend on
     the number of processes, so neither does the run)."""
     args = ["--data", str(text_file), *TINY, "--out", str(tmp_path)]
-    real_get_batch = train.get_batch
-
-    def interrupt_at_3(*a, step, **kw):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real_get_batch(*a, step=step, **kw)
-
-    monkeypatch.setattr(train, "get_batch", interrupt_at_3)
+    interrupt_training_at(monkeypatch, 3)
     with pytest.raises(SystemExit, match="the last checkpoint is at step 2"):
         train.main(args)
     stdout = torchrun(args + ["--resume"])

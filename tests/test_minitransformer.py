@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import interrupt_training_at, tiny_model, train_flash_and_reference
 
 import minitransformer.model as model_module
 from minitransformer import train
@@ -79,15 +79,7 @@ def test_cached_step_is_one_query_against_the_cache(monkeypatch):
 # ----------------------------------------------------------------------------------------------
 def test_flash_and_reference_train_the_same(text_file, tmp_path, capsys):
     """Same seed, same batches: the loss curves agree to float32 rounding."""
-    curves = {}
-    for backend in ("flash", "reference"):
-        history = train.main(["--data", str(text_file), "--backend", backend, "--steps", "4",
-                              "--eval-interval", "2", "--out", str(tmp_path / backend), *TINY])
-        curves[backend] = torch.tensor([r["train_loss"] for r in history])
-    diff = (curves["flash"] - curves["reference"]).abs().max().item()
-    print(f"flash {curves['flash'].tolist()}\nreference {curves['reference'].tolist()}\nmax diff {diff:.2e}")
-    assert curves["flash"][-1] < curves["flash"][0]  # it learns
-    assert diff < 1e-4
+    train_flash_and_reference(text_file, tmp_path, TINY)
     out = capsys.readouterr().out
     assert "through the flash kernel" in out and "unigram entropy" in out
 
@@ -110,17 +102,10 @@ def test_resume_after_interrupt_is_identical(text_file, tmp_path, monkeypatch):
     args = ["--data", str(text_file), "--backend", "reference", "--steps", "8", "--eval-interval", "2", *TINY]
     train.main(args + ["--out", str(tmp_path / "whole")])
 
-    real_get_batch = train.get_batch
-
-    def interrupt_at_5(*a, step, **kw):
-        if step == 5:
-            raise KeyboardInterrupt
-        return real_get_batch(*a, step=step, **kw)
-
-    monkeypatch.setattr(train, "get_batch", interrupt_at_5)
+    interrupt_training_at(monkeypatch, 5)
     with pytest.raises(SystemExit, match="interrupted at step 5; the last checkpoint is at step 4"):
         train.main(args + ["--out", str(tmp_path / "split")])
-    monkeypatch.setattr(train, "get_batch", real_get_batch)
+    monkeypatch.undo()
     assert final_state(tmp_path / "split")[3] == 4
     train.main(args + ["--out", str(tmp_path / "split"), "--resume"])
     assert_same_state(final_state(tmp_path / "split"), final_state(tmp_path / "whole"))

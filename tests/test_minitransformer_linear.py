@@ -7,7 +7,7 @@ Sizes are tiny so that the flash backend, which runs in Triton's interpreter on 
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import tiny_model, train_flash_and_reference
 
 import minitransformer.model as model_module
 from minitransformer import sample, train
@@ -82,15 +82,7 @@ def test_flash_and_reference_train_the_same(text_file, tmp_path, capsys):
     """The chunked kernel (flash) and the parallel form (reference) train the same model: same
     seed, same batches, loss curves equal to float32 rounding; the checkpoint records the
     attention, and sample.py generates from it with the recurrent state."""
-    curves = {}
-    for backend in ("flash", "reference"):
-        history = train.main(["--data", str(text_file), "--backend", backend, "--steps", "4",
-                              "--eval-interval", "2", "--out", str(tmp_path / backend), *TINY])
-        curves[backend] = torch.tensor([r["train_loss"] for r in history])
-    diff = (curves["flash"] - curves["reference"]).abs().max().item()
-    print(f"flash {curves['flash'].tolist()}\nreference {curves['reference'].tolist()}\nmax diff {diff:.2e}")
-    assert curves["flash"][-1] < curves["flash"][0]  # it learns
-    assert diff < 1e-4
+    train_flash_and_reference(text_file, tmp_path, TINY)
     assert "linear attention" in capsys.readouterr().out
 
     ckpt = train.load_checkpoint(tmp_path / "reference" / "ckpt.pt")

@@ -1,0 +1,43 @@
+"""The CSV files under ``benchmarks/results/``, written and read one way by every benchmark.
+
+A file starts with one comment line of metadata, ``# device=..., date=..., torch=..., triton=...``
+(plus what a benchmark adds), may carry further ``#`` lines of free text (checks it ran, units),
+then a header and the rows. Timings from a shared machine mean little without the device, the
+date and the versions beside them.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from pathlib import Path
+
+
+def run_meta(**extra) -> dict:
+    """Device, date and versions of this run (CUDA needed), then ``extra``."""
+    import torch
+    import triton
+
+    return dict(device=torch.cuda.get_device_name(), date=dt.date.today().isoformat(),
+                torch=torch.__version__, triton=triton.__version__, **extra)
+
+
+def write_csv(path: Path, meta: dict, rows: list[dict], comments=(), fields=None) -> None:
+    """The metadata line (values must not contain ``", "``, its separator), one ``#`` line per
+    comment, the header (``fields``, default the keys of the first row) and the rows."""
+    with open(path, "w", newline="") as f:
+        f.write("# " + ", ".join(f"{k}={v}" for k, v in meta.items()) + "\n")
+        f.writelines(f"# {line}\n" for line in comments)
+        writer = csv.DictWriter(f, fieldnames=list(fields or rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_csv(path: Path) -> tuple[dict, list[dict], list[str]]:
+    """``(meta, rows, comments)`` of a file written by :func:`write_csv`; values stay strings.
+    Items of the metadata line without ``=`` (older files) are left out of ``meta``."""
+    lines = Path(path).read_text().splitlines()
+    comments = [line[1:].strip() for line in lines if line.startswith("#")]
+    meta = dict(item.split("=", 1) for item in (comments[0] if comments else "").split(", ") if "=" in item)
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    return meta, rows, comments[1:]
