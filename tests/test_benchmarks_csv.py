@@ -1,0 +1,48 @@
+"""The benchmarks' CSV format (benchmarks/results_csv.py) and the GPU-free paths that read it."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from benchmarks.results_csv import read_csv, write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "h100"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_write_then_read(tmp_path):
+    rows = [dict(provider="triton", seqlen=1024, ms="0.1250"), dict(provider="sdpa", seqlen=2048, ms="0.5")]
+    path = tmp_path / "x.csv"
+    write_csv(path, dict(device="Test GPU", date="2026-01-01"), rows, comments=["a check", "units: ms"])
+    meta, back, comments = read_csv(path)
+    assert meta == dict(device="Test GPU", date="2026-01-01")
+    assert comments == ["a check", "units: ms"]
+    assert back == [{k: str(v) for k, v in r.items()} for r in rows]
+
+
+def test_committed_results_carry_device_and_date():
+    """Every CSV of measurements under benchmarks/results/ says where and when it was measured."""
+    for name in ("attention_tflops", "attention_memory", "decode", "linear_vs_softmax", "tune_attention"):
+        meta, rows, _ = read_csv(RESULTS / f"{name}.csv")
+        assert meta["device"].startswith("NVIDIA") and meta["date"].startswith("2026-"), name
+        assert rows, name
+
+
+def test_summary_of_the_committed_sweep(tmp_path, capsys):
+    """--summary-only replots and summarises a saved sweep without a GPU: one line per (shape,
+    mode) of our kernel, then the bars."""
+    csv_path = tmp_path / "attention_tflops.csv"
+    csv_path.write_text((RESULTS / "attention_tflops.csv").read_text())
+    load("bench_attention").main(["--summary-only", str(csv_path)])
+    out = capsys.readouterr().out
+    _, rows, _ = read_csv(csv_path)
+    assert out.count("\n bf16") + out.count("\n fp16") == sum(r["provider"] == "triton" for r in rows)
+    assert "bars:" in out and (tmp_path / "tflops_bf16_d128_causal.png").stat().st_size > 0
