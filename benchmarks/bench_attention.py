@@ -107,12 +107,18 @@ def triton_provider(q, k, v, causal):
     return kernels.flash_attention(q, k, v, causal=causal)
 
 
+_OFFSETS = {}
+
+
 def varlen_provider(q, k, v, causal):
     """The varlen kernel on the same batch packed as equal-length sequences. The inputs are
     (batch, seqlen, heads, head_dim) views of packed tensors (see ``packed_like``), so no copy is
     timed; the result is viewed back to (batch, heads, seqlen, head_dim)."""
     b, h, n, d = q.shape
-    cu = torch.arange(0, (b + 1) * n, n, device=q.device, dtype=torch.int32)
+    key = (b, n, q.device)
+    if key not in _OFFSETS:  # built once per shape, as a training loop builds them once per batch
+        _OFFSETS[key] = torch.arange(0, (b + 1) * n, n, device=q.device, dtype=torch.int32)
+    cu = _OFFSETS[key]
     packed = [t.transpose(1, 2).reshape(b * n, t.shape[1], d) for t in (q, k, v)]
     out = kernels.flash_attention_varlen(*packed, cu, cu, n, n, causal=causal, check_seqlens=False)
     return out.view(b, n, h, d).transpose(1, 2)

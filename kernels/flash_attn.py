@@ -198,11 +198,18 @@ def _attn_fwd(
     PACK_GQA: tl.constexpr,  # tile rows are (query, head-of-the-group) pairs: K/V read once per group
     UPCAST: tl.constexpr,  # convert loaded blocks to fp32 (the interpreter's bf16 dot is wrong)
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" otherwise (ignored for 16-bit)
+    HEADS_FIRST: tl.constexpr = False,  # grid axis 0 walks (batch, head), axis 1 query blocks
 ):
-    pid_m = tl.program_id(0)
+    if HEADS_FIRST:
+        pid_m = tl.program_id(1)
+        pid_bh = tl.program_id(0)
+        num_m = tl.num_programs(1)
+    else:
+        pid_m = tl.program_id(0)
+        pid_bh = tl.program_id(1)
+        num_m = tl.num_programs(0)
     if IS_LOCAL:  # causal: the longest rows (last query blocks) first, the short ones fill the tail
-        pid_m = tl.num_programs(0) - 1 - pid_m
-    pid_bh = tl.program_id(1)
+        pid_m = num_m - 1 - pid_m
     pid_s = tl.program_id(2)  # split-KV index (0 without splits)
     if PACK_GQA:  # one program serves every query head of kv head off_hk
         off_b = pid_bh // (heads_q // group)
@@ -691,7 +698,7 @@ class Layout:
 def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_scale: float,
                     window_left: int, window_right: int, num_splits: int = 1,
                     pack_gqa: bool = False, block_m=None, block_n=None, num_warps=None,
-                    num_stages=None):
+                    num_stages=None, heads_first=False):
     """Launch the forward kernel writing into ``out`` and ``lse``.
 
     With ``num_splits > 1``, ``out`` is ``(num_splits, *q.shape)`` and ``lse``
@@ -717,6 +724,8 @@ def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_sca
         grid = (triton.cdiv(layout.seqlen_q * group, block_m), layout.batch * heads_kv, num_splits)
     else:
         grid = (triton.cdiv(layout.seqlen_q, block_m), layout.batch * heads_q, num_splits)
+    if heads_first:
+        grid = (grid[1], grid[0], grid[2])
     _attn_fwd[grid](
         q, k, v, out, lse, *layout.pointers(lse),
         *layout.strides(q), *layout.strides(k), *layout.strides(v),
@@ -726,7 +735,7 @@ def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_sca
         BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=_padded_head_dim(head_dim),
         IS_LOCAL=is_local, EVEN_N=not ragged_k and layout.seqlen_k % block_n == 0,
         VARLEN=layout.packed, SEQUSED_K=layout.seqused_k is not None, PACK_GQA=pack_gqa,
-        **_flags(q.dtype),
+        **_flags(q.dtype), HEADS_FIRST=heads_first,
         num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"],
     )
 

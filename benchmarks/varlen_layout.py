@@ -1,0 +1,133 @@
+"""Where the varlen forward loses time against the dense one: the storage layout, the varlen
+logic, or the order in which the grid's programs run.
+
+The dense API takes ``(batch, heads, seqlen, head_dim)`` tensors; packed sequences are
+``(total, heads, head_dim)``. The same forward kernel serves both, so a gap between them has
+three possible sources, which this script separates on equal-length batches (16k tokens, model
+width 2048, as ``bench_attention.py``):
+
+* ``dense``: ``kernels.flash_attention`` on contiguous ``(B, H, N, d)``: a head's rows are
+  contiguous in memory;
+* ``dense-bshd``: the same call on ``(B, N, H, d)`` storage (what a QKV projection writes): a
+  head's rows are ``H * d`` elements apart;
+* ``varlen``: ``flash_attention_varlen`` on token-major packed storage ``(B * N, H, d)``, the
+  usual one (the same memory as ``dense-bshd``);
+* ``varlen-hm``: ``flash_attention_varlen`` on head-major packed storage, ``(H, B * N, d)`` seen
+  as ``(B * N, H, d)``: the same memory walk per head as ``dense``, so ``varlen-hm / dense`` is
+  the cost of the varlen logic alone, and ``dense-bshd / dense`` that of the layout alone;
+* each of them again with ``+hf``: the grid launched heads-first (axis 0 walks (batch, head),
+  query blocks on axis 1), so that the programs resident at one time are the heads of the same
+  rows rather than the query blocks of one head.
+
+Each variant is timed ``--rounds`` times, interleaved, and the median kept, so that the slow
+drift of a shared machine hits all variants alike. Forward only, with ``check_seqlens=False``
+and the offsets built once per shape (a training loop builds them once per batch).
+
+Usage (GPU only): ``python benchmarks/varlen_layout.py --out benchmarks/results/<device>``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import kernels  # noqa: E402
+from benchmarks.bench_attention import MODEL_DIM, TOKENS, flops  # noqa: E402
+from benchmarks.results_csv import run_meta, write_csv  # noqa: E402
+from kernels.flash_attn import Layout, _flash_attn_forward  # noqa: E402
+
+VARIANTS = ("dense", "dense-bshd", "varlen", "varlen-hm")
+
+
+def inputs(batch, heads, seqlen, head_dim, dtype):
+    """q, k, v in each storage, holding the same values: {variant: (q, k, v)}."""
+    bhsd = [torch.randn(batch, heads, seqlen, head_dim, device="cuda", dtype=dtype)
+            for _ in range(3)]
+    bshd = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in bhsd]
+    token_major = [t.transpose(1, 2).reshape(batch * seqlen, heads, head_dim) for t in bshd]
+    head_major = [t.transpose(0, 1).reshape(heads, batch * seqlen, head_dim).transpose(0, 1)
+                  for t in bhsd]
+    assert head_major[0].stride() == (head_dim, batch * seqlen * head_dim, 1)
+    return {"dense": bhsd, "dense-bshd": bshd, "varlen": token_major, "varlen-hm": head_major}
+
+
+def runner(variant, tensors, causal, heads_first, cu, seqlen):
+    """A no-argument callable that runs one forward of ``variant``."""
+    q, k, v = tensors
+    scale = q.shape[-1] ** -0.5
+    if variant.startswith("varlen"):
+        layout = Layout(cu.numel() - 1, seqlen, seqlen, cu, cu)
+        if not heads_first:  # through the public API, as a user calls it
+            return lambda: kernels.flash_attention_varlen(q, k, v, cu, cu, seqlen, seqlen,
+                                                          causal=causal, check_seqlens=False)
+        return lambda: _flash_attn_forward(q, k, v, causal, scale, -1, -1, layout,
+                                           heads_first=True)
+    if not heads_first:
+        return lambda: kernels.flash_attention(q, k, v, causal=causal)
+    return lambda: _flash_attn_forward(q, k, v, causal, scale, -1, -1, heads_first=True)
+
+
+def main(argv=None):
+    from triton.testing import do_bench
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seqlens", type=int, nargs="+", default=[512, 1024, 4096, 16384])
+    p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
+    p.add_argument("--causal", nargs="+", default=["0", "1"], choices=["0", "1"])
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available() or kernels.INTERPRET:
+        sys.exit("varlen_layout: needs a CUDA GPU with compiled Triton (got the interpreter)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    meta = run_meta(dtype=args.dtype, tokens=TOKENS, model_dim=MODEL_DIM)
+    rows = []
+    for head_dim in args.head_dims:
+        for causal in (c == "1" for c in args.causal):
+            for seqlen in args.seqlens:
+                batch, heads = max(1, TOKENS // seqlen), MODEL_DIM // head_dim
+                torch.manual_seed(seqlen + head_dim)
+                storage = inputs(batch, heads, seqlen, head_dim, dtype)
+                cu = torch.arange(0, (batch + 1) * seqlen, seqlen, device="cuda", dtype=torch.int32)
+                ref = kernels.flash_attention(*storage["dense"], causal=causal).float()
+                fns = {}
+                for variant in VARIANTS:
+                    for hf in (False, True):
+                        fn = runner(variant, storage[variant], causal, hf, cu, seqlen)
+                        out = fn()
+                        out = out[0] if isinstance(out, tuple) else out
+                        if variant.startswith("varlen"):
+                            out = out.view(batch, seqlen, heads, head_dim).transpose(1, 2)
+                        err = ((out.float() - ref).norm() / ref.norm()).item()
+                        if not err < 1e-6:  # the same kernel on the same values: the same result
+                            raise RuntimeError(f"{variant} hf={hf}: differs from dense by {err:.1e}")
+                        fns[variant + ("+hf" if hf else "")] = fn
+                times = {name: [] for name in fns}
+                for _ in range(args.rounds):
+                    for name, fn in fns.items():
+                        times[name].append(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+                f = flops(batch, heads, seqlen, head_dim, causal, "fwd")
+                base = statistics.median(times["dense"])
+                for name, ts in times.items():
+                    ms = statistics.median(ts)
+                    rows.append(dict(variant=name, head_dim=head_dim, causal=int(causal),
+                                     seqlen=seqlen, batch=batch, heads=heads, ms=f"{ms:.4f}",
+                                     tflops=f"{f / ms * 1e-9:.1f}", vs_dense=f"{base / ms:.3f}",
+                                     spread=f"{(max(ts) - min(ts)) / ms:.3f}"))
+                print(f"d={head_dim} causal={int(causal)} N={seqlen:>5}: " + "  ".join(
+                    f"{r['variant']} {r['vs_dense']}" for r in rows[-len(times):]), flush=True)
+                write_csv(args.out / "varlen_layout.csv", meta, rows,
+                          comments=["forward only; vs_dense = dense time / variant time (same run, "
+                                    "median of rounds); spread = (max - min) / median over rounds"])
+    print(f"wrote {args.out / 'varlen_layout.csv'}")
+
+
+if __name__ == "__main__":
+    main()
