@@ -191,13 +191,13 @@ def main(argv=None):
     path = args.out / "attention_tflops.csv"
     measured = {(d, hd, int(c == "1"), n) for d in args.dtypes for hd in args.head_dims
                 for c in args.causal for n in args.seqlens}
-    kept = []
+    old_rows = []
     if args.append and path.exists():
         old_meta, old_rows = read_rows(path)
         if old_meta.get("device") != meta["device"]:
             sys.exit(f"bench_attention: --append to a CSV of another device ({old_meta.get('device')})")
-        kept = [r for r in old_rows if shape_key(r) not in measured]
-        if kept:  # say so when the kept rows come from another date or other versions
+        # say so when kept rows come from another date or other versions
+        if any(shape_key(r) not in measured for r in old_rows):
             meta = {k: v if old_meta.get(k, v) == v else f"{old_meta[k]}/{v}" for k, v in meta.items()}
     rows = []
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -241,11 +241,11 @@ def main(argv=None):
                         torch.cuda.empty_cache()
                     del dense, packed, q, k, v
                     # after every shape: a stopped run keeps its rows
-                    write_csv(path, meta, kept + rows, fields=FIELDS)
+                    write_csv(path, meta, merged(old_rows, rows), fields=FIELDS)
 
     print(f"wrote {path}")
-    plot(kept + rows, meta, args.out)
-    summary(kept + rows)
+    plot(merged(old_rows, rows), meta, args.out)
+    summary(merged(old_rows, rows))
 
 
 FIELDS = ("provider", "dtype", "head_dim", "causal", "seqlen", "batch", "heads", "mode", "ms", "tflops",
@@ -254,6 +254,13 @@ FIELDS = ("provider", "dtype", "head_dim", "causal", "seqlen", "batch", "heads",
 
 def shape_key(row):
     return row["dtype"], int(row["head_dim"]), int(row["causal"]), int(row["seqlen"])
+
+
+def merged(old_rows, rows):
+    """``rows`` and the earlier run's rows of the shapes that ``rows`` has not measured (yet:
+    a run stopped halfway keeps the old rows of the shapes it did not reach)."""
+    done = {shape_key(r) for r in rows}
+    return [r for r in old_rows if shape_key(r) not in done] + rows
 
 
 def read_rows(path: Path) -> tuple[dict, list[dict]]:

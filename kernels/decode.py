@@ -18,7 +18,7 @@ import triton
 import triton.language as tl
 
 from ._checks import check_qkv, check_scale, check_window
-from .flash_attn import INTERPRET, Layout, _launch_forward, _padded_head_dim, fwd_config
+from .flash_attn import INTERPRET, Layout, _grid, _launch_forward, _padded_head_dim, _tile_ids, fwd_config
 
 
 @triton.jit
@@ -28,13 +28,12 @@ def _merge_splits(
     stride_pls, stride_plb, stride_plh,  # partial lse (split, b, h, m), rows contiguous
     stride_ob, stride_oh, stride_om, stride_od,
     stride_lb, stride_lh,
-    heads_q, head_dim, num_splits,
+    heads_q, head_dim, num_splits, num_tiles,
     SPLITS: tl.constexpr,  # num_splits padded to a power of two
     HEAD_DIM: tl.constexpr,
 ):
     """One program per (query row, batch * head): merge ``num_splits`` partial softmaxes."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_m, pid_bh = _tile_ids(num_tiles)
     off_b = (pid_bh // heads_q).to(tl.int64)
     off_h = (pid_bh % heads_q).to(tl.int64)
     offs_s = tl.arange(0, SPLITS)
@@ -148,9 +147,9 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
             part_lse = torch.empty((num_splits, *q.shape[:3]), device=q.device, dtype=torch.float32)
             _launch_forward(q, k_cache, v_cache, part_o, part_lse, layout, causal, scale,
                             window_left, window_right, num_splits=num_splits, **config)
-            _merge_splits[(seqlen_q, batch * heads_q)](
+            _merge_splits[_grid(seqlen_q, batch * heads_q)](
                 part_o, part_lse, out, lse, *part_o.stride(), *part_lse.stride()[:3],
-                *out.stride(), lse.stride(0), lse.stride(1), heads_q, head_dim, num_splits,
+                *out.stride(), lse.stride(0), lse.stride(1), heads_q, head_dim, num_splits, seqlen_q,
                 SPLITS=triton.next_power_of_2(num_splits), HEAD_DIM=_padded_head_dim(head_dim),
             )
     return (out, lse) if return_lse else out

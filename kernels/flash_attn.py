@@ -43,7 +43,8 @@ LN2_C: tl.constexpr = tl.constexpr(LN2)
 # compiled kernel for all of them. head_dim is left specialised: knowing it is a multiple of 16
 # lets the compiler turn the `offs_d < head_dim` masks into 16-byte vector loads (measured on an
 # H100: 2-3x slower kernels without it).
-_SIZES = ["heads_q", "heads_kv", "group", "seqlen_q", "seqlen_k", "window_left", "window_right"]
+_SIZES = ["heads_q", "heads_kv", "group", "seqlen_q", "seqlen_k", "window_left", "window_right",
+          "num_tiles", "heads"]
 
 
 def _jit(fn):
@@ -55,15 +56,33 @@ def _jit(fn):
 # Shared pieces: where a sequence starts and how long it is; which blocks meet the band
 # --------------------------------------------------------------------------------------------
 @triton.jit
+def _tile_ids(num_tiles):
+    """(tile, batch * head) of this program. Grid axis 0 enumerates both, tiles fastest: the
+    launch order of a 2D grid (tiles, batch * heads), so the programs running together share a
+    head's K and V in L2, without CUDA's limit of 65535 on a grid's second axis (a batch of
+    4096 sequences with 16 heads is already past it)."""
+    pid = tl.program_id(0)
+    return pid % num_tiles, pid // num_tiles
+
+
+def _grid(num_tiles: int, batch_heads: int, *more: int) -> tuple[int, ...]:
+    """The launch grid that :func:`_tile_ids` decodes."""
+    return (num_tiles * batch_heads, *more)
+
+
+@triton.jit
 def _sequence(cu_seqlens_ptr, seqused_ptr, off_b, seqlen, VARLEN: tl.constexpr,
               SEQUSED: tl.constexpr):
     """(first row, length) of sequence ``off_b``. Dense batches start at row 0 and have the
     length passed in; packed ones read ``cu_seqlens``; a KV cache reads ``seqused`` (its valid
-    length, ``cache_seqlens`` in :func:`kernels.flash_decode`)."""
+    length, ``cache_seqlens`` in :func:`kernels.flash_decode`). The start is int64: it is
+    multiplied by a row stride of ``heads * head_dim``, and a packed batch of over 2**31 / 2048
+    = 1M tokens (16 heads of 128) would overflow int32 and read the wrong rows."""
     start = 0
     if VARLEN:
         start = tl.load(cu_seqlens_ptr + off_b)
         seqlen = tl.load(cu_seqlens_ptr + off_b + 1) - start
+        start = start.to(tl.int64)
     if SEQUSED:  # clamped: an out-of-range length must never read outside the cache
         seqlen = tl.minimum(tl.maximum(tl.load(seqused_ptr + off_b), 0), seqlen)
     return start, seqlen
@@ -188,6 +207,7 @@ def _attn_fwd(
     qk_scale,  # softmax_scale * log2(e): scores go straight to base-2 units
     window_left, window_right,  # bounds of the band; the host passes a huge value for "unbounded"
     split_size,  # keys per split-KV program (a multiple of BLOCK_N); >= seqlen_k without splits
+    num_tiles,  # query blocks per (batch, head): see _tile_ids
     # meta-parameters
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     HEAD_DIM: tl.constexpr,  # head_dim padded to a power of two >= 16
@@ -198,19 +218,11 @@ def _attn_fwd(
     PACK_GQA: tl.constexpr,  # tile rows are (query, head-of-the-group) pairs: K/V read once per group
     UPCAST: tl.constexpr,  # convert loaded blocks to fp32 (the interpreter's bf16 dot is wrong)
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" otherwise (ignored for 16-bit)
-    HEADS_FIRST: tl.constexpr = False,  # grid axis 0 walks (batch, head), axis 1 query blocks
 ):
-    if HEADS_FIRST:
-        pid_m = tl.program_id(1)
-        pid_bh = tl.program_id(0)
-        num_m = tl.num_programs(1)
-    else:
-        pid_m = tl.program_id(0)
-        pid_bh = tl.program_id(1)
-        num_m = tl.num_programs(0)
+    pid_m, pid_bh = _tile_ids(num_tiles)
     if IS_LOCAL:  # causal: the longest rows (last query blocks) first, the short ones fill the tail
-        pid_m = num_m - 1 - pid_m
-    pid_s = tl.program_id(2)  # split-KV index (0 without splits)
+        pid_m = num_tiles - 1 - pid_m
+    pid_s = tl.program_id(1)  # split-KV index (0 without splits)
     if PACK_GQA:  # one program serves every query head of kv head off_hk
         off_b = pid_bh // (heads_q // group)
         off_hk = (pid_bh % (heads_q // group)).to(tl.int64)
@@ -306,11 +318,10 @@ def _attn_bwd_preprocess(
     stride_ob, stride_oh, stride_om, stride_od,
     stride_dob, stride_doh, stride_dom, stride_dod,
     stride_lb, stride_lh,
-    heads_q, seqlen_q, head_dim,
+    heads_q, seqlen_q, head_dim, num_tiles,
     BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, VARLEN: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_m, pid_bh = _tile_ids(num_tiles)
     off_b = pid_bh // heads_q
     off_h = (pid_bh % heads_q).to(tl.int64)
     start_q, seqlen_q = _sequence(cu_seqlens_q_ptr, cu_seqlens_q_ptr, off_b, seqlen_q, VARLEN, False)
@@ -391,14 +402,13 @@ def _attn_bwd_dkdv(
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
     stride_lb, stride_lh,  # lse and delta share one layout, rows contiguous
     heads_kv, group, seqlen_q, seqlen_k, head_dim,
-    sm_scale, qk_scale, window_left, window_right,
+    sm_scale, qk_scale, window_left, window_right, num_tiles,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program per (key block, kv head): dK and dV accumulate on chip over every query
     block, and over every query head of the GQA group, so no atomics are needed."""
-    pid_n = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_n, pid_bh = _tile_ids(num_tiles)
     off_b = pid_bh // heads_kv
     off_hk = (pid_bh % heads_kv).to(tl.int64)
     start_q, seqlen_q = _sequence(cu_seqlens_q_ptr, cu_seqlens_q_ptr, off_b, seqlen_q, VARLEN, False)
@@ -518,13 +528,12 @@ def _attn_bwd_dq(
     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
     stride_lb, stride_lh,
     heads_q, group, seqlen_q, seqlen_k, head_dim,
-    sm_scale, qk_scale, window_left, window_right,
+    sm_scale, qk_scale, window_left, window_right, num_tiles,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """One program per (query block, query head): the forward's loop again, accumulating dQ."""
-    pid_m = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid_m, pid_bh = _tile_ids(num_tiles)
     off_b = pid_bh // heads_q
     off_h = (pid_bh % heads_q).to(tl.int64)
     off_hk = off_h // group
@@ -606,6 +615,12 @@ _HOPPER_FWD = {
     (64, False): _cfg(128, 64, 4, 3), (64, True): _cfg(64, 64, 4, 3),
     (128, False): _cfg(128, 128, 8, 3), (128, True): _cfg(128, 128, 8, 3),
 }
+# Packed (varlen) batches, where they differ: the varlen kernel keeps more values live (each
+# sequence's start as int64, its lengths loaded from cu_seqlens), and at head_dim 128 with the
+# causal edge masks the 128 x 128 tile then spills 28 registers where the dense one spills none
+# (ptxas, H100): 8% slower. 128 x 64 spills none and runs at 0.97-1.05x the dense kernel
+# (benchmarks/NOTES.md, step 4).
+_HOPPER_FWD_PACKED = {(128, True): _cfg(128, 64, 8, 3)}
 _HOPPER_BWD = {  # (dK/dV, dQ)
     (64, False): (_cfg(32, 128, 4, 3), _cfg(128, 64, 4, 3)),
     (64, True): (_cfg(64, 64, 4, 1), _cfg(64, 64, 4, 3)),
@@ -614,9 +629,10 @@ _HOPPER_BWD = {  # (dK/dV, dQ)
 }
 
 
-def fwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False) -> dict:
+def fwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False, packed: bool = False) -> dict:
     """Launch configuration of the forward kernel: a measured table on Hopper for 16-bit inputs
-    with head_dim <= 128, conservative choices that fit any recent GPU otherwise."""
+    with head_dim <= 128 (``packed``: for varlen batches), conservative choices that fit any
+    recent GPU otherwise."""
     if INTERPRET:  # the interpreter's cost is per block op: small blocks keep tests meaningful
         return _cfg(32, 32, 4, 1)
     d = _padded_head_dim(head_dim)
@@ -625,7 +641,8 @@ def fwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False) -> dict:
     if d > 128:
         return _cfg(64, 32, 4, 2)
     if _hopper():
-        return dict(_HOPPER_FWD[(max(d, 64), bool(causal))])
+        key = (max(d, 64), bool(causal))
+        return dict(_HOPPER_FWD_PACKED.get(key, _HOPPER_FWD[key]) if packed else _HOPPER_FWD[key])
     return _cfg(128, 64, 4, 3) if d <= 64 else _cfg(128, 64, 8, 3)
 
 
@@ -698,7 +715,7 @@ class Layout:
 def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_scale: float,
                     window_left: int, window_right: int, num_splits: int = 1,
                     pack_gqa: bool = False, block_m=None, block_n=None, num_warps=None,
-                    num_stages=None, heads_first=False):
+                    num_stages=None):
     """Launch the forward kernel writing into ``out`` and ``lse``.
 
     With ``num_splits > 1``, ``out`` is ``(num_splits, *q.shape)`` and ``lse``
@@ -706,7 +723,7 @@ def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_sca
     """
     head_dim = q.shape[-1]
     heads_q, heads_kv = q.shape[1], k.shape[1]  # (b, h, n, d) dense, (total, h, d) packed
-    cfg = fwd_config(head_dim, q.dtype, causal)
+    cfg = fwd_config(head_dim, q.dtype, causal, layout.packed)
     block_m = block_m or cfg["BLOCK_M"]
     block_n = block_n or cfg["BLOCK_N"]
     if causal:
@@ -721,21 +738,19 @@ def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_sca
     group = heads_q // heads_kv
     pack_gqa = pack_gqa and group > 1
     if pack_gqa:  # rows = (query, head) pairs of one kv head's group
-        grid = (triton.cdiv(layout.seqlen_q * group, block_m), layout.batch * heads_kv, num_splits)
+        tiles, batch_heads = triton.cdiv(layout.seqlen_q * group, block_m), layout.batch * heads_kv
     else:
-        grid = (triton.cdiv(layout.seqlen_q, block_m), layout.batch * heads_q, num_splits)
-    if heads_first:
-        grid = (grid[1], grid[0], grid[2])
-    _attn_fwd[grid](
+        tiles, batch_heads = triton.cdiv(layout.seqlen_q, block_m), layout.batch * heads_q
+    _attn_fwd[_grid(tiles, batch_heads, num_splits)](
         q, k, v, out, lse, *layout.pointers(lse),
         *layout.strides(q), *layout.strides(k), *layout.strides(v),
         *split_out, *layout.strides(o_view), *split_lse, *layout.lse_strides(l_view),
         heads_q, heads_q // heads_kv, layout.seqlen_q, layout.seqlen_k, head_dim,
-        softmax_scale * LOG2E, left, right, split_size,
+        softmax_scale * LOG2E, left, right, split_size, tiles,
         BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=_padded_head_dim(head_dim),
         IS_LOCAL=is_local, EVEN_N=not ragged_k and layout.seqlen_k % block_n == 0,
         VARLEN=layout.packed, SEQUSED_K=layout.seqused_k is not None, PACK_GQA=pack_gqa,
-        **_flags(q.dtype), HEADS_FIRST=heads_first,
+        **_flags(q.dtype),
         num_warps=num_warps or cfg["num_warps"], num_stages=num_stages or cfg["num_stages"],
     )
 
@@ -787,9 +802,10 @@ def _flash_attn_backward(do, q, k, v, out, lse, dlse, causal: bool, softmax_scal
 
     # delta_i = rowsum(dO_i * O_i) - dlse_i   (the second term makes lse itself differentiable)
     delta = torch.empty_like(lse)
-    _attn_bwd_preprocess[(triton.cdiv(layout.seqlen_q, block_m), layout.batch * heads_q)](
+    tiles = triton.cdiv(layout.seqlen_q, block_m)
+    _attn_bwd_preprocess[_grid(tiles, layout.batch * heads_q)](
         out, do, delta, cu_q, *layout.strides(out), *layout.strides(do), *layout.lse_strides(delta),
-        heads_q, layout.seqlen_q, head_dim, BLOCK_M=block_m, HEAD_DIM=head_dim_pad,
+        heads_q, layout.seqlen_q, head_dim, tiles, BLOCK_M=block_m, HEAD_DIM=head_dim_pad,
         VARLEN=layout.packed,
     )
     if dlse is not None:
@@ -800,15 +816,17 @@ def _flash_attn_backward(do, q, k, v, out, lse, dlse, causal: bool, softmax_scal
               left, right)
     strides_qkvdo = (*layout.strides(q), *layout.strides(k), *layout.strides(v),
                      *layout.strides(do))
-    _attn_bwd_dkdv[(triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"]), layout.batch * heads_kv)](
+    tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
+    _attn_bwd_dkdv[_grid(tiles, layout.batch * heads_kv)](
         q, k, v, do, lse, delta, dk, dv, cu_q, cu_k,
         *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.lse_strides(lse),
-        heads_kv, heads_q // heads_kv, *common, **meta, **cfg,
+        heads_kv, heads_q // heads_kv, *common, tiles, **meta, **cfg,
     )
-    _attn_bwd_dq[(triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"]), layout.batch * heads_q)](
+    tiles = triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"])
+    _attn_bwd_dq[_grid(tiles, layout.batch * heads_q)](
         q, k, v, do, lse, delta, dq, cu_q, cu_k,
         *strides_qkvdo, *layout.strides(dq), *layout.lse_strides(lse),
-        heads_q, heads_q // heads_kv, *common, **meta, **cfg_dq,
+        heads_q, heads_q // heads_kv, *common, tiles, **meta, **cfg_dq,
     )
     return dq, dk, dv
 

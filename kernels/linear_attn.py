@@ -103,7 +103,7 @@ def _jit(fn):
     kernel is left a plain function that nothing calls."""
     if triton is None:
         return fn
-    return triton.jit(do_not_specialize=["heads", "seqlen"])(fn)
+    return triton.jit(do_not_specialize=["heads", "seqlen", "num_tiles"])(fn)
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,6 +122,7 @@ def _linear_attn_fwd(
     # sizes
     heads, seqlen, dim_k, dim_v,  # q, k are (.., dim_k); v, o are (.., dim_v)
     scale,  # multiplies q . k
+    num_tiles,  # value blocks per (batch, head)
     # meta-parameters
     CHUNK: tl.constexpr,  # C: rows per chunk
     DIM_K: tl.constexpr,  # dim_k padded to a power of two >= 16
@@ -132,8 +133,8 @@ def _linear_attn_fwd(
     STATE_FP32: tl.constexpr,  # multiply q by the fp32 state as is (16-bit inputs: see below)
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" otherwise (ignored for 16-bit)
 ):
-    pid_v = tl.program_id(0)
-    pid_bh = tl.program_id(1)
+    pid = tl.program_id(0)  # (value block, batch * head), value blocks fastest: one grid axis,
+    pid_v, pid_bh = pid % num_tiles, pid // num_tiles  # so no 65535 limit on batch * heads
     off_b = (pid_bh // heads).to(tl.int64)
     off_h = (pid_bh % heads).to(tl.int64)
     q_ptr += off_b * stride_qb + off_h * stride_qh
@@ -229,11 +230,11 @@ def _chunked(q, k, v, decay, scale: float, chunk_size: int, reverse: bool = Fals
     if out.numel() == 0:
         return out.zero_()
     cfg = kernel_config(dim_k, dim_v)
-    grid = (triton.cdiv(dim_v, cfg["BLOCK_V"]), batch * heads)
-    _linear_attn_fwd[grid](
+    tiles = triton.cdiv(dim_v, cfg["BLOCK_V"])
+    _linear_attn_fwd[(tiles * batch * heads,)](
         q, k, v, out, q if decay is None else decay,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        heads, seqlen, dim_k, dim_v, scale,
+        heads, seqlen, dim_k, dim_v, scale, tiles,
         CHUNK=chunk_size, DIM_K=_padded(dim_k), BLOCK_V=cfg["BLOCK_V"], HAS_DECAY=decay is not None,
         REVERSE=reverse, UPCAST=INTERPRET and q.dtype == torch.bfloat16,
         STATE_FP32=q.dtype != torch.float32,

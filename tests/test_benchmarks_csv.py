@@ -46,3 +46,14 @@ def test_summary_of_the_committed_sweep(tmp_path, capsys):
     _, rows, _ = read_csv(csv_path)
     assert out.count("\n bf16") + out.count("\n fp16") == sum(r["provider"] == "triton" for r in rows)
     assert "bars:" in out and (tmp_path / "tflops_bf16_d128_causal.png").stat().st_size > 0
+
+
+def test_append_keeps_old_rows_of_shapes_not_reached():
+    """--append: a run stopped halfway replaces only the shapes it measured, as a whole."""
+    from benchmarks.bench_attention import merged
+
+    def row(provider, seqlen):
+        return dict(provider=provider, dtype="bf16", head_dim=64, causal=0, seqlen=seqlen)
+    old = [row("triton", 512), row("sdpa-flash", 512), row("triton", 1024), row("flex", 1024)]
+    new = [row("triton", 1024)]
+    assert merged(old, new) == old[:2] + new

@@ -72,3 +72,19 @@ def test_decode_bad_input(kwargs, exc, pattern):
         args["cache_seqlens"] = args["cache_seqlens"].to(DEVICE)
     with pytest.raises(exc, match=pattern):
         flash_decode(q, k, k, args.pop("cache_seqlens"), **args)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA's grid limit; the interpreter has none, and would "
+                    "take minutes over 65,600 programs")
+def test_decode_batch_times_heads_past_grid_limit():
+    """batch * heads = 65,600: the split kernel and the merge of the splits both launch more
+    programs per grid axis than CUDA's 65,535 of the second axis."""
+    q = torch.randn(4100, 16, 1, 32, device=DEVICE)
+    k, v = (torch.randn(4100, 4, 70, 32, device=DEVICE) for _ in range(2))
+    lengths = torch.randint(1, 71, (4100,), device=DEVICE, dtype=torch.int32)
+    out = flash_decode(q, k, v, lengths, num_splits=3)
+    valid = torch.arange(70, device=DEVICE)[None, :] < lengths[:, None]  # (batch, keys)
+    s = torch.einsum("bhqd,bhkd->bhqk", q.double().view(4100, 4, 4, 32), k.double()) * 32 ** -0.5
+    s = s.masked_fill(~valid[:, None, None, :], float("-inf"))
+    ref = torch.einsum("bhqk,bhkd->bhqd", s.softmax(-1), v.double()).reshape(4100, 16, 1, 32)
+    torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=1e-4)

@@ -234,3 +234,11 @@ def test_block_shapes(blocks, seqlens, mask, monkeypatch):
     monkeypatch.setattr(flash_attn, "bwd_config", lambda *args: dict(dkdv, dq=dict(dq)))
     causal, window = WIDE_MASKS[mask]
     run_case(1, 2, 1, *seqlens, 32, torch.float32, causal, window)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA's grid limit; the interpreter has none, and would "
+                    "take minutes over 65,600 programs")
+def test_batch_times_heads_past_grid_limit():
+    """batch * heads = 65,600 > 65,535, CUDA's limit on a grid's second axis: the kernels put
+    (block, batch * head) on the first axis (2**31 - 1), forward and all backward kernels."""
+    run_case(4100, 16, 8, 5, 7, 16, torch.bfloat16, causal=True, window=(-1, -1))

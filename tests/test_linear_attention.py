@@ -342,3 +342,11 @@ def test_bench_crossover_and_plot_from_csv(tmp_path, capsys):
 def test_bench_needs_a_gpu(tmp_path):
     with pytest.raises(SystemExit, match="needs a CUDA GPU"):
         load_bench().main(["--out", str(tmp_path)])
+
+
+@pytest.mark.skipif(not ON_GPU, reason="CUDA's grid limit; the interpreter has none, and would "
+                    "take minutes over 65,600 programs")
+def test_batch_times_heads_past_grid_limit():
+    """batch * heads = 65,600 > 65,535, CUDA's limit on a grid's second axis: forward and the
+    backward's reverse pass."""
+    run_case(4100, 16, 17, 16, torch.float32, "heads", "elu1", 16)

@@ -127,3 +127,32 @@ def test_bad_packed_shapes():
     q = torch.randn(2, 8, 4, 16, device=DEVICE)
     with pytest.raises(ValueError, match=r"q: expected 3 dimensions \(total_tokens, heads, head_dim\)"):
         flash_attention_varlen(q, q, q, cu([8]), cu([8]), 8, 8)
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs ~12 GB of GPU memory: rows past 2**31 elements")
+def test_offsets_past_int32_elements():
+    """A sequence's start times the row stride passes 2**31 in a large packed batch; computed in
+    int32 it wraps and reads another sequence's rows (an illegal address, measured on an H100).
+    q, k, v here are views of one packed QKV projection, (total, 3, heads, head_dim), whose row
+    stride 3 * 16 * 128 = 6144 gets there after 350k tokens. Checks the last sequences, which
+    start past that point, forward and backward, against float64."""
+    heads, head_dim, dtype = 16, 128, torch.bfloat16
+    lengths = [256] * 1400 + [37, 101]
+    total, tail = sum(lengths), sum(lengths[-2:])
+    assert (total - tail) * 3 * heads * head_dim > 2**31
+    qkv = torch.randn(total, 3, heads, head_dim, device=DEVICE, dtype=dtype)
+    q, k, v = (qkv[:, i].requires_grad_() for i in range(3))
+    seqs = cu(lengths)
+    out = flash_attention_varlen(q, k, v, seqs, seqs, 256, 256, causal=True, check_seqlens=False)
+    do = torch.randn(tail, heads, head_dim, device=DEVICE, dtype=dtype)
+    out[-tail:].backward(do)
+    results = {"kernel": dict(out=out[-tail:], dq=q.grad[-tail:], dk=k.grad[-tail:],
+                              dv=v.grad[-tail:])}
+    last = cu(lengths[-2:])
+    for name, cast in (("ref64", torch.float64), ("lowp", dtype)):
+        qi, ki, vi = (x.detach()[-tail:].to(cast).requires_grad_() for x in (q, k, v))
+        ref = attention_varlen_reference(qi, ki, vi, last, last, causal=True)
+        ref.backward(do.to(cast))
+        results[name] = dict(out=ref, dq=qi.grad, dk=ki.grad, dv=vi.grad)
+    for key in ("out", "dq", "dk", "dv"):
+        assert_close(key, results["kernel"][key], results["ref64"][key], results["lowp"][key], dtype)
