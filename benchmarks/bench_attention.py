@@ -6,7 +6,7 @@ Measures TFLOP/s of forward, backward and forward+backward for:
 * ``sdpa-flash``, ``sdpa-cudnn``, ``sdpa-efficient``, ``sdpa-math``: PyTorch's
   ``scaled_dot_product_attention`` with each backend forced;
 * ``triton-varlen``: the same kernel through ``kernels.flash_attention_varlen``, the batch packed
-  as equal-length sequences (its inputs are stored packed, so no copy is timed), with
+  as equal-length sequences (its inputs are packed leaves, so no copy or reshape is timed), with
   ``check_seqlens=False``: the kernel, without the host sync that checking the offsets costs;
 * ``triton-bshd``: the dense kernel on the varlen provider's storage, ``(batch, seqlen, heads,
   head_dim)`` seen as ``(batch, heads, seqlen, head_dim)``: the layout a model's QKV projection
@@ -35,6 +35,7 @@ Usage (GPU only): ``python benchmarks/bench_attention.py --out benchmarks/result
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ SDPA_BACKENDS = {
     "sdpa-math": "MATH",
 }
 TRITON_PROVIDERS = ("triton", "triton-bshd", "triton-varlen")
-PACKED_PROVIDERS = ("triton-bshd", "triton-varlen")  # inputs stored (batch, seqlen, heads, head_dim)
+PACKED_PROVIDERS = ("triton-bshd",)  # inputs stored (batch, seqlen, heads, head_dim), seen as bhsd
 MATH_MAX_SEQLEN = 4096  # the math path materialises (B, H, N, N): slow and large beyond this
 
 
@@ -110,24 +111,25 @@ def triton_provider(q, k, v, causal):
 _OFFSETS = {}
 
 
-def varlen_provider(q, k, v, causal):
-    """The varlen kernel on the same batch packed as equal-length sequences. The inputs are
-    (batch, seqlen, heads, head_dim) views of packed tensors (see ``packed_like``), so no copy is
-    timed; the result is viewed back to (batch, heads, seqlen, head_dim)."""
-    b, h, n, d = q.shape
-    key = (b, n, q.device)
-    if key not in _OFFSETS:  # built once per shape, as a training loop builds them once per batch
-        _OFFSETS[key] = torch.arange(0, (b + 1) * n, n, device=q.device, dtype=torch.int32)
+def varlen_provider(q, k, v, causal, seqlen):
+    """The varlen kernel on the same batch packed as equal-length sequences: q, k, v are
+    ``(batch * seqlen, heads, head_dim)`` leaves (see ``packed_like``), so, as in a model that
+    packs its batches, neither a copy nor a reshape is timed, and the offsets are built once."""
+    key = (q.shape[0], seqlen, q.device)
+    if key not in _OFFSETS:
+        _OFFSETS[key] = torch.arange(0, q.shape[0] + 1, seqlen, device=q.device, dtype=torch.int32)
     cu = _OFFSETS[key]
-    packed = [t.transpose(1, 2).reshape(b * n, t.shape[1], d) for t in (q, k, v)]
-    out = kernels.flash_attention_varlen(*packed, cu, cu, n, n, causal=causal, check_seqlens=False)
-    return out.view(b, n, h, d).transpose(1, 2)
+    return kernels.flash_attention_varlen(q, k, v, cu, cu, seqlen, seqlen, causal=causal,
+                                          check_seqlens=False)
 
 
-def packed_like(t):
+def packed_like(t, varlen=False):
     """A leaf tensor with t's values stored as (batch, seqlen, heads, head_dim), seen as
-    (batch, heads, seqlen, head_dim): the layout the varlen API packs without copying."""
-    return t.detach().transpose(1, 2).contiguous().transpose(1, 2).requires_grad_(t.requires_grad)
+    (batch, heads, seqlen, head_dim), or with ``varlen`` as (batch * seqlen, heads, head_dim)."""
+    b, h, n, d = t.shape
+    x = t.detach().transpose(1, 2).contiguous()
+    x = x.view(b * n, h, d) if varlen else x.transpose(1, 2)
+    return x.requires_grad_(t.requires_grad)
 
 
 def time_mode(fn, q, k, v, causal, mode):
@@ -215,15 +217,21 @@ def main(argv=None):
                         ref = providers.get("sdpa-flash", sdpa_provider("FLASH_ATTENTION"))(
                             q, k, v, causal)
                     packed = [packed_like(t) for t in (q, k, v)]
+                    varlen = [packed_like(t, varlen=True) for t in (q, k, v)]
                     for name, fn in providers.items():
                         if name == "sdpa-math" and seqlen > MATH_MAX_SEQLEN:
                             continue
                         if name == "flex" and args.flex_seqlens and seqlen not in args.flex_seqlens:
                             continue
                         q, k, v = packed if name in PACKED_PROVIDERS else dense
+                        if name == "triton-varlen":
+                            q, k, v = varlen
+                            fn = functools.partial(varlen_provider, seqlen=seqlen)
                         try:
                             with torch.no_grad():
                                 out = fn(q, k, v, causal)
+                            if name == "triton-varlen":  # (B * N, H, d) -> (B, H, N, d)
+                                out = out.view(batch, seqlen, heads, head_dim).transpose(1, 2)
                             err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
                             if not err < 2e-2:
                                 raise RuntimeError(f"output differs from SDPA: rel err {err:.2e}")
@@ -316,9 +324,10 @@ def summary(rows):
         if prov != "triton":
             continue
         ratio = {}
-        for other in ("sdpa-flash", "sdpa-cudnn", "flex", *PACKED_PROVIDERS):
+        ours = ("triton-bshd", "triton-varlen")  # ratios to the dense kernel: theirs / ours
+        for other in ("sdpa-flash", "sdpa-cudnn", "flex", *ours):
             ref = index.get((other, *key))
-            ratio[other] = (ref / tf if other in PACKED_PROVIDERS else tf / ref) if ref else float("nan")
+            ratio[other] = (ref / tf if other in ours else tf / ref) if ref else float("nan")
         dtype_name, head_dim, causal, seqlen, mode = key
         print(f"{dtype_name:>5} {head_dim:>4} {causal:>6} {seqlen:>6} {mode:>7} {tf:7.1f} "
               f"{ratio['sdpa-flash']:7.2f} {ratio['sdpa-cudnn']:7.2f} {ratio['flex']:7.2f} "

@@ -48,29 +48,38 @@ def check_scale(softmax_scale, head_dim: int) -> float:
     return float(softmax_scale)
 
 
-def check_qkv(q, k, v, *, dtypes=FLOAT_DTYPES, min_head_dim=1, max_head_dim=None):
-    """Check the dense layout ``(batch, heads, seqlen, head_dim)``; returns the sizes.
+DENSE_DIMS = ("batch", "heads", "seqlen", "head_dim")
+PACKED_DIMS = ("total_tokens", "heads", "head_dim")
 
-    Returns ``(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim)``.
+
+def check_qkv(q, k, v, *, dtypes=FLOAT_DTYPES, min_head_dim=1, max_head_dim=None, packed=False):
+    """Check the dense layout ``(batch, heads, seqlen, head_dim)``, or with ``packed`` the varlen
+    one ``(total_tokens, heads, head_dim)`` (seen as a batch of one); returns the sizes.
+
+    Returns ``(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim)``. Reads shapes only: no
+    tensor op, so it adds microseconds, not tens of them, to every call.
     """
+    dims = PACKED_DIMS if packed else DENSE_DIMS
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
         if t.dtype not in dtypes:
             allowed = ", ".join(str(d).replace("torch.", "") for d in dtypes)
             raise TypeError(f"{name}: expected a floating dtype ({allowed}), got {t.dtype}")
-        if t.dim() != 4:
-            raise ValueError(
-                f"{name}: expected 4 dimensions (batch, heads, seqlen, head_dim), got shape {tuple(t.shape)}"
-            )
+        if t.dim() != len(dims):
+            raise ValueError(f"{name}: expected {len(dims)} dimensions ({', '.join(dims)}), "
+                             f"got shape {tuple(t.shape)}")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v: expected one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
         raise ValueError(f"q, k, v: expected one device, got {q.device}, {k.device}, {v.device}")
-    batch, heads_q, seqlen_q, head_dim = q.shape
     if k.shape != v.shape:
         raise ValueError(f"k, v: expected the same shape, got {tuple(k.shape)} and {tuple(v.shape)}")
-    batch_k, heads_kv, seqlen_k, head_dim_k = k.shape
+
+    def sizes(t):  # (batch, heads, seqlen, head_dim)
+        return (1, t.shape[1], t.shape[0], t.shape[2]) if packed else tuple(t.shape)
+    batch, heads_q, seqlen_q, head_dim = sizes(q)
+    batch_k, heads_kv, seqlen_k, head_dim_k = sizes(k)
     if batch_k != batch:
         raise ValueError(f"k: expected batch {batch} (as q), got {batch_k}")
     if head_dim_k != head_dim:
@@ -89,17 +98,10 @@ def check_qkv(q, k, v, *, dtypes=FLOAT_DTYPES, min_head_dim=1, max_head_dim=None
 def check_packed_qkv(q, k, v, *, dtypes=KERNEL_DTYPES, min_head_dim=MIN_HEAD_DIM,
                      max_head_dim=MAX_HEAD_DIM):
     """Check the packed layout ``(total, heads, head_dim)``; returns ``(heads_q, heads_kv, head_dim)``."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 3:
-            raise ValueError(
-                f"{name}: expected 3 dimensions (total_tokens, heads, head_dim), got shape {tuple(t.shape)}"
-            )
-    # the dense check does the rest: view each as a batch of one sequence, heads first
-    check_qkv(*(t.unsqueeze(0).transpose(1, 2) for t in (q, k, v)), dtypes=dtypes,
-              min_head_dim=min_head_dim, max_head_dim=max_head_dim)
-    return q.shape[1], k.shape[1], q.shape[2]
+    _, heads_q, heads_kv, _, _, head_dim = check_qkv(q, k, v, dtypes=dtypes, packed=True,
+                                                     min_head_dim=min_head_dim,
+                                                     max_head_dim=max_head_dim)
+    return heads_q, heads_kv, head_dim
 
 
 def check_cu_seqlens(cu_seqlens, name: str, total: int, max_seqlen, max_name: str, device,
