@@ -295,17 +295,18 @@ def plot(rows, meta, out: Path):
                 pts = [(r["seqlen"], float(r["tflops"])) for r in rows
                        if (r["dtype"], r["head_dim"], r["causal"], r["mode"], r["provider"])
                        == (dtype_name, head_dim, causal, mode, name)]
-                if pts:
-                    ax.plot(*zip(*pts), marker="o", label=name)
+                if pts:  # sorted: --append puts re-measured shapes after the kept ones
+                    ax.plot(*zip(*sorted(pts)), marker="o", label=name)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("sequence length N (batch = 16k / N)")
             ax.set_ylabel("TFLOP/s")
             ax.set_title(f"{mode}")
             ax.grid(alpha=0.3)
-        axes[0][0].legend()
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9)
         fig.suptitle(f"{dtype_name}, head_dim {head_dim}, {'causal' if causal else 'non-causal'} "
                      f"- {meta['device']}, {meta['date']}")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.07, 1, 1))  # room for the legend below the panels
         fig.savefig(out / f"tflops_{dtype_name}_d{head_dim}_{'causal' if causal else 'full'}.png",
                     dpi=90)
         plt.close(fig)

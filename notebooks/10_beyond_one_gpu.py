@@ -87,9 +87,8 @@ def rel_err(x, ref):
 HEADS, HEAD_DIM, BYTES_BF16 = 32, 128, 2
 N_LONG = 2**20
 kv_bytes = 2 * HEADS * N_LONG * HEAD_DIM * BYTES_BF16  # K and V of one layer, batch 1
-with open(ROOT / "benchmarks" / "results" / "h100" / "attention_tflops.csv") as f:
-    f.readline()  # the comment line: device, date, versions
-    bench = list(csv.DictReader(f))
+bench_lines = (ROOT / "benchmarks" / "results" / "h100" / "attention_tflops.csv").read_text().splitlines()
+bench = list(csv.DictReader(line for line in bench_lines if not line.startswith("#")))  # '#': metadata
 OUR_FWD_FLOPS, OUR_BWD_FLOPS = (  # our kernel's best measured rates on the H100, FLOP/s
     1e12 * max(float(r["tflops"]) for r in bench if r["provider"] == "triton" and r["mode"] == mode)
     for mode in ("fwd", "bwd"))
@@ -394,8 +393,9 @@ for link, b in links.items():  # the closed form against the two times themselve
 nv, pcie = links
 fast, ours = rates
 assert np.isclose(n_star[nv, ours], OUR_FWD_FLOPS / NVLINK4_BYTES_PER_S)  # n* = R / beta: bf16, H_kv = H
-assert 1100 < n_star[nv, ours] < 1250 and 1600 < n_star[nv, fast] < 1750  # "about 1,200" and "1,700"
-assert 8000 < n_star[pcie, ours] < 8400 and 11500 < n_star[pcie, fast] < 12000  # "8,200" and "11,800"
+# our rate is a measurement (re-measured, it moves by a few percent): bands of +-10% around the prose
+assert 1000 < n_star[nv, ours] < 1230 and 1600 < n_star[nv, fast] < 1750  # "about 1,100" and "1,700"
+assert 7100 < n_star[pcie, ours] < 8700 and 11500 < n_star[pcie, fast] < 12000  # "7,900" and "11,800"
 
 # %%
 ns = np.logspace(8, 16, 200, base=2)
@@ -417,9 +417,9 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# With our kernel on NVLink, compute covers the transfer from blocks of about 1,200 tokens per
+# With our kernel on NVLink, compute covers the transfer from blocks of about 1,100 tokens per
 # rank (about 1,700 at the full matmul rate: **a faster kernel needs longer blocks** to hide the
-# same bytes). On PCIe the crossover moves to about 8,200 and 11,800 tokens. Three refinements:
+# same bytes). On PCIe the crossover moves to about 7,900 and 11,800 tokens. Three refinements:
 #
 # * **Causal masks**: a balanced (zigzag) layout computes half a block per step on average, so the
 #   crossover doubles; with contiguous blocks the busiest rank computes full blocks and sets the pace.
