@@ -68,23 +68,25 @@ def dense_cases(dtype):
 
 def varlen_cases(dtype):
     ok = True
-    for lens_q, lens_k in (([1, 0, 130, 17], [5, 3, 129, 64]), ([257, 1, 96], [257, 1, 96])):
-        for causal in (False, True):
-            torch.manual_seed(sum(lens_q))
-            cu_q = torch.tensor([0, *torch.tensor(lens_q).cumsum(0).tolist()], dtype=torch.int32,
-                                device="cuda")
-            cu_k = torch.tensor([0, *torch.tensor(lens_k).cumsum(0).tolist()], dtype=torch.int32,
-                                device="cuda")
-            q = torch.randn(sum(lens_q), 4, 64, device="cuda", dtype=dtype)
-            k, v = (torch.randn(sum(lens_k), 2, 64, device="cuda", dtype=dtype) for _ in range(2))
-            do = torch.randn_like(q)
-            args = (cu_q, cu_k, max(lens_q), max(lens_k))
-            got = grads(lambda a, b, c: kernels.flash_attention_varlen(a, b, c, *args, causal=causal),
-                        (q, k, v), do)
-            ref = grads(lambda a, b, c: kernels.attention_varlen_reference(a, b, c, *args, causal=causal),
-                        [x.double() for x in (q, k, v)], do.double())
-            ok &= check(f"flash_attention_varlen lens_q={lens_q} lens_k={lens_k} causal={causal}",
-                        got, ref)
+    batches = (([1, 0, 130, 17], [5, 3, 129, 64]), ([257, 1, 96], [257, 1, 96]))
+    cases = [(lens_q, lens_k, causal, head_dim) for lens_q, lens_k in batches
+             for causal in (False, True) for head_dim in (64, 128)]  # packed causal 128: own tile
+    for lens_q, lens_k, causal, head_dim in cases:
+        torch.manual_seed(sum(lens_q))
+        cu_q = torch.tensor([0, *torch.tensor(lens_q).cumsum(0).tolist()], dtype=torch.int32,
+                            device="cuda")
+        cu_k = torch.tensor([0, *torch.tensor(lens_k).cumsum(0).tolist()], dtype=torch.int32,
+                            device="cuda")
+        q = torch.randn(sum(lens_q), 4, head_dim, device="cuda", dtype=dtype)
+        k, v = (torch.randn(sum(lens_k), 2, head_dim, device="cuda", dtype=dtype) for _ in range(2))
+        do = torch.randn_like(q)
+        args = (cu_q, cu_k, max(lens_q), max(lens_k))
+        got = grads(lambda a, b, c: kernels.flash_attention_varlen(a, b, c, *args, causal=causal),
+                    (q, k, v), do)
+        ref = grads(lambda a, b, c: kernels.attention_varlen_reference(a, b, c, *args, causal=causal),
+                    [x.double() for x in (q, k, v)], do.double())
+        ok &= check(f"flash_attention_varlen d={head_dim} lens_q={lens_q} lens_k={lens_k} "
+                    f"causal={causal}", got, ref)
     return ok
 
 
@@ -132,7 +134,9 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available() or kernels.INTERPRET:
         sys.exit("memcheck_ragged: needs a CUDA GPU with compiled Triton")
     ok = True
-    for dtype in ({"bf16": torch.bfloat16, "fp16": torch.float16}[d] for d in args.dtypes):
+    for name in args.dtypes:
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+        print(f"# {name}", flush=True)
         for cases in (dense_cases, varlen_cases, decode_cases, linear_cases):
             ok &= cases(dtype)
     print("all results match the float64 references" if ok else "SOME RESULTS ARE WRONG")

@@ -35,9 +35,23 @@ def packed(lengths_q, lengths_k, heads_q, heads_kv, head_dim, dtype):
 @pytest.mark.parametrize("mask", list(MASKS))
 @pytest.mark.parametrize("batch", list(BATCHES))
 def test_varlen_matches_reference(batch, mask, dtype):
-    lengths_q, lengths_k = BATCHES[batch]
     causal, window = MASKS[mask]
-    q, k, v = packed(lengths_q, lengths_k, 4, 2, 40, dtype)
+    run_case(*BATCHES[batch], 40, dtype, causal, window)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_varlen_head_dims(head_dim, causal, dtype):
+    """The head dims with their own launch tables on a GPU (packed causal 128 has its own tile)."""
+    lengths = [130, 1, 67, 256] if ON_GPU else [33, 1, 20]
+    run_case(lengths, lengths, head_dim, dtype, causal, (-1, -1))
+
+
+def run_case(lengths_q, lengths_k, head_dim, dtype, causal, window):
+    """Forward + backward of the varlen kernel against the reference in float64 and in ``dtype``
+    (4 query heads, 2 kv heads), asserting on out, lse, dq, dk, dv."""
+    q, k, v = packed(lengths_q, lengths_k, 4, 2, head_dim, dtype)
     args = (cu(lengths_q), cu(lengths_k), max(lengths_q), max(lengths_k))
     kwargs = dict(causal=causal, window_size=window, return_lse=True)
     results = {}
