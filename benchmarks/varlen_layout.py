@@ -18,8 +18,8 @@ configuration); this script separates the two on equal-length batches (16k token
   the cost of the varlen logic alone, and ``dense-bshd / dense`` that of the layout alone.
 
 (An earlier version also launched each variant heads-first, so that the programs running at
-one time were the heads of the same rows: slower everywhere, by 4-40%; that run is
-``results/h100/varlen_layout_gridorder.csv``, and NOTES.md step 4 discusses it.)
+one time were the heads of the same rows: slower everywhere, at 0.59x-0.97x of the speed;
+that run is ``results/h100/varlen_layout_gridorder.csv``, and NOTES.md step 4 discusses it.)
 
 Each variant is timed ``--rounds`` times, interleaved, and the median kept, so that the slow
 drift of a shared machine hits all variants alike. Forward only, with ``check_seqlens=False``
