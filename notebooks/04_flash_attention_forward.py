@@ -188,11 +188,14 @@ show_source(flash_attn._attn_fwd, "def _attn_fwd(", "PRECISION: tl.constexpr")
 # are the NumPy version's `block_m` and `block_n`. Several flags (`VARLEN`, `SEQUSED_K`,
 # `PACK_GQA`, the split index) serve notebook 07; with them off, the kernel is the NumPy loop.
 #
-# **Which tile am I?** The grid replaces the outer loop: program `pid_m` takes query block
-# `pid_m`, and the second grid axis picks the (batch, head):
+# **Which tile am I?** The grid replaces the outer loop: each program takes one query block
+# `pid_m` of one (batch, head). Both come from the first grid axis, query blocks fastest, so the
+# programs that run at the same time are the query blocks of one head and share its K and V in
+# L2 (CUDA allows 2**31 - 1 programs on that axis, only 65,535 on the others):
 
 # %%
-show_source(flash_attn._attn_fwd, "pid_m = tl.program_id(0)", "off_hk = off_h // group")
+show_source(flash_attn._tile_ids, "def _tile_ids", "return pid % num_tiles")
+show_source(flash_attn._attn_fwd, "pid_m, pid_bh = _tile_ids(num_tiles)", "off_hk = off_h // group")
 
 # %% [markdown]
 # Each pointer is then moved to the first row of this (batch, head): from here on the program
