@@ -57,7 +57,6 @@ SDPA_BACKENDS = {
     "sdpa-math": "MATH",
 }
 TRITON_PROVIDERS = ("triton", "triton-bshd", "triton-varlen")
-PACKED_PROVIDERS = ("triton-bshd",)  # inputs stored (batch, seqlen, heads, head_dim), seen as bhsd
 MATH_MAX_SEQLEN = 4096  # the math path materialises (B, H, N, N): slow and large beyond this
 
 
@@ -216,16 +215,16 @@ def main(argv=None):
                     with torch.no_grad():
                         ref = providers.get("sdpa-flash", sdpa_provider("FLASH_ATTENTION"))(
                             q, k, v, causal)
-                    packed = [packed_like(t) for t in (q, k, v)]
-                    varlen = [packed_like(t, varlen=True) for t in (q, k, v)]
+                    # the inputs of each provider: the same values, stored as it takes them
+                    inputs = {"triton-bshd": [packed_like(t) for t in (q, k, v)],
+                              "triton-varlen": [packed_like(t, varlen=True) for t in (q, k, v)]}
                     for name, fn in providers.items():
                         if name == "sdpa-math" and seqlen > MATH_MAX_SEQLEN:
                             continue
                         if name == "flex" and args.flex_seqlens and seqlen not in args.flex_seqlens:
                             continue
-                        q, k, v = packed if name in PACKED_PROVIDERS else dense
+                        q, k, v = inputs.get(name, dense)
                         if name == "triton-varlen":
-                            q, k, v = varlen
                             fn = functools.partial(varlen_provider, seqlen=seqlen)
                         try:
                             with torch.no_grad():
@@ -247,7 +246,7 @@ def main(argv=None):
                         except (RuntimeError, torch.OutOfMemoryError) as e:
                             print(f"{name} skipped at N={seqlen} d={head_dim}: {str(e)[:120]}")
                         torch.cuda.empty_cache()
-                    del dense, packed, q, k, v
+                    del dense, inputs, q, k, v
                     # after every shape: a stopped run keeps its rows
                     write_csv(path, meta, merged(old_rows, rows), fields=FIELDS)
 
@@ -325,10 +324,9 @@ def summary(rows):
         if prov != "triton":
             continue
         ratio = {}
-        ours = ("triton-bshd", "triton-varlen")  # ratios to the dense kernel: theirs / ours
-        for other in ("sdpa-flash", "sdpa-cudnn", "flex", *ours):
-            ref = index.get((other, *key))
-            ratio[other] = (ref / tf if other in ours else tf / ref) if ref else float("nan")
+        for other in ("sdpa-flash", "sdpa-cudnn", "flex", *TRITON_PROVIDERS[1:]):
+            ref = index.get((other, *key))  # our variants as variant / dense, the others dense / them
+            ratio[other] = (ref / tf if other in TRITON_PROVIDERS else tf / ref) if ref else float("nan")
         dtype_name, head_dim, causal, seqlen, mode = key
         print(f"{dtype_name:>5} {head_dim:>4} {causal:>6} {seqlen:>6} {mode:>7} {tf:7.1f} "
               f"{ratio['sdpa-flash']:7.2f} {ratio['sdpa-cudnn']:7.2f} {ratio['flex']:7.2f} "

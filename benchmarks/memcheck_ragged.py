@@ -47,6 +47,12 @@ def grads(fn, inputs, do):
     return [out, *(x.grad for x in leaves)]
 
 
+def check_against(name: str, kernel, reference, inputs, do) -> bool:
+    """Output and gradients of ``kernel`` on ``inputs`` against ``reference`` in float64."""
+    return check(name, grads(kernel, inputs, do),
+                 grads(reference, [x.double() for x in inputs], do.double()))
+
+
 def dense_cases(dtype):
     ok = True
     shapes = [(1, 1), (17, 17), (97, 131), (131, 97), (129, 129), (1, 257), (200, 1)]
@@ -58,11 +64,11 @@ def dense_cases(dtype):
                 k, v = (torch.randn(2, 2, n_k, head_dim, device="cuda", dtype=dtype) for _ in range(2))
                 do = torch.randn_like(q)
                 opts = dict(causal=causal, window_size=window)
-                got = grads(lambda a, b, c: kernels.flash_attention(a, b, c, **opts), (q, k, v), do)
-                ref = grads(lambda a, b, c: kernels.attention_reference(a, b, c, **opts),
-                            [x.double() for x in (q, k, v)], do.double())
-                ok &= check(f"flash_attention d={head_dim} N_q={n_q} N_k={n_k} causal={causal} "
-                            f"window={window}", got, ref)
+                ok &= check_against(f"flash_attention d={head_dim} N_q={n_q} N_k={n_k} "
+                                    f"causal={causal} window={window}",
+                                    lambda a, b, c: kernels.flash_attention(a, b, c, **opts),
+                                    lambda a, b, c: kernels.attention_reference(a, b, c, **opts),
+                                    (q, k, v), do)
     return ok
 
 
@@ -81,12 +87,11 @@ def varlen_cases(dtype):
         k, v = (torch.randn(sum(lens_k), 2, head_dim, device="cuda", dtype=dtype) for _ in range(2))
         do = torch.randn_like(q)
         args = (cu_q, cu_k, max(lens_q), max(lens_k))
-        got = grads(lambda a, b, c: kernels.flash_attention_varlen(a, b, c, *args, causal=causal),
-                    (q, k, v), do)
-        ref = grads(lambda a, b, c: kernels.attention_varlen_reference(a, b, c, *args, causal=causal),
-                    [x.double() for x in (q, k, v)], do.double())
-        ok &= check(f"flash_attention_varlen d={head_dim} lens_q={lens_q} lens_k={lens_k} "
-                    f"causal={causal}", got, ref)
+        ok &= check_against(
+            f"flash_attention_varlen d={head_dim} lens_q={lens_q} lens_k={lens_k} causal={causal}",
+            lambda a, b, c: kernels.flash_attention_varlen(a, b, c, *args, causal=causal),
+            lambda a, b, c: kernels.attention_varlen_reference(a, b, c, *args, causal=causal),
+            (q, k, v), do)
     return ok
 
 
@@ -120,10 +125,10 @@ def linear_cases(dtype):
             q, k, v = (torch.randn(2, 3, n, 64, device="cuda", dtype=dtype) for _ in range(3))
             do = torch.randn_like(q)
             opts = dict(decay=decay, feature_map=feature_map)
-            got = grads(lambda a, b, c: kernels.linear_attention(a, b, c, **opts), (q, k, v), do)
-            ref = grads(lambda a, b, c: kernels.linear_attention_parallel(a, b, c, **opts),
-                        [x.double() for x in (q, k, v)], do.double())
-            ok &= check(f"linear_attention N={n} feature_map={feature_map}", got, ref)
+            ok &= check_against(f"linear_attention N={n} feature_map={feature_map}",
+                                lambda a, b, c: kernels.linear_attention(a, b, c, **opts),
+                                lambda a, b, c: kernels.linear_attention_parallel(a, b, c, **opts),
+                                (q, k, v), do)
     return ok
 
 

@@ -39,7 +39,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels  # noqa: E402
-from benchmarks.bench_attention import MODEL_DIM, TOKENS, flops  # noqa: E402
+from benchmarks.bench_attention import (  # noqa: E402
+    MODEL_DIM,
+    TOKENS,
+    flops,
+    packed_like,
+    triton_provider,
+    varlen_provider,
+)
 from benchmarks.results_csv import run_meta, write_csv  # noqa: E402
 
 VARIANTS = ("dense", "dense-bshd", "varlen", "varlen-hm")
@@ -49,21 +56,20 @@ def inputs(batch, heads, seqlen, head_dim, dtype):
     """q, k, v in each storage, holding the same values: {variant: (q, k, v)}."""
     bhsd = [torch.randn(batch, heads, seqlen, head_dim, device="cuda", dtype=dtype)
             for _ in range(3)]
-    bshd = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in bhsd]
-    token_major = [t.transpose(1, 2).reshape(batch * seqlen, heads, head_dim) for t in bshd]
+    bshd = [packed_like(t) for t in bhsd]
+    token_major = [packed_like(t, varlen=True) for t in bhsd]
     head_major = [t.transpose(0, 1).reshape(heads, batch * seqlen, head_dim).transpose(0, 1)
                   for t in bhsd]
     assert head_major[0].stride() == (head_dim, batch * seqlen * head_dim, 1)
     return {"dense": bhsd, "dense-bshd": bshd, "varlen": token_major, "varlen-hm": head_major}
 
 
-def runner(variant, tensors, causal, cu, seqlen):
-    """A no-argument callable that runs one forward of ``variant`` through the public API."""
-    q, k, v = tensors
+def runner(variant, tensors, causal, seqlen):
+    """A no-argument callable that runs one forward of ``variant``: ``bench_attention``'s
+    providers, so that both scripts time the same calls."""
     if variant.startswith("varlen"):
-        return lambda: kernels.flash_attention_varlen(q, k, v, cu, cu, seqlen, seqlen,
-                                                      causal=causal, check_seqlens=False)
-    return lambda: kernels.flash_attention(q, k, v, causal=causal)
+        return lambda: varlen_provider(*tensors, causal, seqlen)
+    return lambda: triton_provider(*tensors, causal)
 
 
 def main(argv=None):
@@ -89,11 +95,10 @@ def main(argv=None):
                 batch, heads = max(1, TOKENS // seqlen), MODEL_DIM // head_dim
                 torch.manual_seed(seqlen + head_dim)
                 storage = inputs(batch, heads, seqlen, head_dim, dtype)
-                cu = torch.arange(0, (batch + 1) * seqlen, seqlen, device="cuda", dtype=torch.int32)
                 ref = kernels.flash_attention(*storage["dense"], causal=causal).float()
                 fns = {}
                 for variant in VARIANTS:
-                    fn = runner(variant, storage[variant], causal, cu, seqlen)
+                    fn = runner(variant, storage[variant], causal, seqlen)
                     out = fn()
                     if variant.startswith("varlen"):
                         out = out.view(batch, seqlen, heads, head_dim).transpose(1, 2)
