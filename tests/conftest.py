@@ -73,6 +73,21 @@ def tiny_model(backend, block_size=8, n_layer=2, **config):
                       backend=backend, **config)).eval()
 
 
+def cached_generation_error(model, cache, cuts) -> float:
+    """Generates 10 tokens after a 3-token prompt with and without the cache (same seed) and
+    asserts they agree; then feeds the 13 tokens through ``cache`` in the pieces that ``cuts``
+    (their boundaries) gives, and returns the largest difference of those logits from one
+    uncached pass. Past ``block_size = 8`` in ``tiny_model``."""
+    prompt = torch.randint(0, 13, (2, 3), generator=torch.Generator().manual_seed(1))  # (B, T)
+    cached = model.generate(prompt, 10, use_cache=True, generator=torch.Generator().manual_seed(2))
+    uncached = model.generate(prompt, 10, use_cache=False, generator=torch.Generator().manual_seed(2))
+    assert cached.shape == (2, 13) and cuts[0] == 0 and cuts[-1] == 13
+    assert torch.equal(cached, uncached)
+    full, _ = model(cached)  # (B, 13, V): one pass over the whole sequence
+    steps = [model(cached[:, a:b], cache=cache)[0] for a, b in zip(cuts[:-1], cuts[1:])]
+    return (torch.cat(steps, dim=1) - full).abs().max().item()
+
+
 def interrupt_training_at(monkeypatch, at: int):
     """Make ``train.get_batch`` raise KeyboardInterrupt (a Ctrl-C) when asked for step ``at``;
     ``monkeypatch.undo()`` restores it."""

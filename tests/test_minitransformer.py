@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import interrupt_training_at, tiny_model, train_flash_and_reference
+from conftest import cached_generation_error, interrupt_training_at, tiny_model, train_flash_and_reference
 
 import minitransformer.model as model_module
 from minitransformer import train
@@ -33,17 +33,8 @@ def test_cached_generation_equals_uncached(backend):
     """Appending one token at a time against the cache gives the tokens (and logits) of recomputing
     the whole sequence, also past block_size, where the cache rolls and the window binds."""
     model = tiny_model(backend)
-    prompt = torch.randint(0, 13, (2, 3), generator=torch.Generator().manual_seed(1))  # (B, T)
-    cached = model.generate(prompt, 10, use_cache=True, generator=torch.Generator().manual_seed(2))
-    uncached = model.generate(prompt, 10, use_cache=False, generator=torch.Generator().manual_seed(2))
-    assert cached.shape == (2, 13)  # longer than block_size = 8
-    assert torch.equal(cached, uncached)
-
-    full, _ = model(cached)  # (B, 13, V): one pass over the whole sequence
     cache = KVCache()
-    steps = [model(cached[:, :4], cache=cache)[0]]  # a prefill, then one token at a time
-    steps += [model(cached[:, t:t + 1], cache=cache)[0] for t in range(4, cached.size(1))]
-    err = (torch.cat(steps, dim=1) - full).abs().max().item()
+    err = cached_generation_error(model, cache, [0, *range(4, 14)])  # a prefill, then one at a time
     print(f"{backend}: max |cached - full| logit = {err:.2e}")
     assert err < 1e-5
     assert all(k.size(2) == model.config.block_size - 1 for k in cache.k)  # the cache stays bounded

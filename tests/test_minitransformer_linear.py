@@ -7,7 +7,7 @@ Sizes are tiny so that the flash backend, which runs in Triton's interpreter on 
 
 import pytest
 import torch
-from conftest import tiny_model, train_flash_and_reference
+from conftest import cached_generation_error, tiny_model, train_flash_and_reference
 
 import minitransformer.model as model_module
 from minitransformer import sample, train
@@ -28,19 +28,10 @@ def test_cached_generation_equals_uncached(backend):
     recomputing the whole sequence, also past block_size (linear attention has no window), and the
     state keeps its size."""
     model = tiny_linear_model(backend)
-    prompt = torch.randint(0, 13, (2, 3), generator=torch.Generator().manual_seed(1))  # (B, T)
-    cached = model.generate(prompt, 10, use_cache=True, generator=torch.Generator().manual_seed(2))
-    uncached = model.generate(prompt, 10, use_cache=False, generator=torch.Generator().manual_seed(2))
-    assert cached.shape == (2, 13)  # longer than block_size = 8
-    assert torch.equal(cached, uncached)
-
-    full, _ = model(cached)  # (B, 13, V): one pass over the whole sequence
     state = model.new_cache()
     assert isinstance(state, RecurrentState)
-    steps = [model(cached[:, :4], cache=state)[0]]  # a prefill, then one token at a time
-    steps += [model(cached[:, t:t + 1], cache=state)[0] for t in range(4, 9)]
-    steps += [model(cached[:, 9:], cache=state)[0]]  # several tokens against an existing state
-    err = (torch.cat(steps, dim=1) - full).abs().max().item()
+    # a prefill, one token at a time, then several tokens against an existing state
+    err = cached_generation_error(model, state, [0, *range(4, 10), 13])
     print(f"{backend}: max |cached - full| logit = {err:.2e}")
     assert err < 1e-5
     assert state.pos == 13
