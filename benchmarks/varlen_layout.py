@@ -25,7 +25,8 @@ Each variant is timed ``--rounds`` times, interleaved, and the median kept, so t
 drift of a shared machine hits all variants alike. Forward only, with ``check_seqlens=False``
 and the offsets built once per shape (a training loop builds them once per batch).
 
-Usage (GPU only): ``python benchmarks/varlen_layout.py --out benchmarks/results/<device>``
+Usage (GPU only): ``python benchmarks/varlen_layout.py --out benchmarks/results/<device>``;
+``--plot-only CSV`` redraws the plot of a saved run (no GPU needed).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from benchmarks.bench_attention import (  # noqa: E402
     triton_provider,
     varlen_provider,
 )
-from benchmarks.results_csv import run_meta, write_csv  # noqa: E402
+from benchmarks.results_csv import read_csv, run_meta, write_csv  # noqa: E402
 
 VARIANTS = ("dense", "dense-bshd", "varlen", "varlen-hm")
 
@@ -72,17 +73,57 @@ def runner(variant, tensors, causal, seqlen):
     return lambda: triton_provider(*tensors, causal)
 
 
-def main(argv=None):
-    from triton.testing import do_bench
+def plot(rows, meta, out: Path) -> Path:
+    """Each variant's speed relative to the dense kernel, one bar group per shape, with the
+    +-10% band of the issue's varlen bar."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(dict.fromkeys((r["head_dim"], r["causal"], r["seqlen"]) for r in rows))
+    variants = [v for v in VARIANTS[1:] if any(r["variant"] == v for r in rows)]
+    ratio = {(r["variant"], r["head_dim"], r["causal"], r["seqlen"]): float(r["vs_dense"]) for r in rows}
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(shapes)), 4))
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(shapes))]
+        ax.bar(xs, [ratio.get((variant, *shape), float("nan")) for shape in shapes], width,
+               label=variant)
+    ax.axhspan(0.9, 1.1, color="grey", alpha=0.15, label="within 10% of dense")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_xticks(range(len(shapes)))
+    ax.set_xticklabels([f"d{d} {'c' if int(c) else 'f'}\n{n}" for d, c, n in shapes], fontsize=8)
+    ax.set_ylim(0.5, 1.2)
+    ax.set_ylabel("speed / dense kernel (forward)")
+    ax.set_title(f"Varlen and layout vs the dense kernel, {meta.get('dtype', '')} "
+                 f"(d = head dim, c causal / f full, N) - {meta['device']}, {meta['date']}", fontsize=9)
+    ax.legend(fontsize=8, ncol=len(variants) + 1, loc="lower center")
+    fig.tight_layout()
+    path = out / "varlen_layout.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="directory for the CSV and PNG (unless --plot-only)")
+    p.add_argument("--plot-only", type=Path, metavar="CSV", help="redraw the plot of a CSV and exit")
     p.add_argument("--seqlens", type=int, nargs="+", default=[512, 1024, 4096, 16384])
     p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     p.add_argument("--causal", nargs="+", default=["0", "1"], choices=["0", "1"])
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16"])
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
+    if args.plot_only:
+        meta, rows, _ = read_csv(args.plot_only)
+        print(f"wrote {plot(rows, meta, args.plot_only.parent)}")
+        return
+    if args.out is None:
+        p.error("--out is required (unless --plot-only)")
+    from triton.testing import do_bench
+
     if not torch.cuda.is_available() or kernels.INTERPRET:
         sys.exit("varlen_layout: needs a CUDA GPU with compiled Triton (got the interpreter)")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +164,7 @@ def main(argv=None):
                 write_csv(args.out / "varlen_layout.csv", meta, rows,
                           comments=["forward only; vs_dense = dense time / variant time (same run, "
                                     "median of rounds); spread = (max - min) / median over rounds"])
-    print(f"wrote {args.out / 'varlen_layout.csv'}")
+    print(f"wrote {args.out / 'varlen_layout.csv'} and {plot(rows, meta, args.out)}")
 
 
 if __name__ == "__main__":

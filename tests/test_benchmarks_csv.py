@@ -30,7 +30,8 @@ def test_write_then_read(tmp_path):
 
 def test_committed_results_carry_device_and_date():
     """Every CSV of measurements under benchmarks/results/ says where and when it was measured."""
-    for name in ("attention_tflops", "attention_memory", "decode", "linear_vs_softmax", "tune_attention"):
+    for name in ("attention_tflops", "attention_memory", "decode", "linear_vs_softmax", "tune_attention",
+                 "varlen_layout", "varlen_layout_gridorder"):
         meta, rows, _ = read_csv(RESULTS / f"{name}.csv")
         assert meta["device"].startswith("NVIDIA") and meta["date"].startswith("2026-"), name
         assert rows, name
@@ -57,3 +58,16 @@ def test_append_keeps_old_rows_of_shapes_not_reached():
     old = [row("triton", 512), row("sdpa-flash", 512), row("triton", 1024), row("flex", 1024)]
     new = [row("triton", 1024)]
     assert merged(old, new) == old[:2] + new
+
+
+def test_varlen_layout_plot_of_the_committed_run(tmp_path):
+    """varlen_layout.py --plot-only draws a saved run without a GPU; the committed run has every
+    variant at every shape, and the varlen forward within 10% of dense (the issue's bar)."""
+    csv_path = tmp_path / "varlen_layout.csv"
+    csv_path.write_text((RESULTS / "varlen_layout.csv").read_text())
+    load("varlen_layout").main(["--plot-only", str(csv_path)])
+    assert (tmp_path / "varlen_layout.png").stat().st_size > 0
+    _, rows, _ = read_csv(csv_path)
+    shapes = {(r["head_dim"], r["causal"], r["seqlen"]) for r in rows}
+    assert len(rows) == 4 * len(shapes) == 64
+    assert all(0.9 <= float(r["vs_dense"]) <= 1.1 for r in rows if r["variant"] == "varlen")
