@@ -67,10 +67,10 @@ def text_file(tmp_path_factory):
 
 
 def tiny_model(backend, block_size=8, n_layer=2, **config):
-    """A 16-wide model over 13 symbols, seeded, in eval mode; ``config`` adds Config fields."""
+    """A 16-wide model over 13 symbols, seeded, on DEVICE, in eval mode; ``config`` adds Config fields."""
     torch.manual_seed(0)
     return GPT(Config(vocab_size=13, block_size=block_size, n_layer=n_layer, n_embd=16,
-                      backend=backend, **config)).eval()
+                      backend=backend, **config)).to(DEVICE).eval()
 
 
 def cached_generation_error(model, cache, cuts) -> float:
@@ -78,7 +78,7 @@ def cached_generation_error(model, cache, cuts) -> float:
     asserts they agree; then feeds the 13 tokens through ``cache`` in the pieces that ``cuts``
     (their boundaries) gives, and returns the largest difference of those logits from one
     uncached pass. Past ``block_size = 8`` in ``tiny_model``."""
-    prompt = torch.randint(0, 13, (2, 3), generator=torch.Generator().manual_seed(1))  # (B, T)
+    prompt = torch.randint(0, 13, (2, 3), generator=torch.Generator().manual_seed(1)).to(DEVICE)  # (B, T)
     cached = model.generate(prompt, 10, use_cache=True, generator=torch.Generator().manual_seed(2))
     uncached = model.generate(prompt, 10, use_cache=False, generator=torch.Generator().manual_seed(2))
     assert cached.shape == (2, 13) and cuts[0] == 0 and cuts[-1] == 13

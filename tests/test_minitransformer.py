@@ -1,6 +1,7 @@
 """Tests of the mini Transformer: cached generation, exactness of flash in training, resume, errors.
 
-Sizes are tiny so that the flash backend, which runs in Triton's interpreter on a CPU, stays fast.
+Sizes are tiny so that the flash backend, which runs in Triton's interpreter on a CPU, stays fast;
+on a GPU (conftest.DEVICE) the same tests run the compiled kernels.
 """
 
 import os
@@ -12,7 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cached_generation_error, interrupt_training_at, tiny_model, train_flash_and_reference
+from conftest import (
+    DEVICE,
+    cached_generation_error,
+    interrupt_training_at,
+    tiny_model,
+    train_flash_and_reference,
+)
 
 import minitransformer.model as model_module
 from minitransformer import train
@@ -22,7 +29,7 @@ from minitransformer.model import Config, KVCache
 ROOT = Path(__file__).resolve().parents[1]
 # A small run on a small text: a few steps of a one-layer model (flags of minitransformer.train).
 TINY = ["--n-layer", "1", "--n-embd", "16", "--block-size", "32", "--batch-size", "2", "--warmup", "2",
-        "--eval-batches", "1", "--sample-chars", "0", "--device", "cpu"]
+        "--eval-batches", "1", "--sample-chars", "0", "--device", DEVICE]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -59,8 +66,8 @@ def test_cached_step_is_one_query_against_the_cache(monkeypatch):
     monkeypatch.setattr(model_module, "flash_attention", spy_attention)
     monkeypatch.setattr(model_module, "flash_decode", spy_decode)
     cache = KVCache()
-    model(torch.zeros(1, 5, dtype=torch.long), cache=cache)
-    model(torch.zeros(1, 1, dtype=torch.long), cache=cache)
+    model(torch.zeros(1, 5, dtype=torch.long, device=DEVICE), cache=cache)
+    model(torch.zeros(1, 1, dtype=torch.long, device=DEVICE), cache=cache)
     assert calls == [("flash_attention", (1, 1, 5, 16), (1, 1, 5, 16), True),
                      ("flash_decode", (1, 1, 1, 16), (1, 1, 6, 16), [6])]
 
@@ -217,7 +224,7 @@ def test_sample_cli_generates_from_checkpoint(text_file, tmp_path, capsys):
 
     train.main(["--data", str(text_file), "--backend", "reference", "--steps", "2", "--out", str(tmp_path), *TINY])
     capsys.readouterr()
-    sample.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--prompt", "def ", "--chars", "20", "--device", "cpu"])
+    sample.main(["--ckpt", str(tmp_path / "ckpt.pt"), "--prompt", "def ", "--chars", "20", "--device", DEVICE])
     out = capsys.readouterr().out
     assert out.startswith("def ") and "20 characters" in out
 
@@ -237,8 +244,8 @@ def test_packing_cuts_windows_at_document_starts():
 def test_packed_attention_stays_within_documents(backend):
     """Each document of a packed row gets exactly the attention it would get alone."""
     torch.manual_seed(0)
-    q, k, v = (torch.randn(2, 1, 8, 16) for _ in range(3))
-    cu_seqlens = torch.tensor([0, 3, 8, 10, 16], dtype=torch.int32)
+    q, k, v = (torch.randn(2, 1, 8, 16, device=DEVICE) for _ in range(3))
+    cu_seqlens = torch.tensor([0, 3, 8, 10, 16], dtype=torch.int32, device=DEVICE)
     out = model_module.packed_attention(q, k, v, backend, (cu_seqlens, 6))  # (2, 1, 8, 16)
     flat = [t.reshape(16, 16) for t in (q, k, v, out)]  # (B*T, D)
     for lo, hi in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist()):

@@ -1,13 +1,14 @@
 """The mini Transformer with ``attention="linear"``: generation from the recurrent state, the
 backends agree in training, checkpoints remember the choice, and the errors are clear.
 
-Sizes are tiny so that the flash backend, which runs in Triton's interpreter on a CPU, stays fast.
+Sizes are tiny so that the flash backend, which runs in Triton's interpreter on a CPU, stays fast;
+on a GPU (conftest.DEVICE) the same tests run the compiled kernels.
 """
 
 
 import pytest
 import torch
-from conftest import cached_generation_error, tiny_model, train_flash_and_reference
+from conftest import DEVICE, cached_generation_error, tiny_model, train_flash_and_reference
 
 import minitransformer.model as model_module
 from minitransformer import sample, train
@@ -15,7 +16,7 @@ from minitransformer.model import Config, RecurrentState
 
 # flags of minitransformer.train for a few steps of a one-layer model, as in test_minitransformer
 TINY = ["--n-layer", "1", "--n-embd", "16", "--block-size", "32", "--batch-size", "2", "--warmup", "2",
-        "--eval-batches", "1", "--sample-chars", "0", "--device", "cpu", "--attention", "linear"]
+        "--eval-batches", "1", "--sample-chars", "0", "--device", DEVICE, "--attention", "linear"]
 
 
 def tiny_linear_model(backend, block_size=8, n_layer=2):
@@ -62,9 +63,9 @@ def test_generation_steps_use_the_state_only(monkeypatch):
     for name in ("flash_attention", "flash_decode", "attention_reference"):
         monkeypatch.setattr(model_module, name, forbidden)
     state = model.new_cache()
-    model(torch.zeros(1, 5, dtype=torch.long), cache=state)
+    model(torch.zeros(1, 5, dtype=torch.long, device=DEVICE), cache=state)
     for _ in range(3):
-        model(torch.zeros(1, 1, dtype=torch.long), cache=state)
+        model(torch.zeros(1, 1, dtype=torch.long, device=DEVICE), cache=state)
     assert calls == [("linear_attention", (1, 1, 5, 16))] + \
         [("linear_attention_step", (1, 1, 1, 16), (1, 1, 16, 17))] * 3
 
@@ -79,7 +80,7 @@ def test_flash_and_reference_train_the_same(text_file, tmp_path, capsys):
     ckpt = train.load_checkpoint(tmp_path / "reference" / "ckpt.pt")
     assert ckpt["config"]["attention"] == "linear" and ckpt["config"]["decay"] == Config.decay
     sample.main(["--ckpt", str(tmp_path / "reference" / "ckpt.pt"), "--prompt", "def ", "--chars", "12",
-                 "--backend", "reference", "--device", "cpu"])
+                 "--backend", "reference", "--device", DEVICE])
     out = capsys.readouterr().out
     assert out.startswith("def ") and "linear attention, recurrent state" in out
 
@@ -131,4 +132,4 @@ def test_packed_forward_is_refused():
     model = tiny_linear_model("reference")
     packing = (torch.tensor([0, 3, 8], dtype=torch.int32), 5)
     with pytest.raises(ValueError, match="packed documents need softmax attention"):
-        model(torch.zeros(1, 8, dtype=torch.long), packing=packing)
+        model(torch.zeros(1, 8, dtype=torch.long, device=DEVICE), packing=packing)
