@@ -27,10 +27,8 @@ if "TRITON_INTERPRET" not in os.environ:
             )
         os.environ["TRITON_INTERPRET"] = "1"
 
-#: True when the kernels run through Triton's CPU interpreter.
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
 from . import iocost  # noqa: E402,F401  (pure NumPy: the IO-cost model)
+from ._checks import INTERPRET  # noqa: E402  (True when the kernels run through Triton's CPU interpreter)
 from .reference import attention_mask, attention_reference, attention_varlen_reference  # noqa: E402
 
 try:

@@ -6,7 +6,9 @@ what was expected, so a user never meets a Triton compile trace or a silent wron
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import torch
 
@@ -14,6 +16,40 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MIN_HEAD_DIM = 8
 MAX_HEAD_DIM = 256
+#: True when the kernels run through Triton's CPU interpreter (``kernels/__init__.py`` decides).
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, minor = (text.split(".") + ["0"])[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+@functools.cache
+def interpreter_problem(triton_version: str | None = None, numpy_version: str | None = None) -> str | None:
+    """Why Triton's interpreter cannot run these kernels here, or None. Triton 3.6's interpreter
+    fails with numpy >= 2.4 on a loop over a runtime bound (``for s in range(start, end, BLOCK)``),
+    fixed in Triton 3.7 (triton PR 9172). The versions default to the installed ones."""
+    if triton_version is None or numpy_version is None:
+        import numpy
+        import triton
+
+        triton_version = triton_version or triton.__version__
+        numpy_version = numpy_version or numpy.__version__
+    if _version(triton_version) < (3, 7) and _version(numpy_version) >= (2, 4):
+        return (f"Triton {triton_version}'s interpreter cannot run these kernels with numpy {numpy_version} "
+                "(a loop over a runtime bound fails; fixed in Triton 3.7): install triton>=3.7 "
+                "(requirements.txt pins it) or numpy<2.4, or pass CUDA tensors without TRITON_INTERPRET")
+    return None
+
+
+def check_runs_here(q: torch.Tensor) -> None:
+    """The kernels run compiled on CUDA tensors, or through the interpreter on CPU tensors."""
+    if q.device.type != "cuda" and not INTERPRET:
+        raise ValueError(f"q: tensors on {q.device} need Triton's interpreter; move them to CUDA, "
+                         "or set TRITON_INTERPRET=1 before importing kernels")
+    if INTERPRET and (problem := interpreter_problem()):
+        raise RuntimeError(problem)
 
 
 def check_window(window_size, causal: bool) -> tuple[int, int]:

@@ -17,8 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import check_qkv, check_scale, check_window
-from .flash_attn import INTERPRET, Layout, _grid, _launch_forward, _padded_head_dim, _tile_ids, fwd_config
+from ._checks import INTERPRET, check_qkv, check_runs_here, check_scale, check_window
+from .flash_attn import Layout, _grid, _launch_forward, _padded_head_dim, _tile_ids, fwd_config
 
 
 @triton.jit
@@ -121,9 +121,7 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
         raise ValueError(f"num_splits: expected None or an int >= 1, got {num_splits!r}")
     scale = check_scale(softmax_scale, head_dim)
     window_left, window_right = check_window((-1, -1), causal)
-    if q.device.type != "cuda" and not INTERPRET:
-        raise ValueError(f"q: tensors on {q.device} need Triton's interpreter; move them to CUDA, "
-                         "or set TRITON_INTERPRET=1 before importing kernels")
+    check_runs_here(q)
 
     rows = seqlen_q * (heads_q // heads_kv)  # query heads of a group share a tile (PACK_GQA)
     cfg = decode_config(head_dim, q.dtype, rows)

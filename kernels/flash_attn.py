@@ -23,16 +23,23 @@ autograd formula, and the public :func:`flash_attention`.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
-from ._checks import KERNEL_DTYPES, MAX_HEAD_DIM, MIN_HEAD_DIM, check_qkv, check_scale, check_window
+from ._checks import (
+    INTERPRET,
+    KERNEL_DTYPES,
+    MAX_HEAD_DIM,
+    MIN_HEAD_DIM,
+    check_qkv,
+    check_runs_here,
+    check_scale,
+    check_window,
+)
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)); exp2 is the cheaper instruction
 LN2 = 0.6931471805599453  # log(x) = log2(x) * ln(2)
 # The same two numbers as compile-time constants, the only kind of global a @triton.jit reads.
@@ -928,11 +935,7 @@ def flash_attention(q, k, v, *, causal=False, softmax_scale=None, window_size=(-
     check_qkv(q, k, v, dtypes=KERNEL_DTYPES, min_head_dim=MIN_HEAD_DIM, max_head_dim=MAX_HEAD_DIM)
     scale = check_scale(softmax_scale, q.shape[-1])
     window_left, window_right = check_window(window_size, causal)
-    if q.device.type != "cuda" and not INTERPRET:
-        raise ValueError(
-            f"q: tensors on {q.device} need Triton's interpreter; move them to CUDA, or set "
-            "TRITON_INTERPRET=1 before importing kernels"
-        )
+    check_runs_here(q)
     if torch.compiler.is_compiling():
         out, lse = _attention_fwd_op(q, k, v, bool(causal), scale, window_left, window_right)
     else:

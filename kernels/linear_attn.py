@@ -69,19 +69,19 @@ rounded to bf16 it cost the backward's dq its accuracy on the GPU (see the kerne
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
 from ._checks import (
     FLOAT_DTYPES,
+    INTERPRET,
     KERNEL_DTYPES,
     MIN_HEAD_DIM,
     check_chunk_size,
     check_decay,
     check_feature_map,
     check_qkv,
+    check_runs_here,
     check_scale_named,
 )
 
@@ -91,7 +91,6 @@ try:
 except ImportError:  # macOS / Windows: the plain-PyTorch forms below still work
     triton = tl = None
 
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 FEATURE_MAPS = ("elu1", None)
 LINEAR_MAX_HEAD_DIM = 128  # the kernel keeps a [head_dim, BLOCK_V] fp32 state in registers
 DEFAULT_CHUNK = 64  # C: the C x C tile of the parallel form inside a chunk
@@ -461,11 +460,7 @@ def linear_attention(q, k, v, *, decay=None, feature_map="elu1", scale=None, chu
     if isinstance(decay, torch.Tensor) and decay.requires_grad:
         raise ValueError("decay: the chunked kernel gives the decay no gradient; pass decay.detach(), "
                          "or use linear_attention_parallel to learn it")
-    if q.device.type != "cuda" and not INTERPRET:
-        raise ValueError(
-            f"q: tensors on {q.device} need Triton's interpreter; move them to CUDA, or set "
-            "TRITON_INTERPRET=1 before importing kernels"
-        )
+    check_runs_here(q)
     qf, kf, vf = _feature_map(q, k, v, feature_map)
     out_dtype = torch.float32 if feature_map is not None else q.dtype  # see _ChunkedLinearAttention
     out = _ChunkedLinearAttention.apply(qf, kf, vf, g, scale, chunk_size, out_dtype)

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_cu_seqlens, check_packed_qkv, check_scale, check_window
-from .flash_attn import INTERPRET, Layout, _flash_attn_backward, _flash_attn_forward, _FlashAttention
+from ._checks import check_cu_seqlens, check_packed_qkv, check_runs_here, check_scale, check_window
+from .flash_attn import Layout, _flash_attn_backward, _flash_attn_forward, _FlashAttention
 
 
 def _layout(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
@@ -108,9 +108,7 @@ def flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
                          f"got {cu_seqlens_k.numel()}")
     scale = check_scale(softmax_scale, head_dim)
     window_left, window_right = check_window(window_size, causal)
-    if q.device.type != "cuda" and not INTERPRET:
-        raise ValueError(f"q: tensors on {q.device} need Triton's interpreter; move them to CUDA, "
-                         "or set TRITON_INTERPRET=1 before importing kernels")
+    check_runs_here(q)
     args = (int(max_seqlen_q), int(max_seqlen_k), bool(causal), scale, window_left, window_right)
     if torch.compiler.is_compiling():
         out, lse = _varlen_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, *args)

@@ -27,6 +27,7 @@ it to run ring attention (``kernels/ring.py``) across processes on a machine wit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -130,7 +131,8 @@ def mean(x: torch.Tensor, ranks: Ranks) -> float:
 # --------------------------------------------------------------------------------------------
 def run_in_processes(fn, args_per_rank, *, timeout_s: float = 120.0, **kwargs) -> list:
     """Run ``fn(*args_per_rank[r], **kwargs)`` as rank ``r`` of a gloo process group of
-    ``len(args_per_rank)`` fresh CPU processes; return what each returned, in rank order.
+    ``len(args_per_rank)`` fresh CPU processes; return what each returned, in rank order. The
+    kernels run there through Triton's interpreter, also on a machine with a GPU.
 
     ``fn`` must be importable by name (a function defined at the top level of a module, not in a
     notebook cell): the processes are spawned, and receive it pickled by reference. Inside it,
@@ -145,19 +147,29 @@ def run_in_processes(fn, args_per_rank, *, timeout_s: float = 120.0, **kwargs) -
     first one seen. A rank left waiting for a message fails after ``timeout_s`` seconds.
     """
     world_size = len(args_per_rank)
-    old = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # the children inherit it before they import torch
+    # The children inherit these before they import torch and kernels: one thread each, since they
+    # share the machine's cores, and Triton's interpreter, since their tensors are on the CPU even
+    # where a GPU is present (without it, the kernels would compile for the GPU and refuse them).
+    with _environment(OMP_NUM_THREADS="1", TRITON_INTERPRET="1"), tempfile.TemporaryDirectory() as folder:
+        mp.start_processes(_run_rank, args=(fn, list(args_per_rank), kwargs, folder, timeout_s),
+                           nprocs=world_size, start_method="spawn")
+        # our own files, written a moment ago by our own processes: any picklable result
+        return [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    """Set environment variables for the duration of a ``with`` block, then restore them."""
+    old = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
-        with tempfile.TemporaryDirectory() as folder:
-            mp.start_processes(_run_rank, args=(fn, list(args_per_rank), kwargs, folder, timeout_s),
-                               nprocs=world_size, start_method="spawn")
-            # our own files, written a moment ago by our own processes: any picklable result
-            return [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(world_size)]
+        yield
     finally:
-        if old is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = old
+        for name, value in old.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def _run_rank(rank: int, fn, args_per_rank: list, kwargs: dict, folder: str, timeout_s: float):

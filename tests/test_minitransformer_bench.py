@@ -1,17 +1,19 @@
-"""The training-memory benchmark (benchmarks/train_memory.py) runs its logic on a CPU at tiny sizes."""
+"""The training-memory benchmark (benchmarks/train_memory.py) runs its logic at tiny sizes (on a CPU in CI;
+on DEVICE, the GPU, where there is one)."""
 
 import csv
 import importlib.util
 from pathlib import Path
 
 import torch
+from conftest import DEVICE
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("train_memory", ROOT / "benchmarks" / "train_memory.py")
 train_memory = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(train_memory)
 
-TINY = ["--device", "cpu", "--seqlens", "32", "64", "--tokens-per-step", "64", "--n-layer", "1", "--n-embd", "16",
+TINY = ["--device", DEVICE, "--seqlens", "32", "64", "--tokens-per-step", "64", "--n-layer", "1", "--n-embd", "16",
         "--warmup", "1", "--iters", "2"]
 
 
@@ -23,7 +25,7 @@ def test_writes_csv_and_plot(tmp_path):
         ("flash", "32", "2"), ("reference", "32", "2"), ("sdpa", "32", "2"),
         ("flash", "64", "1"), ("reference", "64", "1"), ("sdpa", "64", "1")]
     assert all(r["status"] == "ok" and float(r["tokens_per_s"]) > 0 for r in rows)
-    assert rows[0]["device"] == "cpu" and rows[0]["torch"] == torch.__version__ and rows[0]["date"]
+    assert rows[0]["device"] == (torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu") and rows[0]["torch"] == torch.__version__ and rows[0]["date"]
     assert (tmp_path / "train_memory.png").stat().st_size > 0
 
 
