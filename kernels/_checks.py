@@ -6,7 +6,6 @@ what was expected, so a user never meets a Triton compile trace or a silent wron
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -25,7 +24,6 @@ def _version(text: str) -> tuple[int, int]:
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
-@functools.cache
 def interpreter_problem(triton_version: str | None = None, numpy_version: str | None = None) -> str | None:
     """Why Triton's interpreter cannot run these kernels here, or None. Triton 3.6's interpreter
     fails with numpy >= 2.4 on a loop over a runtime bound (``for s in range(start, end, BLOCK)``),
@@ -43,13 +41,24 @@ def interpreter_problem(triton_version: str | None = None, numpy_version: str | 
     return None
 
 
+def _installed_interpreter_problem() -> str | None:
+    try:
+        return interpreter_problem()
+    except ImportError:  # no Triton: the kernels say so when called
+        return None
+
+
+#: Why the interpreter in force cannot run the kernels, or None; decided once, at import.
+INTERPRETER_PROBLEM = _installed_interpreter_problem() if INTERPRET else None
+
+
 def check_runs_here(q: torch.Tensor) -> None:
     """The kernels run compiled on CUDA tensors, or through the interpreter on CPU tensors."""
     if q.device.type != "cuda" and not INTERPRET:
         raise ValueError(f"q: tensors on {q.device} need Triton's interpreter; move them to CUDA, "
                          "or set TRITON_INTERPRET=1 before importing kernels")
-    if INTERPRET and (problem := interpreter_problem()):
-        raise RuntimeError(problem)
+    if INTERPRETER_PROBLEM:
+        raise RuntimeError(INTERPRETER_PROBLEM)
 
 
 def check_window(window_size, causal: bool) -> tuple[int, int]:

@@ -66,9 +66,9 @@ def test_broken_interpreter_is_a_clear_error(monkeypatch):
     import kernels
     from kernels import _checks
 
-    message = _checks.interpreter_problem("3.6.0", "2.5.2")  # what the GPU image's versions give
+    # what the GPU image's versions give where the interpreter is in force
     monkeypatch.setattr(_checks, "INTERPRET", True)
-    monkeypatch.setattr(_checks, "interpreter_problem", lambda: message)
+    monkeypatch.setattr(_checks, "INTERPRETER_PROBLEM", _checks.interpreter_problem("3.6.0", "2.5.2"))
     q = torch.randn(1, 2, 9, 16)
     calls = {
         "flash_attention": lambda: kernels.flash_attention(q, q, q),
