@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels  # noqa: E402
-from benchmarks.results_csv import read_csv, run_meta, write_csv  # noqa: E402
+from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv  # noqa: E402
 
 TOKENS = 16384  # batch = TOKENS // seqlen, as in the FlashAttention papers
 MODEL_DIM = 2048  # heads = MODEL_DIM // head_dim
@@ -170,11 +170,7 @@ def main(argv=None):
         plot(rows, meta, args.summary_only.parent)
         summary(rows)
         return
-    if args.out is None:
-        p.error("--out is required (unless --summary-only)")
-    if not torch.cuda.is_available() or kernels.INTERPRET:
-        sys.exit("bench_attention: needs a CUDA GPU with compiled Triton (got the interpreter)")
-    args.out.mkdir(parents=True, exist_ok=True)
+    start_gpu_run(p, args.out, "bench_attention", "--summary-only")
     meta = run_meta()
     if args.memory or args.memory_only:
         memory_sweep(args.out, meta)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels  # noqa: E402
-from benchmarks.results_csv import run_meta, write_csv  # noqa: E402
+from benchmarks.results_csv import require_gpu, run_meta, write_csv  # noqa: E402
 from kernels.decode import choose_num_splits, decode_config  # noqa: E402
 
 
@@ -43,8 +43,7 @@ def main(argv=None):
     p.add_argument("--heads-kv", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
     args = p.parse_args(argv)
-    if not torch.cuda.is_available() or kernels.INTERPRET:
-        sys.exit("bench_decode: needs a CUDA GPU with compiled Triton")
+    require_gpu("bench_decode")
     from triton.testing import do_bench_cudagraph
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels  # noqa: E402
-from benchmarks.results_csv import read_csv, run_meta, write_csv  # noqa: E402
+from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv  # noqa: E402
 from kernels.linear_attn import kernel_config  # noqa: E402
 
 SEQLENS = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
@@ -132,11 +132,7 @@ def main(argv=None):
             print(f"wrote {path}")
         summary(rows)
         return
-    if args.out is None:
-        p.error("--out is required")
-    if not torch.cuda.is_available() or kernels.INTERPRET:
-        sys.exit("bench_linear: needs a CUDA GPU with compiled Triton (got the interpreter)")
-    args.out.mkdir(parents=True, exist_ok=True)
+    start_gpu_run(p, args.out, "bench_linear", "--plot-only")
     dtype = torch.bfloat16
     meta = run_meta()
     print(", ".join(f"{k}={v}" for k, v in meta.items()))

@@ -23,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels  # noqa: E402
+from benchmarks.results_csv import require_gpu  # noqa: E402
 
 TOL = 2e-2  # bf16 against float64
 
@@ -136,8 +137,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dtypes", nargs="+", default=["bf16", "fp16"], choices=["bf16", "fp16"])
     args = p.parse_args(argv)
-    if not torch.cuda.is_available() or kernels.INTERPRET:
-        sys.exit("memcheck_ragged: needs a CUDA GPU with compiled Triton")
+    require_gpu("memcheck_ragged")
     ok = True
     for name in args.dtypes:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[name]

@@ -3,14 +3,37 @@
 A file starts with one comment line of metadata, ``# device=..., date=..., torch=..., triton=...``
 (plus what a benchmark adds), may carry further ``#`` lines of free text (checks it ran, units),
 then a header and the rows. Timings from a shared machine mean little without the device, the
-date and the versions beside them.
+date and the versions beside them. The start that every measuring run shares (a GPU with
+compiled kernels, an output folder) is here too.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import sys
 from pathlib import Path
+
+
+def require_gpu(script: str) -> None:
+    """Exit with one line unless CUDA is here and the kernels compile for it (a timing of Triton's
+    interpreter would mean nothing)."""
+    import torch
+
+    import kernels
+
+    if not torch.cuda.is_available() or kernels.INTERPRET:
+        sys.exit(f"{script}: needs a CUDA GPU with compiled Triton "
+                 f"(here: {'the interpreter' if kernels.INTERPRET else 'no CUDA'})")
+
+
+def start_gpu_run(parser, out: Path | None, script: str, alternative: str | None = None) -> None:
+    """The common start of a benchmark that writes results: ``--out`` given (``alternative``
+    names the flag that needs no GPU and no --out), a GPU (:func:`require_gpu`), the folder made."""
+    if out is None:
+        parser.error("--out is required" + (f" (unless {alternative})" if alternative else ""))
+    require_gpu(script)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def run_meta(**extra) -> dict:

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import kernels  # noqa: E402
-from benchmarks.results_csv import read_csv, run_meta, write_csv  # noqa: E402
+from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv  # noqa: E402
 from kernels import flash_attn  # noqa: E402
 
 TOKENS, MODEL_DIM = 16384, 2048
@@ -139,11 +139,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.plot_only:
         return plot(args.plot_only)
-    if args.out is None:
-        p.error("--out is required (or --plot-only CSV)")
-    if not torch.cuda.is_available() or kernels.INTERPRET:
-        sys.exit("tune_attention: needs a CUDA GPU")
-    args.out.mkdir(parents=True, exist_ok=True)
+    start_gpu_run(p, args.out, "tune_attention", "--plot-only CSV")
     shapes = [(d, c) for d in args.head_dims for c in (False, True)]
     t0 = time.time()
     jobs = [("fwd", c, None, d, causal, args.seqlen) for d, causal in shapes for c in FWD]

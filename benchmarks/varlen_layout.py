@@ -48,7 +48,7 @@ from benchmarks.bench_attention import (  # noqa: E402
     triton_provider,
     varlen_provider,
 )
-from benchmarks.results_csv import read_csv, run_meta, write_csv  # noqa: E402
+from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv  # noqa: E402
 
 VARIANTS = ("dense", "dense-bshd", "varlen", "varlen-hm")
 
@@ -120,13 +120,9 @@ def main(argv=None):
         meta, rows, _ = read_csv(args.plot_only)
         print(f"wrote {plot(rows, meta, args.plot_only.parent)}")
         return
-    if args.out is None:
-        p.error("--out is required (unless --plot-only)")
+    start_gpu_run(p, args.out, "varlen_layout", "--plot-only")
     from triton.testing import do_bench
 
-    if not torch.cuda.is_available() or kernels.INTERPRET:
-        sys.exit("varlen_layout: needs a CUDA GPU with compiled Triton (got the interpreter)")
-    args.out.mkdir(parents=True, exist_ok=True)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
     meta = run_meta(dtype=args.dtype, tokens=TOKENS, model_dim=MODEL_DIM)
     rows = []
