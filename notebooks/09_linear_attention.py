@@ -50,7 +50,6 @@ except ModuleNotFoundError:  # nbmake runs a notebook from notebooks/: the repos
     import kernels
 
 import contextlib
-import csv
 import io
 import math
 import tempfile
@@ -76,6 +75,10 @@ from minitransformer.data import Vocab, read_corpus, unigram_entropy
 from minitransformer.model import RecurrentState
 
 ROOT = Path(kernels.__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is not installed: its CSV reader comes from the checkout
+    sys.path.insert(0, str(ROOT))
+from benchmarks.results_csv import read_csv  # noqa: E402  (the format every benchmark writes)
+
 # The tensors here are tiny: one CPU thread is faster than several that wait for each other
 # (on a busy 2-core machine, many times faster).
 torch.set_num_threads(1)
@@ -536,17 +539,9 @@ assert fewer == 64
 MEASURED = ROOT / "benchmarks" / "results" / "h100" / "linear_vs_softmax.csv"
 
 
-def read_measured(path):
-    """The rows of a CSV written by bench_linear.py (its '#' lines are metadata) and the first
-    comment line (device, date, versions)."""
-    lines = path.read_text().splitlines()
-    comments = [line for line in lines if line.startswith("#")]
-    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
-    return rows, (comments[0].lstrip("# ") if comments else "")
-
-
 if MEASURED.exists():
-    rows, meta = read_measured(MEASURED)
+    meta, rows, _ = read_csv(MEASURED)
+    meta = ", ".join(f"{k}={v}" for k, v in meta.items())  # device, date, versions
     print(f"{MEASURED.relative_to(ROOT)}: {len(rows)} rows; {meta}")
     head_dims = sorted({int(r["head_dim"]) for r in rows})
     modes = [m for m in ("fwd", "fwd_bwd") if any(r["mode"] == m for r in rows)]

@@ -46,7 +46,6 @@ except ModuleNotFoundError:  # nbmake runs a notebook from notebooks/: the repos
     import kernels
 
 import contextlib
-import csv
 import inspect
 import io
 import tempfile
@@ -67,6 +66,10 @@ from minitransformer.data import get_batch
 from minitransformer.distributed import run_in_processes
 
 ROOT = Path(kernels.__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # benchmarks/ is not installed: its CSV reader comes from the checkout
+    sys.path.insert(0, str(ROOT))
+from benchmarks.results_csv import read_csv  # noqa: E402  (the format every benchmark writes)
+
 torch.manual_seed(0)
 print(f"Triton interpreter: {kernels.INTERPRET}; the ranks below are CPU processes talking through gloo")
 
@@ -87,8 +90,7 @@ def rel_err(x, ref):
 HEADS, HEAD_DIM, BYTES_BF16 = 32, 128, 2
 N_LONG = 2**20
 kv_bytes = 2 * HEADS * N_LONG * HEAD_DIM * BYTES_BF16  # K and V of one layer, batch 1
-bench_lines = (ROOT / "benchmarks" / "results" / "h100" / "attention_tflops.csv").read_text().splitlines()
-bench = list(csv.DictReader(line for line in bench_lines if not line.startswith("#")))  # '#': metadata
+_, bench, _ = read_csv(ROOT / "benchmarks" / "results" / "h100" / "attention_tflops.csv")
 OUR_FWD_FLOPS, OUR_BWD_FLOPS = (  # our kernel's best measured rates on the H100, FLOP/s
     1e12 * max(float(r["tflops"]) for r in bench if r["provider"] == "triton" and r["mode"] == mode)
     for mode in ("fwd", "bwd"))
