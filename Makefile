@@ -15,16 +15,20 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-## make test: the whole test suite (kernels through the interpreter on a CPU-only machine)
+## make test: the whole test suite (kernels through the interpreter on a CPU-only machine), one
+## worker process per core (pytest-xdist); JOBS=1 runs it in one process
+JOBS ?= auto
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(JOBS) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-## make notebooks: Jupyter Lab on the notebook series
+## make notebooks: Jupyter Lab on the notebook series (ARGS go to jupyter lab, e.g. --no-browser);
+## as root, the usual user in a container, Jupyter refuses to start without --allow-root
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 notebooks: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(ALLOW_ROOT) $(ARGS) notebooks/
 
 ## make train: train the mini Transformer (about 2 minutes on a 2-core CPU, under a minute on a GPU)
 train: $(STAMP)

@@ -7,6 +7,7 @@ what was expected, so a user never meets a Triton compile trace or a silent wron
 from __future__ import annotations
 
 import math
+import numbers
 import os
 
 import torch
@@ -61,32 +62,39 @@ def check_runs_here(q: torch.Tensor) -> None:
         raise RuntimeError(INTERPRETER_PROBLEM)
 
 
-def check_window(window_size, causal: bool) -> tuple[int, int]:
-    """Validate ``window_size=(left, right)``; returns it as two Python ints.
+def check_causal(causal) -> bool:
+    """``causal`` must be a bool: a string such as ``"no"`` is truthy and would silently mask."""
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal: expected True or False, got {type(causal).__name__} {causal!r}")
+    return causal
 
-    -1 means unbounded on that side. ``causal=True`` is the window ``(left, 0)``, so a causal call
-    may only pass ``right`` as -1 or 0.
+
+def check_window(window_size, causal) -> tuple[int, int]:
+    """Validate ``window_size=(left, right)`` and ``causal``; returns the band as two Python ints.
+
+    -1 means unbounded on that side; any integer type (Python, numpy, a 0-d integer tensor is
+    not one) is accepted. ``causal=True`` sets ``right = 0`` whatever ``right`` was, as
+    FlashAttention does (its ``flash_attn_func`` accepts ``causal=True`` with any window and
+    applies the causal mask on top of it): ``(left, right)`` with causal is ``(left, 0)``.
     """
+    check_causal(causal)
     if not isinstance(window_size, (tuple, list)) or len(window_size) != 2:
         raise TypeError(f"window_size: expected a pair (left, right) of ints, got {window_size!r}")
     left, right = window_size
     for name, value in (("window_size[0] (left)", left), ("window_size[1] (right)", right)):
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
         if value < -1:
             raise ValueError(f"{name}: expected -1 (unbounded) or a size >= 0, got {value}")
-    if causal and right > 0:
-        raise ValueError(
-            f"window_size[1] (right): causal=True already means right = 0; expected -1 or 0, got {right}"
-        )
     return int(left), (0 if causal else int(right))
 
 
 def check_scale(softmax_scale, head_dim: int) -> float:
-    """Default to 1/sqrt(head_dim); reject anything that is not a finite positive number."""
+    """Default to 1/sqrt(head_dim); reject anything that is not a finite positive real number
+    (any real scalar type: Python, numpy float32/float64/integers)."""
     if softmax_scale is None:
         return 1.0 / math.sqrt(head_dim)
-    if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float)):
+    if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, numbers.Real):
         raise TypeError(f"softmax_scale: expected a float or None, got {type(softmax_scale).__name__}")
     if not math.isfinite(softmax_scale) or softmax_scale <= 0:
         raise ValueError(f"softmax_scale: expected a finite positive number, got {softmax_scale}")
@@ -114,6 +122,9 @@ def check_qkv(q, k, v, *, dtypes=FLOAT_DTYPES, min_head_dim=1, max_head_dim=None
         if t.dim() != len(dims):
             raise ValueError(f"{name}: expected {len(dims)} dimensions ({', '.join(dims)}), "
                              f"got shape {tuple(t.shape)}")
+        if t.is_meta:
+            raise ValueError(f"{name}: a tensor on the meta device has no values to attend over; "
+                             "pass a CPU or CUDA tensor")
     if not (q.dtype == k.dtype == v.dtype):
         raise TypeError(f"q, k, v: expected one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
@@ -140,12 +151,17 @@ def check_qkv(q, k, v, *, dtypes=FLOAT_DTYPES, min_head_dim=1, max_head_dim=None
     return batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim
 
 
-def check_packed_qkv(q, k, v, *, dtypes=KERNEL_DTYPES, min_head_dim=MIN_HEAD_DIM,
-                     max_head_dim=MAX_HEAD_DIM):
+def check_kernel_qkv(q, k, v, *, packed=False):
+    """:func:`check_qkv` with the attention kernels' limits (float32/16, bfloat16; head_dim
+    8..256): the one check of :func:`kernels.flash_attention`, its varlen, decoding and ring
+    forms. Returns what :func:`check_qkv` returns."""
+    return check_qkv(q, k, v, dtypes=KERNEL_DTYPES, min_head_dim=MIN_HEAD_DIM,
+                     max_head_dim=MAX_HEAD_DIM, packed=packed)
+
+
+def check_packed_qkv(q, k, v):
     """Check the packed layout ``(total, heads, head_dim)``; returns ``(heads_q, heads_kv, head_dim)``."""
-    _, heads_q, heads_kv, _, _, head_dim = check_qkv(q, k, v, dtypes=dtypes, packed=True,
-                                                     min_head_dim=min_head_dim,
-                                                     max_head_dim=max_head_dim)
+    _, heads_q, heads_kv, _, _, head_dim = check_kernel_qkv(q, k, v, packed=True)
     return heads_q, heads_kv, head_dim
 
 

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import INTERPRET, check_qkv, check_runs_here, check_scale, check_window
+from ._checks import INTERPRET, check_kernel_qkv, check_runs_here, check_scale, check_window
 from .flash_attn import Layout, _grid, _launch_forward, _padded_head_dim, _tile_ids, fwd_config
 
 
@@ -80,7 +80,7 @@ def choose_num_splits(batch: int, heads_kv: int, rows: int, max_cache_len: int, 
 
 
 def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_scale=None,
-                 num_splits=None, return_lse=False, check_lengths=True):
+                 window_size=(-1, -1), num_splits=None, return_lse=False, check_lengths=True):
     """Attention of a few new queries against a KV cache, split across programs (flash-decoding).
 
     Args:
@@ -92,6 +92,9 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
             :func:`kernels.flash_attention` (query ``i`` of ``n`` sees keys
             ``j <= cache_seqlens[b] - n + i``); with one query it changes nothing.
         softmax_scale: defaults to ``1 / sqrt(head_dim)``.
+        window_size: ``(left, right)`` as :func:`kernels.flash_attention`, aligned to each
+            sequence's valid length (FlashAttention's ``flash_attn_with_kvcache`` semantics);
+            with ``causal=True``, ``right`` is 0 whatever is passed.
         num_splits: key-sequence splits; ``None`` picks from the shape and the GPU.
         return_lse: also return the float32 log-sum-exp ``(batch, heads_q, seqlen_q)``.
         check_lengths: verify ``0 <= cache_seqlens <= max_cache_len`` (a ValueError otherwise).
@@ -103,7 +106,7 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
         ``out`` ``(batch, heads_q, seqlen_q, head_dim)`` (and ``lse``). Inference only: not
         differentiable.
     """
-    batch, heads_q, heads_kv, seqlen_q, max_len, head_dim = check_qkv(q, k_cache, v_cache)
+    batch, heads_q, heads_kv, seqlen_q, max_len, head_dim = check_kernel_qkv(q, k_cache, v_cache)
     if not isinstance(cache_seqlens, torch.Tensor):
         raise TypeError(f"cache_seqlens: expected an int32 tensor, got {type(cache_seqlens).__name__}")
     if cache_seqlens.dtype != torch.int32:
@@ -120,7 +123,7 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
                                    or num_splits < 1):
         raise ValueError(f"num_splits: expected None or an int >= 1, got {num_splits!r}")
     scale = check_scale(softmax_scale, head_dim)
-    window_left, window_right = check_window((-1, -1), causal)
+    window_left, window_right = check_window(window_size, causal)
     check_runs_here(q)
 
     rows = seqlen_q * (heads_q // heads_kv)  # query heads of a group share a tile (PACK_GQA)

@@ -29,16 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import (
-    INTERPRET,
-    KERNEL_DTYPES,
-    MAX_HEAD_DIM,
-    MIN_HEAD_DIM,
-    check_qkv,
-    check_runs_here,
-    check_scale,
-    check_window,
-)
+from ._checks import INTERPRET, check_kernel_qkv, check_runs_here, check_scale, check_window
 
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)); exp2 is the cheaper instruction
 LN2 = 0.6931471805599453  # log(x) = log2(x) * ln(2)
@@ -81,14 +72,18 @@ def _grid(num_tiles: int, batch_heads: int, *more: int) -> tuple[int, ...]:
 def _sequence(cu_seqlens_ptr, seqused_ptr, off_b, seqlen, VARLEN: tl.constexpr,
               SEQUSED: tl.constexpr):
     """(first row, length) of sequence ``off_b``. Dense batches start at row 0 and have the
-    length passed in; packed ones read ``cu_seqlens``; a KV cache reads ``seqused`` (its valid
-    length, ``cache_seqlens`` in :func:`kernels.flash_decode`). The start is int64: it is
-    multiplied by a row stride of ``heads * head_dim``, and a packed batch of over 2**31 / 2048
-    = 1M tokens (16 heads of 128) would overflow int32 and read the wrong rows."""
+    length passed in; packed ones read ``cu_seqlens``, and ``seqlen`` is then the packed
+    tensor's number of rows: offsets are clamped into it, so wrong ``cu_seqlens`` (passed with
+    ``check_seqlens=False``) can give wrong rows but never reach outside the tensor. A KV cache
+    reads ``seqused`` (its valid length, ``cache_seqlens`` in :func:`kernels.flash_decode`),
+    clamped the same way. The start is int64: it is multiplied by a row stride of
+    ``heads * head_dim``, and a packed batch of over 2**31 / 2048 = 1M tokens (16 heads of 128)
+    would overflow int32 and read the wrong rows."""
     start = 0
     if VARLEN:
-        start = tl.load(cu_seqlens_ptr + off_b)
-        seqlen = tl.load(cu_seqlens_ptr + off_b + 1) - start
+        start = tl.minimum(tl.maximum(tl.load(cu_seqlens_ptr + off_b), 0), seqlen)
+        end = tl.minimum(tl.maximum(tl.load(cu_seqlens_ptr + off_b + 1), start), seqlen)
+        seqlen = end - start
         start = start.to(tl.int64)
     if SEQUSED:  # clamped: an out-of-range length must never read outside the cache
         seqlen = tl.minimum(tl.maximum(tl.load(seqused_ptr + off_b), 0), seqlen)
@@ -209,7 +204,7 @@ def _attn_fwd(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_os, stride_ob, stride_oh, stride_om, stride_od,
     stride_ls, stride_lb, stride_lh,  # lse rows are contiguous
-    # sizes (seqlen_q / seqlen_k are the lengths of a dense batch, unused when VARLEN)
+    # sizes (seqlen_q / seqlen_k: a dense batch's lengths; with VARLEN the packed tensors' rows)
     heads_q, group, seqlen_q, seqlen_k, head_dim,
     qk_scale,  # softmax_scale * log2(e): scores go straight to base-2 units
     window_left, window_right,  # bounds of the band; the host passes a huge value for "unbounded"
@@ -702,6 +697,12 @@ class Layout:
     def packed(self) -> bool:
         return self.cu_seqlens_q is not None
 
+    def lengths(self, q: torch.Tensor, k: torch.Tensor) -> tuple[int, int]:
+        """(seqlen_q, seqlen_k) as the kernels take them: a dense batch's lengths; when packed,
+        the number of rows of q and k, which bounds every sequence (``_sequence`` clamps the
+        offsets to it) and makes the "unbounded" window bound of :func:`_band` never bind."""
+        return (q.shape[0], k.shape[0]) if self.packed else (self.seqlen_q, self.seqlen_k)
+
     def strides(self, t: torch.Tensor) -> tuple[int, int, int, int]:
         """(batch, head, row, dim) strides of q, k, v, o or a gradient."""
         if self.packed:
@@ -735,7 +736,8 @@ def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_sca
     block_n = block_n or cfg["BLOCK_N"]
     if causal:
         window_right = 0
-    left, right, is_local = _band(layout.seqlen_q, layout.seqlen_k, window_left, window_right)
+    seqlen_q, seqlen_k = layout.lengths(q, k)
+    left, right, is_local = _band(seqlen_q, seqlen_k, window_left, window_right)
     split_size = triton.cdiv(triton.cdiv(layout.seqlen_k, block_n), num_splits) * block_n
     split_out = (out.stride(0),) if num_splits > 1 else (0,)
     split_lse = (lse.stride(0),) if num_splits > 1 else (0,)
@@ -752,7 +754,7 @@ def _launch_forward(q, k, v, out, lse, layout: Layout, causal: bool, softmax_sca
         q, k, v, out, lse, *layout.pointers(lse),
         *layout.strides(q), *layout.strides(k), *layout.strides(v),
         *split_out, *layout.strides(o_view), *split_lse, *layout.lse_strides(l_view),
-        heads_q, heads_q // heads_kv, layout.seqlen_q, layout.seqlen_k, head_dim,
+        heads_q, heads_q // heads_kv, seqlen_q, seqlen_k, head_dim,
         softmax_scale * LOG2E, left, right, split_size, tiles,
         BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=_padded_head_dim(head_dim),
         IS_LOCAL=is_local, EVEN_N=not ragged_k and layout.seqlen_k % block_n == 0,
@@ -806,21 +808,21 @@ def _flash_attn_backward(do, q, k, v, out, lse, dlse, causal: bool, softmax_scal
     head_dim_pad = _padded_head_dim(head_dim)
     lse = lse.contiguous()
     cu_q, cu_k, _ = layout.pointers(lse)
+    seqlen_q, seqlen_k = layout.lengths(q, k)
 
     # delta_i = rowsum(dO_i * O_i) - dlse_i   (the second term makes lse itself differentiable)
     delta = torch.empty_like(lse)
     tiles = triton.cdiv(layout.seqlen_q, block_m)
     _attn_bwd_preprocess[_grid(tiles, layout.batch * heads_q)](
         out, do, delta, cu_q, *layout.strides(out), *layout.strides(do), *layout.lse_strides(delta),
-        heads_q, layout.seqlen_q, head_dim, tiles, BLOCK_M=block_m, HEAD_DIM=head_dim_pad,
+        heads_q, seqlen_q, head_dim, tiles, BLOCK_M=block_m, HEAD_DIM=head_dim_pad,
         VARLEN=layout.packed,
     )
     if dlse is not None:
         delta = delta - dlse
-    left, right, is_local = _band(layout.seqlen_q, layout.seqlen_k, window_left, window_right)
+    left, right, is_local = _band(seqlen_q, seqlen_k, window_left, window_right)
     meta = dict(HEAD_DIM=head_dim_pad, IS_LOCAL=is_local, VARLEN=layout.packed, **_flags(q.dtype))
-    common = (layout.seqlen_q, layout.seqlen_k, head_dim, softmax_scale, softmax_scale * LOG2E,
-              left, right)
+    common = (seqlen_q, seqlen_k, head_dim, softmax_scale, softmax_scale * LOG2E, left, right)
     strides_qkvdo = (*layout.strides(q), *layout.strides(k), *layout.strides(v),
                      *layout.strides(do))
     tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
@@ -932,15 +934,14 @@ def flash_attention(q, k, v, *, causal=False, softmax_scale=None, window_size=(-
         ``return_lse``, ``lse`` ``(batch, heads_q, seqlen_q)`` in float32 (differentiable too).
         A query row that sees no key gets zeros and ``lse = -inf``.
     """
-    check_qkv(q, k, v, dtypes=KERNEL_DTYPES, min_head_dim=MIN_HEAD_DIM, max_head_dim=MAX_HEAD_DIM)
+    check_kernel_qkv(q, k, v)
     scale = check_scale(softmax_scale, q.shape[-1])
     window_left, window_right = check_window(window_size, causal)
     check_runs_here(q)
     if torch.compiler.is_compiling():
-        out, lse = _attention_fwd_op(q, k, v, bool(causal), scale, window_left, window_right)
+        out, lse = _attention_fwd_op(q, k, v, causal, scale, window_left, window_right)
     else:
-        out, lse = _FlashAttention.apply(q, k, v, bool(causal), scale, window_left, window_right,
-                                         None)
+        out, lse = _FlashAttention.apply(q, k, v, causal, scale, window_left, window_right, None)
     return (out, lse) if return_lse else out
 
 

@@ -149,18 +149,16 @@ def _linear_attn_fwd(
     mask_v = offs_v < dim_v
 
     # The decay factors are the same for every chunk: compute them once, in base 2.
-    # [CHUNK, CHUNK]: D inside a chunk, g^(i-j) on and below the diagonal, 0 above
+    # [CHUNK, CHUNK]: D inside a chunk, g^(i-j) on and below the diagonal (0 above: see below)
     diff = (offs_c[:, None] - offs_c[None, :]).to(tl.float32)
     causal = diff >= 0
     if HAS_DECAY:
         log2_g = tl.math.log2(tl.load(decay_ptr + off_h).to(tl.float32))
-        d_intra = tl.where(causal, tl.math.exp2(tl.maximum(diff, 0.0) * log2_g), 0.0)
+        d_intra = tl.math.exp2(tl.maximum(diff, 0.0) * log2_g)
         # [CHUNK]: g^(i+1), how much of H_c row i sees; g^(C-1-j), how much of k_j v_j^T reaches H_{c+1}
         q_decay = tl.math.exp2((offs_c + 1).to(tl.float32) * log2_g)
         k_decay = tl.math.exp2((CHUNK - 1 - offs_c).to(tl.float32) * log2_g)
         chunk_decay = tl.math.exp2(CHUNK * log2_g)  # g^C: what is left of H_c after the chunk
-    else:
-        d_intra = tl.where(causal, 1.0, 0.0)
 
     state = tl.zeros([DIM_K, BLOCK_V], dtype=tl.float32)  # H_c: fp32, never leaves the chip
     for start in range(0, seqlen, CHUNK):
@@ -180,8 +178,13 @@ def _linear_attn_fwd(
             q = q.to(tl.float32)
             kt = kt.to(tl.float32)
             v = v.to(tl.float32)
-        # [CHUNK, CHUNK]: the parallel form inside the chunk (padded rows have k = v = 0)
-        s = tl.dot(q, kt, input_precision=PRECISION) * d_intra
+        # [CHUNK, CHUNK]: the parallel form inside the chunk (padded rows have k = v = 0).
+        # The causal mask selects (tl.where) rather than multiplies: 0 * nan is nan, and a
+        # non-finite key at position j must not reach the rows before j.
+        s = tl.dot(q, kt, input_precision=PRECISION)
+        if HAS_DECAY:
+            s = s * d_intra
+        s = tl.where(causal, s, 0.0)
         # [CHUNK, BLOCK_V]: what the earlier chunks left in the state, then this chunk's own part
         # The state is a sum over every earlier token: it can outgrow fp16 (65504), and rounded
         # to bf16 it gave dq errors of 0.2-0.4 on an H100 (elu1 with a decay; the interpreter,
@@ -193,7 +196,16 @@ def _linear_attn_fwd(
             o = tl.dot(q, state.to(q.dtype), input_precision=PRECISION)
         if HAS_DECAY:
             o = o * q_decay[:, None]
-        o = tl.dot(s.to(v.dtype), v, o, input_precision=PRECISION)
+        # A non-finite value v[j, c] would reach every row of the chunk through the product
+        # (its zero weights times nan or inf are nan). Rarely taken: multiply by the finite part,
+        # then mark the rows at and after j, column c, as the recurrence would leave them.
+        v_bad = (v * 0.0) != 0.0  # [CHUNK, BLOCK_V]: nan * 0 and inf * 0 are nan
+        if tl.max(v_bad.to(tl.int32)) > 0:
+            o = tl.dot(s.to(v.dtype), tl.where(v_bad, 0.0, v).to(v.dtype), o,
+                       input_precision=PRECISION)
+            o = tl.where(tl.cumsum(v_bad.to(tl.int32), 0) > 0, float("nan"), o)
+        else:
+            o = tl.dot(s.to(v.dtype), v, o, input_precision=PRECISION)
         tl.store(o_ptr + rows[:, None] * stride_on + offs_v[None, :] * stride_od,
                  (o * scale).to(o_ptr.dtype.element_ty), mask=mask_c[:, None] & mask_v[None, :])
         # [DIM_K, BLOCK_V]: H_{c+1} = g^C H_c + sum_j g^(C-1-j) k_j v_j^T

@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from ._checks import KERNEL_DTYPES, MAX_HEAD_DIM, MIN_HEAD_DIM, check_qkv, check_scale
+from ._checks import KERNEL_DTYPES, check_causal, check_kernel_qkv, check_scale
 from .flash_attn import _flash_attn_backward, flash_attention
 
 
@@ -67,10 +67,11 @@ def merge_partials(out_a, lse_a, out_b, lse_b):
 # --------------------------------------------------------------------------------------------
 # Checks and communication
 # --------------------------------------------------------------------------------------------
-def _check_inputs(q, k, v, group, name: str):
+def _check_inputs(q, k, v, group, causal, name: str):
     """The local checks, then the process group, then that every rank holds blocks of one shape
     and dtype (they travel into each other's buffers). Returns ``(rank, world_size)``."""
-    check_qkv(q, k, v, dtypes=KERNEL_DTYPES, min_head_dim=MIN_HEAD_DIM, max_head_dim=MAX_HEAD_DIM)
+    check_kernel_qkv(q, k, v)
+    check_causal(causal)
     if q.shape[2] != k.shape[2]:
         raise ValueError(f"{name}: q and k, v must hold the same positions of the sequence (one block "
                          f"each), got seqlen {q.shape[2]} for q and {k.shape[2]} for k, v")
@@ -216,7 +217,7 @@ def ring_attention_allgather(q, k, v, *, group=None, causal=False, softmax_scale
 
     Args and Returns: as :func:`ring_attention`.
     """
-    rank, world_size = _check_inputs(q, k, v, group, "ring_attention_allgather")
+    rank, world_size = _check_inputs(q, k, v, group, causal, "ring_attention_allgather")
     k_all = _AllGatherSeq.apply(k, group, rank, world_size)  # (B, H_kv, W n, D)
     v_all = _AllGatherSeq.apply(v, group, rank, world_size)
     if causal:  # the blocks of later ranks are wholly in the future
@@ -244,9 +245,9 @@ def ring_attention(q, k, v, *, group=None, causal=False, softmax_scale=None):
         ``out`` ``(batch, heads_q, n_local, head_dim)`` in the dtype of q: this rank's block of
         the attention output over the whole sequence.
     """
-    rank, world_size = _check_inputs(q, k, v, group, "ring_attention")
+    rank, world_size = _check_inputs(q, k, v, group, causal, "ring_attention")
     scale = check_scale(softmax_scale, q.shape[-1])
-    return _RingAttention.apply(q, k, v, bool(causal), scale, group, rank, world_size)
+    return _RingAttention.apply(q, k, v, causal, scale, group, rank, world_size)
 
 
 __all__ = ["merge_partials", "ring_attention", "ring_attention_allgather"]

@@ -88,3 +88,19 @@ def test_decode_batch_times_heads_past_grid_limit():
     s = s.masked_fill(~valid[:, None, None, :], float("-inf"))
     ref = torch.einsum("bhqk,bhkd->bhqd", s.softmax(-1), v.double()).reshape(4100, 16, 1, 32)
     torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype,head_dim,exc,pattern", [
+    (torch.float64, 16, TypeError, r"q: expected a floating dtype \(float32, float16, bfloat16\)"),
+    (torch.float32, 1, ValueError, r"q: head_dim must be in \[8, 256\], got 1"),
+    (torch.float32, 7, ValueError, r"q: head_dim must be in \[8, 256\], got 7"),
+    (torch.float32, 300, ValueError, r"q: head_dim must be in \[8, 256\], got 300"),
+    (torch.float32, 512, ValueError, r"q: head_dim must be in \[8, 256\], got 512"),
+], ids=["float64", "d1", "d7", "d300", "d512"])
+def test_decode_has_the_kernel_checks(dtype, head_dim, exc, pattern):
+    """flash_decode died inside Triton on float64 (a 51-line InterpreterError) and accepted head
+    dims that flash_attention rejects; it now runs flash_attention's own check."""
+    q = torch.randn(2, 2, 1, head_dim, device=DEVICE, dtype=dtype)
+    k = torch.randn(2, 2, 16, head_dim, device=DEVICE, dtype=dtype)
+    with pytest.raises(exc, match=pattern):
+        flash_decode(q, k, k, torch.tensor([3, 4], dtype=torch.int32, device=DEVICE))

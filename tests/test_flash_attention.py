@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from conftest import DEVICE, DTYPES, ON_GPU, assert_close, dtype_id, make_qkv, rel_err
 
-from kernels import attention_reference, flash_attention
+from kernels import attention_reference, flash_attention, flash_attention_varlen, flash_decode
 
 MASKS = {  # name: (causal, window_size)
     "full": (False, (-1, -1)),
@@ -242,3 +242,34 @@ def test_batch_times_heads_past_grid_limit():
     """batch * heads = 65,600 > 65,535, CUDA's limit on a grid's second axis: the kernels put
     (block, batch * head) on the first axis (2**31 - 1), forward and all backward kernels."""
     run_case(4100, 16, 8, 5, 7, 16, torch.bfloat16, causal=True, window=(-1, -1))
+
+
+@pytest.mark.parametrize("window", [(-1, 3), (4, 2), (0, 5), (2, -1)], ids=lambda w: f"w{w[0]}_{w[1]}")
+def test_causal_with_a_window_is_right_zero(window):
+    """FlashAttention's rule: ``causal=True`` with ``window_size=(left, right)`` is the window
+    ``(left, 0)``; FlashAttention's own tests pass causal with random windows. It used to raise
+    ValueError ("causal=True already means right = 0") for every ``right > 0``. The same rule in
+    the dense, packed and decoding entry points, against the float64 reference."""
+    left = window[0]
+    q, k, v = make_qkv(2, 4, 2, 19, 37, 32, torch.float32)
+    ref, ref_lse = attention_reference(q.double(), k.double(), v.double(), window_size=(left, 0),
+                                       return_lse=True)
+    out, lse = flash_attention(q, k, v, causal=True, window_size=window, return_lse=True)
+    torch.testing.assert_close(out.double(), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lse.double(), ref_lse, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attention_reference(q, k, v, causal=True, window_size=window),
+                               ref.float(), atol=1e-5, rtol=1e-5)
+
+    cu_q = torch.tensor([0, 19], dtype=torch.int32, device=DEVICE)
+    cu_k = torch.tensor([0, 37], dtype=torch.int32, device=DEVICE)
+    pack = lambda t: t[0].transpose(0, 1)  # (1, H, N, D) -> (N, H, D)  # noqa: E731
+    packed = flash_attention_varlen(pack(q[:1]), pack(k[:1]), pack(v[:1]), cu_q, cu_k, 19, 37,
+                                    causal=True, window_size=window)
+    torch.testing.assert_close(packed.double(), pack(ref[:1]), atol=1e-5, rtol=1e-5)
+
+    lengths = torch.tensor([37, 20], dtype=torch.int32, device=DEVICE)  # the second cache: 20 valid
+    decoded = flash_decode(q[:, :, -3:], k, v, lengths, causal=True, window_size=window, num_splits=2)
+    for b, n in enumerate(lengths.tolist()):
+        want = attention_reference(q[b:b + 1, :, -3:].double(), k[b:b + 1, :, :n].double(),
+                                   v[b:b + 1, :, :n].double(), window_size=(left, 0))
+        torch.testing.assert_close(decoded[b:b + 1].double(), want, atol=1e-5, rtol=1e-5)

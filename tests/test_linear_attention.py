@@ -350,3 +350,25 @@ def test_batch_times_heads_past_grid_limit():
     """batch * heads = 65,600 > 65,535, CUDA's limit on a grid's second axis: forward and the
     backward's reverse pass."""
     run_case(4100, 16, 17, 16, torch.float32, "heads", "elu1", 16)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+@pytest.mark.parametrize("which", ["q", "k", "v"])
+def test_non_finite_values_do_not_flow_back_in_time(which, value):
+    """A NaN in k at position 5 of a 20-token sequence made rows 0-19 NaN, where the recurrence
+    gives rows 5-19: the intra-chunk causal mask multiplied by zero (0 * nan = nan) instead of
+    selecting, and a non-finite v reached earlier rows through the product with zero weights.
+    Causal means nothing flows from the future: the same entries are non-finite as in the
+    recurrent reference, with the bad value inside a chunk and at both of its edges."""
+    for position in (0, 5, 15, 16, 19):  # chunks of 16: first, inside, last of one, first of the next
+        for feature_map, decay in (("elu1", None), (None, 0.9)):
+            q, k, v = (torch.randn(1, 2, 20, 16, device=DEVICE) for _ in range(3))
+            dict(q=q, k=k, v=v)[which][0, 1, position, 3] = value
+            out = linear_attention(q, k, v, decay=decay, feature_map=feature_map, chunk_size=16)
+            ref = linear_attention_recurrent(q.double(), k.double(), v.double(), decay=decay,
+                                             feature_map=feature_map)
+            bad_rows = (~torch.isfinite(out[0, 1])).any(-1).nonzero().flatten().tolist()
+            want_rows = (~torch.isfinite(ref[0, 1])).any(-1).nonzero().flatten().tolist()
+            assert bad_rows == want_rows, f"{feature_map=} {position=}: {bad_rows} vs {want_rows}"
+            assert torch.equal(torch.isfinite(out), torch.isfinite(ref))
+            assert want_rows and want_rows[0] == position  # the reference does see the value

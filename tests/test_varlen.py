@@ -171,3 +171,54 @@ def test_offsets_past_int32_elements():
         results[name] = dict(out=ref, dq=qi.grad, dk=ki.grad, dv=vi.grad)
     for key in ("out", "dq", "dk", "dv"):
         assert_close(key, results["kernel"][key], results["ref64"][key], results["lowp"][key], dtype)
+
+
+# Offsets past the packed tensors, with check_seqlens=False: (cu_seqlens, max_seqlen, the
+# lengths they clamp to). The kernels clamp every offset into [0, total], so each bad batch
+# computes exactly the batch of the clamped lengths.
+UNCHECKED = {
+    "last-past-end": ([0, 5, 40], 35, [5, 7]),
+    "negative-start": ([-3, 5, 12], 8, [5, 7]),
+    "huge-middle": ([0, 2**31 - 1, 12], 12, [12, 0]),
+    "decreasing": ([0, 12, 4], 12, [12, 0]),
+}
+_UNCHECKED_SCRIPT = """
+import sys, torch
+from kernels import attention_varlen_reference, flash_attention_varlen
+bad, max_seqlen, lengths = eval(sys.argv[1])
+device = sys.argv[2]
+torch.manual_seed(0)
+q, k, v = (torch.randn(12, 2, 16, device=device, requires_grad=True) for _ in range(3))
+cu_bad = torch.tensor(bad, dtype=torch.int32, device=device)
+cu_good = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device)
+for causal in (False, True):
+    out = flash_attention_varlen(q, k, v, cu_bad, cu_bad, max_seqlen, max_seqlen, causal=causal,
+                                 check_seqlens=False)
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    ref = attention_varlen_reference(*(t.double() for t in (q, k, v)), cu_good, cu_good, 12, 12, causal=causal)
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for a, b in zip((out, *grads), (ref, *ref_grads)):
+        torch.testing.assert_close(a.double(), b.double(), atol=1e-4, rtol=1e-4)
+print("clamped")
+"""
+
+
+@pytest.mark.parametrize("case", list(UNCHECKED))
+def test_unchecked_offsets_never_leave_the_tensors(case):
+    """``check_seqlens=False`` with a ``cu_seqlens`` past the packed tokens read and wrote outside
+    the tensors: heap corruption on the CPU (the process aborted after returning), an illegal
+    address on a GPU. The kernels now clamp the offsets, so the batch is computed as the one of
+    the clamped lengths, forward and backward. Run in a subprocess: an out-of-bounds write can
+    kill the process that makes it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad, max_seqlen, lengths = UNCHECKED[case]
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", _UNCHECKED_SCRIPT, repr((bad, max_seqlen, lengths)),
+                             DEVICE], cwd=root, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(root)})
+    print(result.stdout[-2000:], result.stderr[-2000:])
+    assert result.returncode == 0 and "clamped" in result.stdout, f"exit code {result.returncode}"
