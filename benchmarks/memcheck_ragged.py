@@ -2,7 +2,8 @@
 
 Edge blocks are where a tiled kernel reads or writes out of bounds: lengths of 1, primes, one
 past a block size, queries longer or shorter than keys, empty sequences in a packed batch, caches
-whose valid length ends mid-block. This script runs the forward and backward passes of
+whose valid length ends mid-block, and offsets past the tensors passed unchecked
+(``check_seqlens=False``), which the kernels must clamp. This script runs the forward and backward passes of
 ``flash_attention`` (causal or not, with and without a sliding window, MQA), ``flash_attention_varlen``,
 ``flash_decode`` and ``linear_attention`` on such shapes with the launch configurations of the GPU
 it runs on, and checks each result against the float64 reference, so that a memory checker sees
@@ -96,6 +97,44 @@ def varlen_cases(dtype):
     return ok
 
 
+def unchecked_offset_cases(dtype):
+    """``check_seqlens=False`` / ``check_lengths=False`` with offsets and lengths past the
+    tensors: the kernels clamp them, so the memory checker must see no access outside, and the
+    batch is computed as the one of the clamped lengths (checked where that is a partition)."""
+    ok = True
+    total = 300
+    # (cu_seqlens, max_seqlen, the lengths they clamp to, or None where sequences overlap)
+    cases = (([0, 100, 5000], 4900, [100, 200]), ([-7, 100, total], 200, [100, 200]),
+             ([0, 2**31 - 1, total], total, [total, 0]), ([0, 250, 40, 2**20], 2**20, None))
+    for bad, max_seqlen, lengths in cases:
+        for causal in (False, True):
+            torch.manual_seed(max_seqlen)
+            q, k, v = (torch.randn(total, 4, 128, device="cuda", dtype=dtype) for _ in range(3))
+            do = torch.randn_like(q)
+            cu_bad = torch.tensor(bad, dtype=torch.int32, device="cuda")
+            name = f"flash_attention_varlen unchecked cu_seqlens={bad} causal={causal}"
+
+            def kernel(a, b, c):
+                return kernels.flash_attention_varlen(a, b, c, cu_bad, cu_bad, max_seqlen, max_seqlen,
+                                                      causal=causal, check_seqlens=False)
+            if lengths is None:  # overlapping sequences: no reference, only the memory checker's word
+                grads(kernel, (q, k, v), do)
+                torch.cuda.synchronize()
+                print(f"ok   {name}: ran (overlapping sequences, no reference)", flush=True)
+                continue
+            cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32,
+                              device="cuda")
+            ok &= check_against(name, kernel, lambda a, b, c: kernels.attention_varlen_reference(
+                a, b, c, cu, cu, total, total, causal=causal), (q, k, v), do)
+    q = torch.randn(3, 8, 1, 128, device="cuda", dtype=dtype)
+    k, v = (torch.randn(3, 2, 500, 128, device="cuda", dtype=dtype) for _ in range(2))
+    lengths = torch.tensor([-5, 700, 2**31 - 1], dtype=torch.int32, device="cuda")
+    out = kernels.flash_decode(q, k, v, lengths, check_lengths=False)
+    ref = kernels.flash_decode(q, k, v, lengths.clamp(0, 500))
+    ok &= check("flash_decode unchecked cache_seqlens=[-5, 700, 2**31-1]", [out], [ref])
+    return ok
+
+
 def decode_cases(dtype):
     ok = True
     for max_len, lens in ((1, [1, 0, 1]), (300, [1, 299, 300, 0]), (8193, [8193, 4097, 17, 1])):
@@ -142,7 +181,7 @@ def main(argv=None) -> int:
     for name in args.dtypes:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
         print(f"# {name}", flush=True)
-        for cases in (dense_cases, varlen_cases, decode_cases, linear_cases):
+        for cases in (dense_cases, varlen_cases, unchecked_offset_cases, decode_cases, linear_cases):
             ok &= cases(dtype)
     print("all results match the float64 references" if ok else "SOME RESULTS ARE WRONG")
     return 0 if ok else 1

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from kernels import (
     attention_mask,
@@ -327,7 +328,7 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,
-                 use_cache: bool = True, generator: torch.Generator | None = None):
+                 use_cache: bool = True, generator: torch.Generator | None = None, progress: bool = False):
         """Append ``max_new_tokens`` sampled tokens to ``idx`` ``(B, T)``; returns ``(B, T + new)``.
 
         With ``use_cache`` each step runs the model on the one new token only, against the cached
@@ -335,11 +336,14 @@ class GPT(nn.Module):
         keys, which the kernel's bottom-right causal alignment lets see every cached key. With
         linear attention the cache is the recurrent state instead (:class:`RecurrentState`).
         ``use_cache=False`` recomputes the whole sequence each step (the slow way, for checking).
-        ``temperature=0`` picks the most likely token.
+        ``temperature=0`` picks the most likely token. ``progress`` shows a bar over the new tokens on
+        stderr when generating takes more than two seconds (thousands of tokens take minutes on a CPU).
         """
         cache = self.new_cache() if use_cache else None
         new = idx  # the tokens the model has not seen yet
-        for _ in range(max_new_tokens):
+        # delay: a short sample prints nothing; mininterval: redrawing at most twice a second is free
+        for _ in tqdm(range(max_new_tokens), desc="sampling", unit="token", disable=not progress, delay=2,
+                      mininterval=0.5, leave=False):
             logits, _ = self(new if use_cache else idx, cache=cache)
             logits = logits[:, -1, :].float()  # (B, V)
             if temperature == 0:

@@ -3,17 +3,18 @@
 Each new character costs one step of the model on one token: its query attends to the cached keys
 and values of everything before it (``GPT.generate``), through the flash kernel by default. A model
 trained with ``--attention linear`` carries a fixed-size recurrent state instead (the checkpoint's
-config says which).
+config says which). A generation that takes more than two seconds shows a progress bar on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 from .data import Vocab
 from .model import BACKENDS
-from .train import generate_text, load_checkpoint, model_from_checkpoint, pick_device
+from .train import check_prompt, generate_text, load_checkpoint, model_from_checkpoint, pick_device
 
 
 def parse_args(argv=None):
@@ -37,18 +38,15 @@ def main(argv=None):
     try:
         if args.backend not in BACKENDS:
             raise ValueError(f"--backend {args.backend}: unknown backend; choose {', '.join(BACKENDS)}")
-        if args.chars < 0 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
-            raise ValueError("need --chars >= 0, --temperature >= 0 and --top-k >= 1")
+        if args.chars < 0 or (args.top_k is not None and args.top_k < 1):
+            raise ValueError("need --chars >= 0 and --top-k >= 1")
+        if not (math.isfinite(args.temperature) and args.temperature >= 0):  # nan would fail in multinomial
+            raise ValueError(f"--temperature must be a finite number >= 0, got {args.temperature}")
         device = pick_device(args.device)
         ckpt = load_checkpoint(args.ckpt)
         model = model_from_checkpoint(ckpt, args.ckpt, backend=args.backend).to(device)
         vocab = Vocab(ckpt["vocab"])
-        try:
-            vocab.encode(args.prompt)
-        except ValueError as e:
-            raise ValueError(f"--prompt {args.prompt!r}: {e}") from None
-        if not args.prompt:
-            raise ValueError("--prompt: needs at least one character")
+        check_prompt(args.prompt, vocab)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     t0 = time.perf_counter()

@@ -25,7 +25,10 @@ Data parallel: ``torchrun --nproc_per_node=N -m minitransformer.train ...`` trai
 (see ``distributed.py``). The numbers are those of one process on the whole batch; rank 0 alone
 writes the files and prints.
 
-Outputs in ``--out``: ``ckpt.pt``, ``losses.csv``, ``losses.png``; the sample is printed.
+Outputs in ``--out``: ``ckpt.pt``, ``losses.csv``, ``losses.png``; the sample is printed. An
+``--out`` that already holds a checkpoint is refused unless ``--resume`` continues that run or
+``--overwrite`` replaces it. A loss that stops being finite (a learning rate too high) ends the run
+with an error before its model is written: the last checkpoint stays the last good one.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import dataclasses
 import math
 import os
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -73,6 +77,8 @@ def parse_args(argv=None):
     arg("--max-chars", type=int, default=DEFAULT_MAX_CHARS, help="cap on the default corpus [%(default)s]")
     arg("--out", default="runs/minitransformer", help="directory for checkpoint, CSV and plot [%(default)s]")
     arg("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
+    arg("--overwrite", action="store_true",
+        help="start over in an --out that holds a run: its checkpoint, CSV and plot are deleted first")
     arg("--seed", type=int, default=0, help="seeds the initialisation and the batch order [%(default)s]")
     arg("--steps", type=int, default=1000, help="optimizer steps [%(default)s]")
     arg("--batch-size", type=int, default=16, help="sequences per step [%(default)s]")
@@ -97,7 +103,8 @@ def parse_args(argv=None):
              "of --data), through kernels.flash_attention_varlen on the packed rows")
     arg("--eval-interval", type=int, default=250, help="validate and checkpoint every N steps [%(default)s]")
     arg("--eval-batches", type=int, default=16, help="validation batches per evaluation [%(default)s]")
-    arg("--sample-chars", type=int, default=300, help="characters to generate at the end [%(default)s]")
+    arg("--sample-chars", type=int, default=300, help="characters to generate at the end, 0: none "
+                                                      "[%(default)s]")
     arg("--prompt", default=None, help="start of the generated sample [a newline]")
     return p.parse_args(argv)
 
@@ -137,6 +144,11 @@ def check_args(args):
     for name in positive:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("warmup", "sample_chars"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --out, --overwrite replaces it: pick one")
     if not 0 < args.decay <= 1:
         raise ValueError(f"--decay must be in (0, 1] (1 = no decay), got {args.decay}")
     if args.packed and args.attention == "linear":
@@ -144,8 +156,13 @@ def check_args(args):
                          "state at every document start")
     if args.min_lr is None:
         args.min_lr = args.lr / 10
-    if not (args.lr > 0 and 0 <= args.min_lr <= args.lr):
-        raise ValueError(f"need --lr > 0 and 0 <= --min-lr <= --lr, got {args.lr} and {args.min_lr}")
+    # inf passes the comparisons (and nan fails them only by luck): a non-finite value makes NaN weights
+    if not (math.isfinite(args.lr) and args.lr > 0 and 0 <= args.min_lr <= args.lr):
+        raise ValueError(f"need a finite --lr > 0 and 0 <= --min-lr <= --lr, got {args.lr} and {args.min_lr}")
+    for name in ("weight_decay", "grad_clip"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
 
 
 def lr_at(step: int, args) -> float:
@@ -237,6 +254,41 @@ def check_same_run(ckpt: dict, args, path):
                              f"(resume with the same flags, or pick another --out)")
 
 
+def check_out(out: Path, args):
+    """Fail now, not at the first checkpoint: on an --out that holds another run, that cannot be
+    created, or where no file can be written. Every rank runs it, so all of them decide alike."""
+    path = out / "ckpt.pt"
+    if path.exists() and not (args.resume or args.overwrite):
+        raise ValueError(f"{path} already holds a run: add --resume to continue it, or --overwrite to "
+                         f"replace it with a new one (or pick another --out)")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create this directory ({e.strerror})") from None
+    try:  # a real write: os.access says yes to root even where writes fail (read-only mounts)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write files there ({e.strerror})") from None
+
+
+def check_prompt(prompt: str, vocab: Vocab):
+    """``ValueError`` now, not after training, on a prompt the model cannot read."""
+    if not prompt:
+        raise ValueError("--prompt: needs at least one character")
+    try:
+        vocab.encode(prompt)
+    except ValueError as e:
+        raise ValueError(f"--prompt {prompt!r}: {e}") from None
+
+
+def last_checkpoint(history: list[dict]) -> int:
+    """The step of the last checkpoint: every evaluated step wrote one."""
+    return next((r["step"] for r in reversed(history) if r["val_loss"] != ""), 0)
+
+
 def write_csv(path: Path, history: list[dict]):
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["step", "lr", "train_loss", "val_loss"])
@@ -264,11 +316,13 @@ def plot_losses(path: Path, history: list[dict], entropy: float, title: str):
 
 def generate_text(model: GPT, vocab: Vocab, prompt: str, n_chars: int, device, *, seed=0, temperature=0.8,
                   top_k=None, use_cache=True) -> str:
-    """``prompt`` followed by ``n_chars`` sampled characters (the prompt's must be in the vocabulary)."""
+    """``prompt`` followed by ``n_chars`` sampled characters (the prompt's must be in the vocabulary),
+    with a progress bar on stderr if that takes more than a moment."""
     idx = vocab.encode(prompt)[None, :].to(device)  # (1, T)
     g = torch.Generator().manual_seed(seed)
     model.eval()
-    out = model.generate(idx, n_chars, temperature=temperature, top_k=top_k, use_cache=use_cache, generator=g)
+    out = model.generate(idx, n_chars, temperature=temperature, top_k=top_k, use_cache=use_cache, generator=g,
+                         progress=True)
     return vocab.decode(out[0].tolist())
 
 
@@ -300,10 +354,8 @@ def setup(args, ranks: distributed.Ranks):
             raise ValueError(f"checkpoint {path} was trained on a different text (its vocabulary differs)")
     if args.prompt is None:  # a newline if the text has one, else its first character
         args.prompt = "\n" if "\n" in vocab.chars else text[0]
-    try:  # fail now, not after training, on a prompt the model cannot read
-        vocab.encode(args.prompt)
-    except ValueError as e:
-        raise ValueError(f"--prompt {args.prompt!r}: {e}") from None
+    check_prompt(args.prompt, vocab)
+    check_out(Path(args.out), args)  # last: it creates --out, which a typo in another flag should not
     return device, desc, vocab, ids, train_ids, val_ids, config, ckpt
 
 
@@ -316,8 +368,10 @@ def main(argv=None):
         raise SystemExit(f"error: {e}") from None
     distributed.start(device, ranks)
     log = print if ranks.is_main else (lambda *a, **kw: None)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)  # created by setup
+    if args.overwrite and ranks.is_main:  # now, or an interrupted new run would --resume the old one
+        for name in ("ckpt.pt", "losses.csv", "losses.png"):
+            (out / name).unlink(missing_ok=True)
 
     torch.manual_seed(args.seed)
     model = GPT(config).to(device)
@@ -339,8 +393,13 @@ def main(argv=None):
     if ranks.world_size > 1:
         log(f"data parallel: {ranks.world_size} processes, {args.batch_size // ranks.world_size} "
             f"sequences each per step")
-    if step:
+    if step == args.steps:
+        log(f"{out / 'ckpt.pt'} is already at its last step ({step}): nothing to train, no file rewritten")
+    elif step:
         log(f"resuming from {out / 'ckpt.pt'} at step {step}")
+    if args.warmup > args.steps:
+        log(f"warning: --warmup {args.warmup} is longer than --steps {args.steps}: the learning rate never "
+            f"reaches --lr {args.lr} (it peaks at {lr_at(args.steps - 1, args):.3g})", file=sys.stderr)
     sys.stdout.flush()  # before the progress bar starts writing to stderr
 
     def checkpoint():
@@ -353,8 +412,17 @@ def main(argv=None):
 
     tokens_per_step = args.batch_size * args.block_size
     bar = tqdm(total=args.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
-               disable=not ranks.is_main)
+               disable=not ranks.is_main or step == args.steps)
     tok_s, val_loss = None, None
+    start_step = step  # equal to args.steps when resuming a finished run
+
+    def diverged(what: str) -> SystemExit:  # every rank has the same losses and weights: all stop here
+        bar.close()
+        last = last_checkpoint(history)
+        kept = f"the checkpoint of step {last} is left as it was" if last else "no checkpoint was written"
+        return SystemExit(f"error: step {step}: {what}, the run stops here: learning rate too high? "
+                          f"try a lower --lr ({kept})")
+
     try:
         while step < args.steps:
             t0 = time.perf_counter()
@@ -373,12 +441,19 @@ def main(argv=None):
             optimizer.step()
             step += 1
             row = {"step": step, "lr": lr, "train_loss": distributed.mean(loss, ranks), "val_loss": ""}
+            if not math.isfinite(row["train_loss"]):
+                raise diverged(f"training loss {row['train_loss']}")
             rate = tokens_per_step / (time.perf_counter() - t0)
             tok_s = rate if tok_s is None else 0.9 * tok_s + 0.1 * rate  # smoothed
             # Every rank evaluates (the same batches): rank 0 would take as long alone, the others
             # waiting for it at the next step, and this way all of them hold the same history.
             if step % args.eval_interval == 0 or step == args.steps:
                 row["val_loss"] = val_loss = evaluate(model, val_ids, args, device)
+                if not math.isfinite(val_loss):
+                    raise diverged(f"validation loss {val_loss}")
+                # a finite loss does not prove finite weights (the row of a character it never saw)
+                if not all(p.isfinite().all() for p in model.parameters()):
+                    raise diverged("a weight is inf or nan")
             history.append(row)
             if row["val_loss"] != "" and ranks.is_main:
                 checkpoint()
@@ -387,7 +462,10 @@ def main(argv=None):
                             tok_s=f"{tok_s:,.0f}")
     except KeyboardInterrupt:
         bar.close()
-        last = next((r["step"] for r in reversed(history) if r["val_loss"] != ""), 0)
+        last = last_checkpoint(history)
+        if not last:  # nothing to resume from
+            raise SystemExit(f"interrupted at step {step}, before the first checkpoint: rerun the same "
+                             f"command to start again") from None
         raise SystemExit(f"interrupted at step {step}; the last checkpoint is at step {last}: "
                          f"rerun with --resume to continue") from None
     bar.close()
@@ -395,29 +473,37 @@ def main(argv=None):
     if not ranks.is_main:  # the rest (files, the check through the kernel, the sample) is rank 0's
         return history
 
-    write_csv(out / "losses.csv", history)
-    plot_losses(out / "losses.png", history, entropy, f"mini Transformer ({config.backend} attention)")
-    print(f"step {step}: validation loss {history[-1]['val_loss']:.3f} nats/char "
-          f"(unigram entropy of the corpus: {entropy:.3f} nats/char)")
-    print(f"wrote {out / 'ckpt.pt'}, {out / 'losses.csv'}, {out / 'losses.png'}")
+    try:  # the last step saved the checkpoint: a Ctrl-C now loses only the plot, the check, the sample
+        print(f"step {step}: validation loss {history[-1]['val_loss']:.3f} nats/char "
+              f"(unigram entropy of the corpus: {entropy:.3f} nats/char)")
+        if step > start_step:  # else the files are those of the finished run, already written
+            write_csv(out / "losses.csv", history)
+            title = f"mini Transformer ({config.backend} attention)"
+            plot_losses(out / "losses.png", history, entropy, title)
+            print(f"wrote {out / 'ckpt.pt'}, {out / 'losses.csv'}, {out / 'losses.png'}")
+        else:
+            print(f"nothing written: {out / 'ckpt.pt'} was already at its last step")
 
-    # The kernel is exact: the trained model gives the same loss through it as through the reference.
-    flash_model = model
-    if kernel_runs_on(device):
-        flash_model = model if config.backend == "flash" else with_backend(model, "flash")
-        loss_flash = evaluate(flash_model, val_ids, args, device, n_batches=1)
-        loss_ref = evaluate(with_backend(model, "reference"), val_ids, args, device, n_batches=1)
-        print(f"one validation batch through the flash kernel: loss {loss_flash:.5f} "
-              f"(reference: {loss_ref:.5f})")
-    if args.sample_chars > 0:
-        t0 = time.perf_counter()
-        sample = generate_text(flash_model, vocab, args.prompt, args.sample_chars, device, seed=args.seed)
-        memory = "a recurrent state" if config.attention == "linear" else "a KV cache"
-        print(f"--- sample: {args.sample_chars} characters from the {flash_model.config.backend} "
-              f"attention with {memory} "
-              f"({time.perf_counter() - t0:.1f} s) ---")
-        print(sample)
-        print("---")
+        # The kernel is exact: the trained model gives the same loss through it as through the reference.
+        flash_model = model
+        if kernel_runs_on(device):
+            flash_model = model if config.backend == "flash" else with_backend(model, "flash")
+            loss_flash = evaluate(flash_model, val_ids, args, device, n_batches=1)
+            loss_ref = evaluate(with_backend(model, "reference"), val_ids, args, device, n_batches=1)
+            print(f"one validation batch through the flash kernel: loss {loss_flash:.5f} "
+                  f"(reference: {loss_ref:.5f})")
+        if args.sample_chars > 0:
+            t0 = time.perf_counter()
+            sample = generate_text(flash_model, vocab, args.prompt, args.sample_chars, device, seed=args.seed)
+            memory = "a recurrent state" if config.attention == "linear" else "a KV cache"
+            print(f"--- sample: {args.sample_chars} characters from the {flash_model.config.backend} "
+                  f"attention with {memory} "
+                  f"({time.perf_counter() - t0:.1f} s) ---")
+            print(sample)
+            print("---")
+    except KeyboardInterrupt:
+        raise SystemExit(f"interrupted after the last step; the checkpoint of step {step} is saved in "
+                         f"{out / 'ckpt.pt'}") from None
     return history
 
 
