@@ -24,7 +24,8 @@
 # * the ring schedule of `kernels.ring_attention`: which key/value block each rank holds at each
 #   step, and which pairs of blocks a causal mask lets it skip;
 # * ring attention running for real across 2 and 3 CPU processes (gloo), equal to one
-#   `flash_attention` call on the whole sequence;
+#   `flash_attention` call on the whole sequence (where Triton's interpreter can run the kernel
+#   in those processes; section 4 says what runs instead where it cannot);
 # * when the transfer of a block hides behind the computation on it: bytes per step against
 #   FLOPs per step, with the H100's measured matmul rate and nominal link bandwidths;
 # * data-parallel training (`torchrun`, DDP): what is averaged, and a check that two processes
@@ -48,6 +49,8 @@ except ModuleNotFoundError:  # nbmake runs a notebook from notebooks/: the repos
 import contextlib
 import inspect
 import io
+import os
+import subprocess
 import tempfile
 import time
 
@@ -58,6 +61,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
 from kernels import attention_reference, flash_attention, ring_attention
+from kernels._checks import interpreter_problem
 from kernels.iocost import H100_MEASURED
 from kernels.iocost import flops as attention_flops
 from kernels.ring import merge_partials
@@ -70,8 +74,15 @@ if str(ROOT) not in sys.path:  # benchmarks/ is not installed: its CSV reader co
     sys.path.insert(0, str(ROOT))
 from benchmarks.results_csv import read_csv  # noqa: E402  (the format every benchmark writes)
 
+SMALL = kernels.INTERPRET  # True without a GPU: the kernels run in Triton's CPU interpreter
+DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
+# The ranks of sections 4 and 6 are CPU processes talking through gloo, and they run the kernel
+# through Triton's interpreter, on a GPU machine too. None where that works; else the reason
+# (Triton 3.6's interpreter with numpy >= 2.4, as on the GPU image this series was checked on).
+CPU_RANKS_PROBLEM = interpreter_problem()
 torch.manual_seed(0)
-print(f"Triton interpreter: {kernels.INTERPRET}; the ranks below are CPU processes talking through gloo")
+print(f"device: {DEVICE}, Triton interpreter: {kernels.INTERPRET}; CPU ranks can run the kernel: "
+      f"{CPU_RANKS_PROBLEM is None}")
 
 
 def rel_err(x, ref):
@@ -134,11 +145,11 @@ assert kv_bytes == 16 * 2**30 and 300e12 < OUR_FWD_FLOPS < 800e12 and 11 < fwd_s
 # %%
 W, n_local, d = 3, 40, 32  # 40: not a multiple of the kernel's block size
 N = W * n_local
-q, k, v = (torch.randn(1, 2, N, d) for _ in range(3))  # (batch, heads, N, head_dim), float32
+q, k, v = (torch.randn(1, 2, N, d, device=DEVICE) for _ in range(3))  # (batch, heads, N, head_dim), float32
 blocks = [slice(j * n_local, (j + 1) * n_local) for j in range(W)]
 
-out = torch.zeros(q.shape)  # nothing seen yet: output 0 with lse -inf weighs nothing in a merge
-lse = torch.full(q.shape[:3], float("-inf"))  # (batch, heads, N)
+out = torch.zeros(q.shape, device=DEVICE)  # nothing seen yet: output 0 with lse -inf weighs nothing
+lse = torch.full(q.shape[:3], float("-inf"), device=DEVICE)  # (batch, heads, N)
 for j in blocks:
     out_j, lse_j = flash_attention(q, k[:, :, j], v[:, :, j], return_lse=True)
     out, lse = merge_partials(out, lse, out_j, lse_j)
@@ -167,8 +178,8 @@ def ring_on_one_process(q, k, v, world_size, causal):
     outs = []
     for rank in range(world_size):
         mine = slice(rank * n, (rank + 1) * n)
-        out = torch.zeros(q[:, :, mine].shape)
-        lse = torch.full(q[:, :, mine].shape[:3], float("-inf"))
+        out = torch.zeros(q[:, :, mine].shape, device=q.device)  # float32, as the merge returns
+        lse = torch.full(q[:, :, mine].shape[:3], float("-inf"), device=q.device)
         for step in range(world_size):
             src = (rank - step) % world_size  # the key/value block this rank holds at this step
             if causal and src > rank:
@@ -193,6 +204,40 @@ for causal in (False, True):
 # Each rank meets the blocks in a different order (without a mask, rank 0 meets blocks 0, 2, 1 and
 # rank 2 meets 2, 1, 0), which is harmless because the merge does not care about order.
 #
+# With a GPU, the same at a size where one would split: 65,536 tokens, 8 heads of 64, bf16, in 4
+# blocks of 16,384. No float64 reference fits there (one $N \times N$ matrix per head is 32 GiB),
+# so the oracle is one kernel call in float32 (exact fp32 dots); the bf16 schedule must be as close
+# to it as one bf16 call is. On one GPU the schedule does the work of one call (the same FLOPs,
+# minus the skipped blocks when causal) in $W^2$ smaller calls plus as many merges, which are
+# element-wise and cheap next to a block: we time both (medians of `triton.testing.do_bench`).
+# The blocks are long so that each kernel call outlasts the Python that launches the next one
+# and the merge; with short blocks the schedule would time the host, not the GPU.
+
+# %%
+if not SMALL:
+    from functools import partial
+
+    from triton.testing import do_bench
+
+    W_GPU, N_GPU, H_GPU, D_GPU = 4, 65536, 8, 64
+    qg, kg, vg = (torch.randn(1, H_GPU, N_GPU, D_GPU, device=DEVICE, dtype=torch.bfloat16) for _ in range(3))
+    print(f"{torch.cuda.get_device_name()}: N = {N_GPU:,} in {W_GPU} blocks of {N_GPU // W_GPU:,}, "
+          f"{H_GPU} heads of {D_GPU}, bf16")
+    for causal in (False, True):
+        ring = ring_on_one_process(qg, kg, vg, W_GPU, causal)
+        one = flash_attention(qg, kg, vg, causal=causal)
+        oracle = flash_attention(qg.float(), kg.float(), vg.float(), causal=causal)
+        err_ring, err_one = rel_err(ring, oracle), rel_err(one, oracle)
+        ms_ring = do_bench(partial(ring_on_one_process, qg, kg, vg, W_GPU, causal), return_mode="median")
+        ms_one = do_bench(partial(flash_attention, qg, kg, vg, causal=causal), return_mode="median")
+        print(f"causal={causal!s:>5}: vs fp32 one call: ring schedule {err_ring:.1e}, one bf16 call "
+              f"{err_one:.1e}; time: ring schedule {ms_ring:.2f} ms, one call {ms_one:.2f} ms "
+              f"({ms_ring / ms_one:.2f}x)")
+        assert err_ring <= 2 * err_one + 1e-3
+        assert ms_ring < 1.5 * ms_one, f"{ms_ring / ms_one:.2f}x"  # the merges cost little next to the blocks
+    del qg, kg, vg, ring, one, oracle
+
+# %% [markdown]
 # **Takeaway.** A partial attention is a pair $(o, \mathrm{lse})$; pairs over disjoint keys merge
 # exactly. That is the whole mathematical content of ring attention; the rest is moving blocks.
 
@@ -289,6 +334,15 @@ plt.show()
 # heads: only keys and values travel, so GQA also shrinks the messages). Each run takes seconds,
 # most of them spent starting processes that import PyTorch and Triton; the kernel calls, run by
 # the interpreter on these small blocks, take about a tenth of a second each.
+#
+# **On a GPU machine** the ranks are CPU processes all the same (gloo passes CPU tensors, and NCCL
+# would need a GPU per rank), so they still run the kernel through Triton's interpreter. Where
+# that interpreter cannot run the kernels (Triton 3.6 with numpy 2.4 or newer, as on the GPU
+# image this series was checked on; `kernels._checks.interpreter_problem` names it), the cell
+# says so and runs what one process can instead: the same blocks through the same schedule, rank
+# after rank, on the GPU (`ring_on_one_process` of section 2). That checks the arithmetic of the
+# ring, not its messages; `tests/test_distributed.py` skips its ring tests there for the same
+# reason.
 
 # %%
 def split_along_sequence(tensors, world_size):
@@ -299,26 +353,36 @@ def split_along_sequence(tensors, world_size):
 
 cases = [dict(world_size=2, causal=False, heads_q=2, heads_kv=2, n_local=48, head_dim=32),
          dict(world_size=3, causal=True, heads_q=4, heads_kv=2, n_local=24, head_dim=32)]
+if CPU_RANKS_PROBLEM:
+    print(f"Not run on this machine: ring_attention across CPU processes. Its ranks run the kernel "
+          f"through Triton's interpreter, and here: {CPU_RANKS_PROBLEM}.\nRun instead: the same blocks "
+          f"through the same schedule, rank after rank in this process, on {DEVICE}.")
 for case in cases:
     world, n_loc, dh = case["world_size"], case["n_local"], case["head_dim"]
-    q = torch.randn(1, case["heads_q"], world * n_loc, dh)
+    q = torch.randn(1, case["heads_q"], world * n_loc, dh)  # on the CPU, where the ranks are
     k, v = (torch.randn(1, case["heads_kv"], world * n_loc, dh) for _ in range(2))
     t0 = time.perf_counter()
-    outs = run_in_processes(ring_attention, split_along_sequence((q, k, v), world), causal=case["causal"])
+    if CPU_RANKS_PROBLEM is None:
+        outs = run_in_processes(ring_attention, split_along_sequence((q, k, v), world), causal=case["causal"])
+        assert [o.shape[2] for o in outs] == [n_loc] * world
+        ring = torch.cat(outs, dim=2)  # the ranks' blocks of the output, back in sequence order
+        how = f"{world} processes"
+    else:
+        ring = ring_on_one_process(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), world, case["causal"]).cpu()
+        how = f"{world} ranks in turn on {DEVICE}"
     seconds = time.perf_counter() - t0
-    ring = torch.cat(outs, dim=2)  # the ranks' blocks of the output, back in sequence order
-    one = flash_attention(q, k, v, causal=case["causal"])
+    one = flash_attention(q.to(DEVICE), k.to(DEVICE), v.to(DEVICE), causal=case["causal"]).cpu()
     ref = attention_reference(q.double(), k.double(), v.double(), causal=case["causal"])
-    print(f"{world} processes, causal={case['causal']}, q {tuple(q.shape)}, k/v {tuple(k.shape)}: "
+    print(f"{how}, causal={case['causal']}, q {tuple(q.shape)}, k/v {tuple(k.shape)}: "
           f"{seconds:.1f} s wall")
     print(f"    ring vs one flash_attention call: {rel_err(ring, one):.1e}; vs float64: "
           f"{rel_err(ring, ref):.1e} (one call: {rel_err(one, ref):.1e})")
-    assert [o.shape[2] for o in outs] == [n_loc] * world
     assert rel_err(ring, one) < 1e-5 and rel_err(ring, ref) <= 2 * rel_err(one, ref) + 1e-7
 
 # %% [markdown]
 # The processes computed the same attention as one call on the whole sequence, to float32
-# rounding, without any of them holding all the keys. Gradients work too: `ring_attention` has its
+# rounding, without any of them holding all the keys (where they could not run, the schedule
+# alone did, rank by rank). Gradients work too: `ring_attention` has its
 # own backward, which runs the ring a second time; the gradient of a key block is accumulated as it
 # travels with its block and arrives home after $W$ moves. `tests/test_distributed.py` checks the
 # output and dq, dk, dv on 2 and 3 processes in float32 and bf16, for both `ring_attention` and the
@@ -522,6 +586,13 @@ assert err < 1e-5
 # started by `run_in_processes` (the same start, for a function: `train.main` with the same
 # arguments), against the same run in this single process on the whole batch. The corpus is the
 # beginning of Python's standard library on this machine; nothing is downloaded.
+#
+# Training itself is plain PyTorch (`--backend reference`), but rank 0 of `run_in_processes` ends
+# the run with one validation batch through the kernel, interpreted, as its processes start with
+# the interpreter on. Where the interpreter cannot run (`CPU_RANKS_PROBLEM`, section 4) the cell
+# starts the same run with `torchrun` itself, whose ranks import `kernels` as this process does:
+# compiled for the GPU, so a run on the CPU leaves that batch out. Only rank 0 writes, so there
+# the losses of the two processes are read from its checkpoint.
 
 # %%
 workdir = Path(tempfile.mkdtemp())
@@ -529,7 +600,17 @@ tiny = ["--device", "cpu", "--backend", "reference", "--n-layer", "1", "--n-embd
         "--block-size", "32", "--batch-size", "4", "--steps", "4", "--warmup", "2", "--eval-interval", "2",
         "--eval-batches", "1", "--sample-chars", "0", "--max-chars", "100000", "--seed", "0"]
 t0 = time.perf_counter()
-histories_ddp = run_in_processes(train.main, [([*tiny, "--out", str(workdir / "ddp")],)] * 2)
+if CPU_RANKS_PROBLEM is None:
+    histories_ddp = run_in_processes(train.main, [([*tiny, "--out", str(workdir / "ddp")],)] * 2)
+    assert histories_ddp[0] == histories_ddp[1]  # both ranks logged the same (global) losses
+else:
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                "-m", "minitransformer.train", *tiny, "--out", str(workdir / "ddp")]
+    result = subprocess.run(torchrun, cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert result.stdout.count("data parallel: 2 processes, 2 sequences each per step") == 1
+    histories_ddp = [train.load_checkpoint(workdir / "ddp" / "ckpt.pt")["history"]]  # rank 0's
 ddp_seconds = time.perf_counter() - t0
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     history_one = train.main([*tiny, "--out", str(workdir / "one")])
@@ -539,7 +620,6 @@ print(f"{'step':>4} {'loss, 2 processes':>18} {'loss, 1 process':>16}")
 for row_d, row_1 in zip(histories_ddp[0], history_one, strict=True):
     print(f"{row_1['step']:>4} {row_d['train_loss']:>18.7f} {row_1['train_loss']:>16.7f}")
     assert abs(row_d["train_loss"] - row_1["train_loss"]) < 1e-5
-assert histories_ddp[0] == histories_ddp[1]  # both ranks logged the same (global) losses
 w_ddp, w_one = (train.load_checkpoint(workdir / run / "ckpt.pt")["model"] for run in ("ddp", "one"))
 weight_err = max((w_ddp[name] - w_one[name]).abs().max().item() for name in w_one)
 print(f"final weights: largest difference {weight_err:.1e}")
@@ -574,7 +654,8 @@ assert default_params < 1_000_000
 # `benchmarks/results/h200x2/ddp_tokens_per_s.csv`. The two-GPU machine was not available to this
 # project, so **it has not been measured**, and ring attention has not run on GPUs at all: every
 # number about several devices in this notebook is either computed on CPU processes (sections 4
-# and 6) or an estimate from nominal link speeds (section 5). The cell below shows the file if it
+# and 6; on one GPU, rank after rank, where those processes cannot run the kernel) or an estimate
+# from nominal link speeds (section 5). The cell below shows the file if it
 # exists and says so if it does not; it invents nothing.
 
 # %%

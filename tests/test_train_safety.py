@@ -70,7 +70,9 @@ def test_out_with_a_checkpoint_is_refused_without_resume_or_overwrite(text_file,
         no_training(m)
         message = error_of(train.main, ["--data", str(text_file), *TINY, "--out", str(tmp_path), "--seed", "1"])
         for ranks in (distributed.Ranks(), distributed.Ranks(rank=1, local_rank=1, world_size=2)):
-            args = train.parse_args(["--data", str(text_file), *TINY, "--out", str(tmp_path)])
+            # on the CPU: rank 1 of 2 on CUDA needs a second GPU, which a one-GPU machine has not
+            args = train.parse_args(["--data", str(text_file), *TINY, "--out", str(tmp_path),
+                                     "--device", "cpu"])
             with pytest.raises(ValueError, match="already holds a run"):
                 train.setup(args, ranks)
     assert str(tmp_path / "ckpt.pt") in message and "--resume" in message and "--overwrite" in message
