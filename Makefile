@@ -42,10 +42,10 @@ sample: $(STAMP)
 ## and FlexAttention), decoding, training memory, and linear against softmax attention
 RESULTS ?= benchmarks/results/$(shell $(BIN)/python -c "import torch; print(torch.cuda.get_device_name().split()[1].lower() if torch.cuda.is_available() else 'cpu')" 2>/dev/null)
 bench: $(STAMP)  # the attention sweep last: its table of ratios ends the output
-	$(BIN)/python benchmarks/bench_decode.py --out $(RESULTS)
-	$(BIN)/python benchmarks/train_memory.py --out $(RESULTS)
-	$(BIN)/python benchmarks/bench_linear.py --out $(RESULTS)
-	$(BIN)/python benchmarks/bench_attention.py --memory --out $(RESULTS)
+	$(BIN)/python -m benchmarks.bench_decode --out $(RESULTS)
+	$(BIN)/python -m benchmarks.train_memory --out $(RESULTS)
+	$(BIN)/python -m benchmarks.bench_linear --out $(RESULTS)
+	$(BIN)/python -m benchmarks.bench_attention --memory --out $(RESULTS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -29,7 +29,7 @@ rows are replaced as a whole, so every ratio still compares providers timed in o
 a sweep can be spread over several sessions, e.g. one dtype each. ``--summary-only CSV``
 redraws the plots and prints the summary of a CSV written earlier (no GPU needed).
 
-Usage (GPU only): ``python benchmarks/bench_attention.py --out benchmarks/results/<device>``
+Usage (GPU only): ``python -m benchmarks.bench_attention --out benchmarks/results/<device>``
 """
 
 from __future__ import annotations
@@ -43,9 +43,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kernels  # noqa: E402
-from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv  # noqa: E402
+import kernels
+from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv
 
 TOKENS = 16384  # batch = TOKENS // seqlen, as in the FlashAttention papers
 MODEL_DIM = 2048  # heads = MODEL_DIM // head_dim
@@ -227,7 +226,7 @@ def main(argv=None):
                                 out = fn(q, k, v, causal)
                             if name == "triton-varlen":  # (B * N, H, d) -> (B, H, N, d)
                                 out = out.view(batch, seqlen, heads, head_dim).transpose(1, 2)
-                            err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+                            err = kernels.rel_err(out, ref)
                             if not err < 2e-2:
                                 raise RuntimeError(f"output differs from SDPA: rel err {err:.2e}")
                             for mode in args.modes:
@@ -273,6 +272,19 @@ def read_rows(path: Path) -> tuple[dict, list[dict]]:
     for r in rows:
         r["head_dim"], r["causal"], r["seqlen"] = int(r["head_dim"]), int(r["causal"]), int(r["seqlen"])
     return meta, rows
+
+
+def plot_per_provider(ax, rows, providers, x: str, y: str, *, xlabel: str, ylabel: str) -> None:
+    """One line of ``y`` against ``x`` per provider, on log axes (x in powers of 2)."""
+    for name in providers:
+        pts = [(r[x], float(r[y])) for r in rows if r["provider"] == name]
+        ax.plot(*zip(*pts), marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
 
 
 def plot(rows, meta, out: Path):
@@ -383,16 +395,9 @@ def memory_sweep(out: Path, meta: dict, head_dim: int = 128):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name in providers:
-        pts = [(r["seqlen"], float(r["peak_mib"])) for r in rows if r["provider"] == name]
-        ax.plot(*zip(*pts), marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("sequence length N (batch 1, one head)")
-    ax.set_ylabel("peak memory of fwd+bwd (MiB)")
+    plot_per_provider(ax, rows, providers, "seqlen", "peak_mib",
+                      xlabel="sequence length N (batch 1, one head)", ylabel="peak memory of fwd+bwd (MiB)")
     ax.set_title(f"{meta['device']}, {meta['date']}: bf16, d={head_dim}, causal", fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
     fig.tight_layout()
     fig.savefig(out / "attention_memory.png", dpi=90)
     plt.close(fig)

@@ -14,23 +14,22 @@ the dense kernel. Each step is captured in a CUDA graph and timed by
 without the graph, Python's launch overhead (tens of microseconds) would hide the kernels at short
 cache lengths. Fresh random inputs; outputs checked against SDPA first.
 
-Usage (GPU only): ``python benchmarks/bench_decode.py --out benchmarks/results/<device>``
+Usage (GPU only): ``python -m benchmarks.bench_decode --out benchmarks/results/<device>``
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kernels  # noqa: E402
-from benchmarks.results_csv import require_gpu, run_meta, write_csv  # noqa: E402
-from kernels.decode import choose_num_splits, decode_config  # noqa: E402
+import kernels
+from benchmarks.bench_attention import plot_per_provider
+from benchmarks.results_csv import run_meta, start_gpu_run, write_csv
+from kernels.decode import choose_num_splits, decode_config
 
 
 def main(argv=None):
@@ -43,10 +42,9 @@ def main(argv=None):
     p.add_argument("--heads-kv", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=128)
     args = p.parse_args(argv)
-    require_gpu("bench_decode")
+    start_gpu_run(p, args.out, "bench_decode")
     from triton.testing import do_bench_cudagraph
 
-    args.out.mkdir(parents=True, exist_ok=True)
     dtype = torch.bfloat16
     b, hq, hkv, d = args.batch, args.heads_q, args.heads_kv, args.head_dim
     rows = []
@@ -64,9 +62,9 @@ def main(argv=None):
             "flash_attention": partial(kernels.flash_attention, q, k, v),
             "sdpa": partial(F.scaled_dot_product_attention, q, k, v, enable_gqa=True),
         }
-        ref = providers["sdpa"]().float()
+        ref = providers["sdpa"]()
         for name, fn in providers.items():
-            err = ((fn().float() - ref).norm() / ref.norm()).item()
+            err = kernels.rel_err(fn(), ref)
             assert err < 2e-2, f"{name} differs from SDPA at L={length}: {err:.2e}"
             ms = do_bench_cudagraph(fn, rep=100, return_mode="median")
             rows.append(dict(provider=name, cache_len=length, batch=b, heads_q=hq, heads_kv=hkv,
@@ -83,16 +81,9 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name in ("flash_decode", "flash_attention", "sdpa"):
-        pts = [(r["cache_len"], float(r["tokens_per_s"])) for r in rows if r["provider"] == name]
-        ax.plot(*zip(*pts), marker="o", label=name)
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("KV cache length (tokens)")
-    ax.set_ylabel("tokens/s (one attention layer)")
+    plot_per_provider(ax, rows, ("flash_decode", "flash_attention", "sdpa"), "cache_len", "tokens_per_s",
+                      xlabel="KV cache length (tokens)", ylabel="tokens/s (one attention layer)")
     ax.set_title(f"Decoding, batch {b}, {hq}/{hkv} heads, d={d}, bf16\n{meta['device']}, {meta['date']}")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
     fig.tight_layout()
     fig.savefig(args.out / "decode.png", dpi=90)
 

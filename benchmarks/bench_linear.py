@@ -22,7 +22,7 @@ float32) at a small N. The CSV also records the linear kernel's number of progra
 fewer programs than SMs (long N, small batch) the GPU is partly idle; see ``kernels/linear_attn.py``.
 
 Usage (GPU only, about 2 minutes on an H100):
-``python benchmarks/bench_linear.py --out benchmarks/results/<device>``;
+``python -m benchmarks.bench_linear --out benchmarks/results/<device>``;
 ``--plot-only CSV`` redraws the figure from a CSV written earlier (no GPU needed).
 """
 
@@ -31,16 +31,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kernels  # noqa: E402
-from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv  # noqa: E402
-from kernels.linear_attn import kernel_config  # noqa: E402
+import kernels
+from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv
+from kernels.linear_attn import kernel_config
 
 SEQLENS = [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536]
 TOKENS = 65536  # batch = TOKENS // seqlen: the same number of tokens at every length
@@ -70,10 +68,6 @@ def make_providers():
     }
 
 
-def rel_err(x, ref) -> float:
-    return ((x.float() - ref.float()).norm() / ref.float().norm()).item()
-
-
 def check_linear(head_dim: int, heads: int, dtype) -> list[str]:
     """The chunked kernel against the parallel form (float32, on the same bf16 inputs), output and
     gradients, in both forms (with RetNet's per-head decays ``1 - 2^(-5 - h)``); raises if any
@@ -92,7 +86,7 @@ def check_linear(head_dim: int, heads: int, dtype) -> list[str]:
             out = fn(qi, ki, vi, decay=decay, feature_map=feature_map)
             out.backward(do.to(cast))
             results.append((out, qi.grad, ki.grad, vi.grad))
-        errs = [rel_err(a, b) for a, b in zip(*results)]
+        errs = [kernels.rel_err(a, b) for a, b in zip(*results)]
         line = (f"check d={head_dim} feature_map={feature_map}: rel err out {errs[0]:.1e}, dq {errs[1]:.1e}, "
                 f"dk {errs[2]:.1e}, dv {errs[3]:.1e} (N={CHECK_SEQLEN}, against the parallel form in fp32)")
         print(line)
@@ -161,7 +155,7 @@ def main(argv=None):
                         raise RuntimeError("non-finite output")
                     err = ""
                     if ref is not None and not name.startswith("linear"):
-                        e = rel_err(out, ref)
+                        e = kernels.rel_err(out, ref)
                         if not e < 2e-2:
                             raise RuntimeError(f"output differs from SDPA: rel err {e:.2e}")
                         err = f"{e:.1e}"

@@ -8,8 +8,8 @@ RetNet form (decay 0.9) and elu1. Before timing, the two versions' outputs must 
 
 Make the earlier version from git (its relative imports pointed at the current package)::
 
-    git show REV:kernels/linear_attn.py | sed 's/from \.\(_checks\|flash_attn\)/from kernels.\1/' > old.py
-    python benchmarks/linear_ab.py --old old.py --out benchmarks/results/<device>
+    git show REV:kernels/linear_attn.py | sed 's/from \.\([a-z_]*\) /from kernels.\1 /' > old.py
+    python -m benchmarks.linear_ab --old old.py --out benchmarks/results/<device>
 
 Prints the speed of the current version over the earlier one per shape (> 1: faster) and writes
 ``linear_ab.csv``. GPU only.
@@ -20,13 +20,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.results_csv import run_meta, start_gpu_run, write_csv  # noqa: E402
+from benchmarks.results_csv import run_meta, start_gpu_run, write_csv
 
 
 def load(path: Path):

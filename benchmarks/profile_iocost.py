@@ -23,7 +23,7 @@ and kernel each row is. Counters the local ncu does not know are left out with a
 
 Run on the GPU machine, from the repository root (about 2 minutes on an H100)::
 
-    python benchmarks/profile_iocost.py --out benchmarks/results
+    python -m benchmarks.profile_iocost --out benchmarks/results
 
 Writes to ``--out``: ``iocost_ncu.csv`` (one row per kernel launch: configuration, counters,
 model predictions, device, date, versions), ``iocost_ncu_raw.csv`` (ncu's own output) and
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import glob
 import io
 import json
@@ -46,11 +45,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from benchmarks.results_csv import run_meta, start_gpu_run, write_csv
+from kernels import iocost
 
-from kernels import iocost  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SECTOR_BYTES = 32  # L2 sectors are 32 bytes
 KERNEL_REGEX = "regex:^_attn_"
@@ -185,14 +183,11 @@ def build_sweep(args) -> list[dict]:
     """Configurations in run order, each with the kernels it launches, in launch order."""
     import torch
 
-    from kernels import flash_attn
+    from kernels.flash_bwd import bwd_config
+    from kernels.flash_fwd import fwd_config
 
-    try:
-        fwd_cfg = {d: flash_attn.fwd_config(d, torch.bfloat16) for d in args.head_dims}
-        bwd_cfg = {d: flash_attn.bwd_config(d, torch.bfloat16) for d in args.head_dims}
-    except AttributeError as err:
-        sys.exit(f"profile_iocost: kernels.flash_attn lacks fwd_config/bwd_config ({err}); "
-                 "update build_sweep() to the kernel's configuration API")
+    fwd_cfg = {d: fwd_config(d, torch.bfloat16) for d in args.head_dims}
+    bwd_cfg = {d: bwd_config(d, torch.bfloat16) for d in args.head_dims}
     l2_bytes = getattr(torch.cuda.get_device_properties(0), "L2_cache_size", iocost.H100_SXM.l2_bytes)
     seqlens = [1024, 4096] if args.quick else args.seqlens
     sweep = []
@@ -226,16 +221,11 @@ def run_driver(manifest: Path) -> None:
     """Inside ncu: compile every configuration, then run each once in the profiled range."""
     import torch
 
-    from kernels import flash_attn
+    from kernels.flash_bwd import attention_backward, bwd_config
+    from kernels.flash_fwd import attention_forward, fwd_config
+    from kernels.tiles import Band
 
     sweep = json.loads(manifest.read_text())
-    try:
-        forward, backward = flash_attn._flash_attn_forward, flash_attn._flash_attn_backward
-    except AttributeError as err:
-        sys.exit(f"profile_iocost: kernels.flash_attn lacks a private launcher ({err}); the driver "
-                 "expects _flash_attn_forward(q, k, v, causal, scale, window_left, window_right, "
-                 "block_m=, block_n=) -> (out, lse) and _flash_attn_backward(do, q, k, v, out, "
-                 "lse, dlse, causal, scale, window_left, window_right, block_m=, block_n=)")
     inputs = {}
 
     def run(cfg):
@@ -246,11 +236,16 @@ def run_driver(manifest: Path) -> None:
                            for _ in range(4)]  # q, k, v, dO
         q, k, v, do = inputs[key]
         scale = cfg["head_dim"] ** -0.5
-        out, lse = forward(q, k, v, cfg["causal"], scale, -1, -1,
-                           block_m=cfg["block_m"], block_n=cfg["block_n"])
+        band = Band.from_window(causal=cfg["causal"])
+        # the default configurations with the blocks of this variant (warps and stages kept)
+        fwd = dict(fwd_config(cfg["head_dim"], q.dtype, band.causal),
+                   BLOCK_M=cfg["block_m"], BLOCK_N=cfg["block_n"])
+        out, lse = attention_forward(q, k, v, band, scale, config=fwd)
         if cfg["bwd_block_m"] is not None:
-            backward(do, q, k, v, out, lse, None, cfg["causal"], scale, -1, -1,
-                     block_m=cfg["bwd_block_m"], block_n=cfg["bwd_block_n"])
+            bwd = bwd_config(cfg["head_dim"], q.dtype, band.causal)
+            blocks = dict(BLOCK_M=cfg["bwd_block_m"], BLOCK_N=cfg["bwd_block_n"])
+            attention_backward(do, q, k, v, out, lse, None, band, scale,
+                               config=dict(bwd, **blocks, dq=dict(bwd["dq"], **blocks)))
 
     t0 = time.time()
     for i, cfg in enumerate(sweep):  # warm-up: compiles, outside the profiled range
@@ -306,7 +301,7 @@ def run_ncu(ncu: str, metrics: dict, manifest: Path) -> str:
         "--clock-control", "none",      # leave the clocks as the GPU sets them
         "--cache-control", "all",       # flush caches before each kernel: DRAM counts start cold
         "--target-processes", "all",
-        sys.executable, str(Path(__file__).resolve()), "--driver", str(manifest),
+        sys.executable, "-m", "benchmarks.profile_iocost", "--driver", str(manifest),  # cwd=ROOT
     ]
     print("+", " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
@@ -358,13 +353,6 @@ def sm_ratio(rec: dict) -> float:
     """Bytes at the SMs (read + written) measured / predicted: the model's headline check."""
     measured = rec["sm_read_bytes"] + rec["sm_write_bytes"]
     return measured / (rec["model_read_bytes"] + rec["model_write_bytes"])
-
-
-def write_csv(table: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
 
 
 def plot(table: list[dict], path: Path, title: str) -> None:
@@ -463,16 +451,11 @@ def main(argv=None) -> None:
         run_driver(args.driver)
         return
 
-    import torch
-    import triton
-
-    if not torch.cuda.is_available():
-        sys.exit("profile_iocost: needs a CUDA GPU (and Nsight Compute)")
+    start_gpu_run(p, args.out, "profile_iocost")  # and Nsight Compute, found next
     t0 = time.time()
     ncu = find_ncu(args.ncu)
     version = subprocess.run([ncu, "--version"], capture_output=True, text=True).stdout.strip()
     ncu_version = version.splitlines()[-1] if version else "unknown"
-    args.out.mkdir(parents=True, exist_ok=True)
     metrics = available_metrics(ncu)
     sweep = build_sweep(args)
     n_launches = sum(len(c["kernels"]) for c in sweep)
@@ -485,10 +468,9 @@ def main(argv=None) -> None:
         manifest.unlink(missing_ok=True)
     raw = [line for line in output.splitlines() if line.startswith('"')]
     (args.out / "iocost_ncu_raw.csv").write_text("\n".join(raw) + "\n")
-    meta = dict(device=torch.cuda.get_device_name(0), date=datetime.date.today().isoformat(),
-                torch=torch.__version__, triton=triton.__version__, ncu=ncu_version, dtype="bfloat16")
-    table = join(parse_ncu_csv(output), sweep, metrics, meta)
-    write_csv(table, args.out / "iocost_ncu.csv")
+    meta = run_meta(ncu=ncu_version, dtype="bfloat16")
+    table = join(parse_ncu_csv(output), sweep, metrics, meta)  # each row carries meta's columns too
+    write_csv(args.out / "iocost_ncu.csv", meta, table)
     summarise(table)
     plot(table, args.out / "iocost_ncu.png",
          f"Attention kernels' memory traffic: IO model vs Nsight Compute ({meta['device']}, bf16, "

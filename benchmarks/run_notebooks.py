@@ -23,8 +23,8 @@ device, date and versions first) and ``notebooks/NN_name.txt`` (the text the not
 what a reader on that machine sees, figures left out), all rewritten after every notebook; prints
 a summary table. Exits with status 1 if any notebook failed.
 
-Usage: ``python benchmarks/run_notebooks.py`` (every notebook in ``notebooks/``), or with names:
-``python benchmarks/run_notebooks.py 01 09_linear_attention notebooks/10_beyond_one_gpu.ipynb
+Usage: ``python -m benchmarks.run_notebooks`` (every notebook in ``notebooks/``), or with names:
+``python -m benchmarks.run_notebooks 01 09_linear_attention notebooks/10_beyond_one_gpu.ipynb
 --out /tmp/nbrun``.
 """
 
@@ -45,9 +45,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.results_csv import run_meta, write_csv
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from benchmarks.results_csv import run_meta, write_csv  # noqa: E402
 
 NOTEBOOKS = ROOT / "notebooks"
 LOG_NAME, CSV_NAME = "run_notebooks.log", "run_notebooks.csv"
@@ -300,7 +300,7 @@ def main(argv=None) -> int:
     out = args.out if args.out is not None else ROOT / "benchmarks" / "results" / short
     out.mkdir(parents=True, exist_ok=True)
     comments = [f"python {platform.python_version()}; timeout {args.timeout} s per cell; "
-                f"python benchmarks/run_notebooks.py {' '.join(args.notebooks) or '(all)'}"]
+                f"python -m benchmarks.run_notebooks {' '.join(args.notebooks) or '(all)'}"]
     print(f"{len(notebooks)} notebooks, {mode} mode, on {meta['device']}; log and CSV in {out}", flush=True)
 
     run = run_nbclient if mode == "nbclient" else run_script

@@ -9,7 +9,7 @@ like, and what flash and sdpa store stays flat. The reference also keeps ``(N, N
 probability matrices per sequence and layer: batch x N^2 = tokens x N, growing with N until it
 runs out of memory (a row "OOM").
 
-    python benchmarks/train_memory.py --out benchmarks/results/h100   # needs CUDA; ~1 min on an H100
+    python -m benchmarks.train_memory --out benchmarks/results/h100   # needs CUDA; ~1 min on an H100
 
 Writes ``train_memory.csv`` (one row per backend and length, with the device, versions and date)
 and ``train_memory.png``. The functions also run on a CPU with tiny sizes, which the tests use.
@@ -18,19 +18,16 @@ and ``train_memory.png``. The functions also run on a CPU with tiny sizes, which
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import gc
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the checkout
-
-from minitransformer.model import BACKENDS, GPT, Config  # noqa: E402
+from benchmarks.results_csv import write_csv
+from minitransformer.model import BACKENDS, GPT, Config
 
 STYLES = {"flash": "o-", "reference": "s-", "sdpa": "^--"}  # flash and sdpa overlap in memory
 FIELDS = ["backend", "seqlen", "batch", "tokens_per_s", "ms_per_step", "peak_mem_mib", "status",
@@ -103,13 +100,6 @@ def environment(device: torch.device) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"device": name, "torch": torch.__version__, "triton": triton_version,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-
-
-def write_csv(path: Path, rows: list[dict]):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
 
 
 def plot(path: Path, rows: list[dict]):
@@ -192,7 +182,9 @@ def main(argv=None):
     rows = run(args.seqlens, args.backends, device=args.device, tokens_per_step=args.tokens_per_step,
                n_layer=args.n_layer, n_embd=args.n_embd, warmup=args.warmup, iters=args.iters,
                time_budget_s=args.time_budget)
-    write_csv(out / "train_memory.csv", rows)
+    # the metadata line of every results CSV; the rows keep these columns too (older files have only them)
+    write_csv(out / "train_memory.csv", {k: rows[0][k] for k in ("device", "date", "torch", "triton")}, rows,
+              fields=FIELDS)
     plot(out / "train_memory.png", rows)
     print(f"wrote {out / 'train_memory.csv'} and {out / 'train_memory.png'}")
 

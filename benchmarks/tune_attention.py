@@ -3,13 +3,13 @@
 For each shape (bf16, 16k tokens, head_dim 64 and 128, causal and not, N = 4096 by default) this
 times every forward configuration (BLOCK_M, BLOCK_N, warps, pipeline stages), then every dK/dV
 configuration with dQ at its default, then every dQ configuration with the best dK/dV. The
-results set ``fwd_config`` / ``bwd_config`` in ``kernels/flash_attn.py``: fixed per GPU
-generation, so that nobody pays for autotuning at run time.
+results set ``fwd_config`` in ``kernels/flash_fwd.py`` and ``bwd_config`` in
+``kernels/flash_bwd.py``: fixed per GPU generation, so that nobody pays for autotuning at run time.
 
 Compiling ~400 variants one after the other takes minutes; worker processes compile them in
 parallel first (Triton's on-disk cache then serves the timing process).
 
-Usage (GPU only): ``python benchmarks/tune_attention.py --out DIR [--seqlen 4096]``;
+Usage (GPU only): ``python -m benchmarks.tune_attention --out DIR [--seqlen 4096]``;
 ``--plot-only CSV`` redraws the plot of a saved sweep (no GPU needed).
 """
 
@@ -19,18 +19,17 @@ import argparse
 import itertools
 import multiprocessing as mp
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from unittest import mock
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kernels  # noqa: E402
-from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv  # noqa: E402
-from kernels import flash_attn  # noqa: E402
+from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv
+from kernels.flash_attn import FlashAttentionFunction
+from kernels.flash_bwd import bwd_config
+from kernels.flash_fwd import fwd_config
+from kernels.tiles import Band
 
 TOKENS, MODEL_DIM = 16384, 2048
 
@@ -57,23 +56,25 @@ def run(kind, cfg, dq_cfg, head_dim, causal, seqlen, bench):
     from triton.testing import do_bench
 
     q, k, v = inputs(head_dim, seqlen, grad=kind != "fwd")
-    default_fwd = flash_attn.fwd_config(head_dim, torch.bfloat16)
-    default_bwd = flash_attn.bwd_config(head_dim, torch.bfloat16)
+    default_fwd = fwd_config(head_dim, torch.bfloat16)
+    default_bwd = bwd_config(head_dim, torch.bfloat16)
     fwd_cfg = cfg if kind == "fwd" else default_fwd
     dkdv_cfg = cfg if kind != "fwd" and cfg else {k_: v_ for k_, v_ in default_bwd.items() if k_ != "dq"}
     bwd_cfg = dict(dkdv_cfg, dq=dq_cfg or default_bwd["dq"])
-    with mock.patch.object(flash_attn, "fwd_config", lambda *a: dict(fwd_cfg)), \
-            mock.patch.object(flash_attn, "bwd_config", lambda *a: {**bwd_cfg, "dq": dict(bwd_cfg["dq"])}):
-        if kind == "fwd":
-            fn = lambda: kernels.flash_attention(q, k, v, causal=causal)  # noqa: E731
-            fn()
-            return do_bench(fn, warmup=25, rep=60, return_mode="median") if bench else 0.0
-        out = kernels.flash_attention(q, k, v, causal=causal)
-        do = torch.randn_like(out)
-        fn = lambda: out.backward(do, retain_graph=True)  # noqa: E731
-        fn()
-        return do_bench(fn, warmup=25, rep=60, grad_to_none=[q, k, v],
-                        return_mode="median") if bench else 0.0
+    band, scale = Band.from_window(causal=causal), head_dim ** -0.5
+
+    def attention():  # kernels.flash_attention with the launch configurations given
+        return FlashAttentionFunction.apply(q, k, v, band, scale, None, fwd_cfg, bwd_cfg)[0]
+
+    if kind == "fwd":
+        attention()
+        return do_bench(attention, warmup=25, rep=60, return_mode="median") if bench else 0.0
+    out = attention()
+    do = torch.randn_like(out)
+    fn = lambda: out.backward(do, retain_graph=True)  # noqa: E731
+    fn()
+    return do_bench(fn, warmup=25, rep=60, grad_to_none=[q, k, v],
+                    return_mode="median") if bench else 0.0
 
 
 def _compile(job):

@@ -2,25 +2,23 @@
 
 Prints the median time of each configuration and SDPA's in the same run, so that
 ``kernels.decode.decode_config`` / ``choose_num_splits`` can be set from measurements.
-Usage: ``python benchmarks/tune_decode.py``
+Usage (GPU only): ``python -m benchmarks.tune_decode``
 """
 
 from __future__ import annotations
 
 import itertools
-import sys
-from pathlib import Path
-from unittest import mock
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kernels  # noqa: E402
-import kernels.decode as decode  # noqa: E402
+import kernels.decode as decode
+from benchmarks.results_csv import require_gpu
+from kernels.tiles import Band
 
 
 def main():
+    require_gpu("tune_decode")
     from triton.testing import do_bench
 
     b, hq, hkv, d = 4, 32, 8, 128
@@ -36,13 +34,13 @@ def main():
         for block_n, warps, stages, splits in itertools.product((64, 128), (4, 8), (2, 3, 4),
                                                                  (8, 16, 32, 64, 128)):
             cfg = dict(BLOCK_M=16, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
-            with mock.patch.object(decode, "decode_config", lambda *a, cfg=cfg: dict(cfg)):
-                fn = lambda s=splits: kernels.flash_decode(q, k, v, seqlens, num_splits=s)  # noqa: E731
-                try:
-                    ms = do_bench(fn, return_mode="median")
-                except Exception as e:  # out of shared memory, etc.
-                    print(f"  {cfg} splits={splits}: {type(e).__name__}")
-                    continue
+            fn = lambda s=splits, cfg=cfg: decode.decode_forward(  # noqa: E731
+                q, k, v, seqlens, Band(), d ** -0.5, num_splits=s, config=cfg)
+            try:
+                ms = do_bench(fn, return_mode="median")
+            except Exception as e:  # out of shared memory, etc.
+                print(f"  {cfg} splits={splits}: {type(e).__name__}")
+                continue
             best.append((ms, block_n, warps, stages, splits))
         best.sort()
         for ms, block_n, warps, stages, splits in best[:8]:

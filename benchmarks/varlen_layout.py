@@ -25,7 +25,7 @@ Each variant is timed ``--rounds`` times, interleaved, and the median kept, so t
 drift of a shared machine hits all variants alike. Forward only, with ``check_seqlens=False``
 and the offsets built once per shape (a training loop builds them once per batch).
 
-Usage (GPU only): ``python benchmarks/varlen_layout.py --out benchmarks/results/<device>``;
+Usage (GPU only): ``python -m benchmarks.varlen_layout --out benchmarks/results/<device>``;
 ``--plot-only CSV`` redraws the plot of a saved run (no GPU needed).
 """
 
@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import kernels  # noqa: E402
-from benchmarks.bench_attention import (  # noqa: E402
+import kernels
+from benchmarks.bench_attention import (
     MODEL_DIM,
     TOKENS,
     flops,
@@ -48,7 +46,7 @@ from benchmarks.bench_attention import (  # noqa: E402
     triton_provider,
     varlen_provider,
 )
-from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv  # noqa: E402
+from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv
 
 VARIANTS = ("dense", "dense-bshd", "varlen", "varlen-hm")
 
@@ -139,7 +137,7 @@ def main(argv=None):
                     out = fn()
                     if variant.startswith("varlen"):
                         out = out.view(batch, seqlen, heads, head_dim).transpose(1, 2)
-                    err = ((out.float() - ref).norm() / ref.norm()).item()
+                    err = kernels.rel_err(out, ref)
                     if not err < 1e-2:  # the same kernel (other blocks for packed causal)
                         raise RuntimeError(f"{variant}: differs from dense by {err:.1e}")
                     fns[variant] = fn

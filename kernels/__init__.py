@@ -28,8 +28,12 @@ if "TRITON_INTERPRET" not in os.environ:
         os.environ["TRITON_INTERPRET"] = "1"
 
 from . import iocost  # noqa: E402,F401  (pure NumPy: the IO-cost model)
-from ._checks import INTERPRET  # noqa: E402  (True when the kernels run through Triton's CPU interpreter)
-from .reference import attention_mask, attention_reference, attention_varlen_reference  # noqa: E402
+from ._checks import (  # noqa: E402,F401  (the head dims the kernels take)
+    INTERPRET,  # noqa: E402  (True when the kernels run through Triton's CPU interpreter)
+    MAX_HEAD_DIM,
+    MIN_HEAD_DIM,
+)
+from .reference import attention_mask, attention_reference, attention_varlen_reference, rel_err  # noqa: E402
 
 try:
     import triton  # noqa: F401
@@ -73,6 +77,7 @@ __all__ = [
     "linear_attention_parallel",
     "linear_attention_recurrent",
     "linear_attention_step",
+    "rel_err",
     "ring_attention",
     "ring_attention_allgather",
 ]

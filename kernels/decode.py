@@ -3,7 +3,7 @@
 What the reader will learn here: when a step generates one token, there is one query row per head
 and the FlashAttention grid has only ``batch * heads`` programs: far too few to fill a GPU while
 each of them walks the whole cache alone. Split the cache instead. ``num_splits`` programs each
-run the ordinary forward kernel (``kernels/flash_attn.py``) over a slice of the keys and write a
+run the ordinary forward kernel (``kernels/flash_fwd.py``) over a slice of the keys and write a
 partial output and its log-sum-exp; a second small kernel merges them with the online-softmax
 algebra, one level up (and the query heads that share a kv head share one tile, so the cache is
 read once per kv head rather than once per query head):
@@ -17,8 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import INTERPRET, check_kernel_qkv, check_runs_here, check_scale, check_window
-from .flash_attn import Layout, _grid, _launch_forward, _padded_head_dim, _tile_ids, fwd_config
+from ._checks import INTERPRET, check_kernel_qkv, check_runs_here, check_scale
+from .flash_fwd import fwd_config, launch_forward
+from .tiles import Band, Layout, grid, padded_head_dim, tile_ids
 
 
 @triton.jit
@@ -33,7 +34,7 @@ def _merge_splits(
     HEAD_DIM: tl.constexpr,
 ):
     """One program per (query row, batch * head): merge ``num_splits`` partial softmaxes."""
-    pid_m, pid_bh = _tile_ids(num_tiles)
+    pid_m, pid_bh = tile_ids(num_tiles)
     off_b = (pid_bh // heads_q).to(tl.int64)
     off_h = (pid_bh % heads_q).to(tl.int64)
     offs_s = tl.arange(0, SPLITS)
@@ -62,7 +63,7 @@ def decode_config(head_dim: int, dtype: torch.dtype, rows: int) -> dict:
     heads of a group share one tile; the block only as tall as tl.dot allows (16) when few."""
     cfg = dict(fwd_config(head_dim, dtype))
     cfg["BLOCK_M"] = max(16, triton.next_power_of_2(rows)) if rows <= 64 else cfg["BLOCK_M"]
-    if not INTERPRET and dtype != torch.float32 and _padded_head_dim(head_dim) <= 128:
+    if not INTERPRET and dtype != torch.float32 and padded_head_dim(head_dim) <= 128:
         cfg.update(BLOCK_N=128, num_warps=4, num_stages=2)
     return cfg
 
@@ -123,11 +124,27 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
                                    or num_splits < 1):
         raise ValueError(f"num_splits: expected None or an int >= 1, got {num_splits!r}")
     scale = check_scale(softmax_scale, head_dim)
-    window_left, window_right = check_window(window_size, causal)
+    band = Band.from_window(window_size, causal)
     check_runs_here(q)
+    out, lse = decode_forward(q, k_cache, v_cache, cache_seqlens, band, scale, num_splits=num_splits)
+    return (out, lse) if return_lse else out
 
+
+def decode_forward(q, k_cache, v_cache, cache_seqlens, band: Band, softmax_scale: float, *,
+                   num_splits: int | None = None, config: dict | None = None):
+    """Allocate, launch the split forward and merge; returns ``(out, lse)``. Inputs are assumed
+    validated (:func:`flash_decode` checks them).
+
+    Args:
+        q, k_cache, v_cache, cache_seqlens, num_splits: as :func:`flash_decode`.
+        band: the keys each query sees; softmax_scale: multiplies ``q @ k^T``.
+        config: the forward's launch configuration, ``dict(BLOCK_M=, BLOCK_N=, num_warps=,
+            num_stages=)``; ``None``: :func:`decode_config`.
+    """
+    batch, heads_q, seqlen_q, head_dim = q.shape
+    heads_kv, max_len = k_cache.shape[1], k_cache.shape[2]
     rows = seqlen_q * (heads_q // heads_kv)  # query heads of a group share a tile (PACK_GQA)
-    cfg = decode_config(head_dim, q.dtype, rows)
+    cfg = decode_config(head_dim, q.dtype, rows) if config is None else config
     if num_splits is None:
         num_splits = choose_num_splits(batch, heads_kv, rows, max_len, cfg, q.device)
     num_splits = max(1, min(num_splits, triton.cdiv(max(max_len, 1), cfg["BLOCK_N"])))
@@ -135,22 +152,19 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
     out = torch.empty_like(q)
     lse = torch.empty(q.shape[:3], device=q.device, dtype=torch.float32)
     if q.numel() == 0 or max_len == 0:
-        out.zero_(), lse.fill_(float("-inf"))
-        return (out, lse) if return_lse else out
-    config = dict(block_m=cfg["BLOCK_M"], block_n=cfg["BLOCK_N"], num_warps=cfg["num_warps"],
-                  num_stages=cfg["num_stages"], pack_gqa=True)
+        return out.zero_(), lse.fill_(float("-inf"))
     with torch.no_grad():
         if num_splits == 1:
-            _launch_forward(q, k_cache, v_cache, out, lse, layout, causal, scale, window_left,
-                            window_right, **config)
+            launch_forward(q, k_cache, v_cache, out, lse, layout, band, softmax_scale, config=cfg,
+                           pack_gqa=True)
         else:
             part_o = torch.empty((num_splits, *q.shape), device=q.device, dtype=torch.float32)
             part_lse = torch.empty((num_splits, *q.shape[:3]), device=q.device, dtype=torch.float32)
-            _launch_forward(q, k_cache, v_cache, part_o, part_lse, layout, causal, scale,
-                            window_left, window_right, num_splits=num_splits, **config)
-            _merge_splits[_grid(seqlen_q, batch * heads_q)](
+            launch_forward(q, k_cache, v_cache, part_o, part_lse, layout, band, softmax_scale,
+                           config=cfg, num_splits=num_splits, pack_gqa=True)
+            _merge_splits[grid(seqlen_q, batch * heads_q)](
                 part_o, part_lse, out, lse, *part_o.stride(), *part_lse.stride()[:3],
                 *out.stride(), lse.stride(0), lse.stride(1), heads_q, head_dim, num_splits, seqlen_q,
-                SPLITS=triton.next_power_of_2(num_splits), HEAD_DIM=_padded_head_dim(head_dim),
+                SPLITS=triton.next_power_of_2(num_splits), HEAD_DIM=padded_head_dim(head_dim),
             )
-    return (out, lse) if return_lse else out
+    return out, lse

@@ -91,7 +91,7 @@ try:
 except ImportError:  # macOS / Windows: the plain-PyTorch forms below still work
     triton = tl = None
 else:
-    from .flash_attn import _grid, _tile_ids  # the flash kernels' one-axis grid
+    from .tiles import grid, tile_ids  # the flash kernels' one-axis grid
 
 FEATURE_MAPS = ("elu1", None)
 LINEAR_MAX_HEAD_DIM = 128  # the kernel keeps a [head_dim, BLOCK_V] fp32 state in registers
@@ -134,7 +134,7 @@ def _linear_attn_fwd(
     STATE_FP32: tl.constexpr,  # multiply q by the fp32 state as is (16-bit inputs: see below)
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" otherwise (ignored for 16-bit)
 ):
-    pid_v, pid_bh = _tile_ids(num_tiles)  # one grid axis: no 65535 limit on batch * heads
+    pid_v, pid_bh = tile_ids(num_tiles)  # one grid axis: no 65535 limit on batch * heads
     off_b = (pid_bh // heads).to(tl.int64)
     off_h = (pid_bh % heads).to(tl.int64)
     q_ptr += off_b * stride_qb + off_h * stride_qh
@@ -243,7 +243,7 @@ def _chunked(q, k, v, decay, scale: float, chunk_size: int, reverse: bool = Fals
         return out.zero_()
     cfg = kernel_config(dim_k, dim_v)
     tiles = triton.cdiv(dim_v, cfg["BLOCK_V"])
-    _linear_attn_fwd[_grid(tiles, batch * heads)](
+    _linear_attn_fwd[grid(tiles, batch * heads)](
         q, k, v, out, q if decay is None else decay,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         heads, seqlen, dim_k, dim_v, scale, tiles,

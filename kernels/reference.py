@@ -110,3 +110,15 @@ def attention_varlen_reference(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q
         lses.append(lse[0])  # (heads, n)
     out = torch.cat(outs, dim=0)
     return (out, torch.cat(lses, dim=1)) if return_lse else out
+
+
+def rel_err(x: torch.Tensor, ref: torch.Tensor, *, floor: float = 0.0) -> float:
+    """``||x - ref|| / max(||ref||, floor)``, in float64: how far a result is from its reference.
+
+    ``floor`` (default 0: the plain relative error) turns the error into an absolute one where
+    the reference is (nearly) zero, e.g. a gradient that vanishes exactly (one visible key: the
+    softmax of one score is constant, so dq and dk are 0), which would otherwise divide by zero.
+    The tests floor at an RMS of 1e-2 per entry (``floor=1e-2 * sqrt(ref.numel())``).
+    """
+    x, ref = x.double(), ref.double()
+    return ((x - ref).norm() / ref.norm().clamp_min(floor)).item()

@@ -42,7 +42,9 @@ import torch
 import torch.distributed as dist
 
 from ._checks import KERNEL_DTYPES, check_causal, check_kernel_qkv, check_scale
-from .flash_attn import _flash_attn_backward, flash_attention
+from .flash_attn import flash_attention
+from .flash_bwd import attention_backward
+from .tiles import Band
 
 
 def merge_partials(out_a, lse_a, out_b, lse_b):
@@ -150,10 +152,9 @@ def _ring_backward(dout, q, k, v, out, lse, causal: bool, scale: float, group, r
         if step + 1 < world_size:
             next_kv, requests = _pass_on(kv, group, rank, world_size)
         if _block_is_needed(causal, src, rank):
-            diagonal = causal and src == rank
             # the merged out and lse: P and delta of the whole softmax, restricted to block src
-            dq_j, dk_j, dv_j = _flash_attn_backward(dout, q, kv[0], kv[1], out, lse, None, diagonal,
-                                                    scale, -1, 0 if diagonal else -1)
+            band = Band(-1, 0) if causal and src == rank else Band()  # causal on the diagonal
+            dq_j, dk_j, dv_j = attention_backward(dout, q, kv[0], kv[1], out, lse, None, band, scale)
             dq += dq_j
             dkv[0] += dk_j
             dkv[1] += dv_j

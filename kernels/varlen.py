@@ -3,17 +3,20 @@
 What the reader will learn here: a batch of sequences of different lengths does not need padding.
 Concatenate them into ``(total_tokens, heads, head_dim)`` and pass ``cu_seqlens``, the running
 sum of the lengths (``[0, n0, n0 + n1, ...]``). The same Triton kernels as the dense case run
-(``kernels/flash_attn.py``, ``VARLEN=True``): each program reads where its sequence starts and how
-long it is from ``cu_seqlens``, and programs past the end of a short sequence exit at once. The
-dense API is the special case of equal lengths.
+(``kernels/flash_fwd.py`` and ``kernels/flash_bwd.py``, ``VARLEN=True``): each program reads
+where its sequence starts and how long it is from ``cu_seqlens``, and programs past the end of a
+short sequence exit at once. The dense API is the special case of equal lengths.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._checks import check_cu_seqlens, check_packed_qkv, check_runs_here, check_scale, check_window
-from .flash_attn import Layout, _flash_attn_backward, _flash_attn_forward, _FlashAttention
+from ._checks import check_cu_seqlens, check_packed_qkv, check_runs_here, check_scale
+from .flash_attn import FlashAttentionFunction
+from .flash_bwd import attention_backward
+from .flash_fwd import attention_forward
+from .tiles import Band, Layout
 
 
 def _layout(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):
@@ -26,7 +29,8 @@ def _varlen_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens
                    softmax_scale: float, window_left: int, window_right: int
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     layout = _layout(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    return _flash_attn_forward(q, k, v, causal, softmax_scale, window_left, window_right, layout)
+    band = Band.from_window((window_left, window_right), causal)
+    return attention_forward(q, k, v, band, softmax_scale, layout)
 
 
 @_varlen_fwd_op.register_fake
@@ -42,25 +46,32 @@ def _varlen_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
                    max_seqlen_k: int, causal: bool, softmax_scale: float, window_left: int,
                    window_right: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     layout = _layout(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-    return _flash_attn_backward(do, q, k, v, out, lse, dlse, causal, softmax_scale, window_left,
-                                window_right, layout)
+    band = Band.from_window((window_left, window_right), causal)
+    return attention_backward(do, q, k, v, out, lse, dlse, band, softmax_scale, layout)
 
 
 @_varlen_bwd_op.register_fake
-def _(do, q, k, v, out, lse, dlse, *args):
+def _(do, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal,
+      softmax_scale, window_left, window_right):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, cu_q, cu_k, *args = inputs
+    q, k, v, cu_q, cu_k, max_seqlen_q, max_seqlen_k, causal, softmax_scale, left, right = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, cu_q, cu_k)
-    ctx.args = args
+    ctx.max_seqlens = (max_seqlen_q, max_seqlen_k)
+    ctx.band = Band.from_window((left, right), causal)
+    ctx.softmax_scale = softmax_scale
 
 
 def _backward(ctx, dout, dlse):
     q, k, v, out, lse, cu_q, cu_k = ctx.saved_tensors
-    dq, dk, dv = _varlen_bwd_op(dout.contiguous(), q, k, v, out, lse, dlse, cu_q, cu_k, *ctx.args)
+    max_seqlen_q, max_seqlen_k = ctx.max_seqlens
+    band = ctx.band
+    dq, dk, dv = _varlen_bwd_op(dout.contiguous(), q, k, v, out, lse, dlse, cu_q, cu_k,
+                                max_seqlen_q, max_seqlen_k, band.causal, ctx.softmax_scale,
+                                band.left, band.right)
     return dq, dk, dv, None, None, None, None, None, None, None, None
 
 
@@ -107,12 +118,13 @@ def flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         raise ValueError(f"cu_seqlens_k: expected {cu_seqlens_q.numel()} entries (as cu_seqlens_q), "
                          f"got {cu_seqlens_k.numel()}")
     scale = check_scale(softmax_scale, head_dim)
-    window_left, window_right = check_window(window_size, causal)
+    band = Band.from_window(window_size, causal)
     check_runs_here(q)
-    args = (int(max_seqlen_q), int(max_seqlen_k), bool(causal), scale, window_left, window_right)
+    max_seqlen_q, max_seqlen_k = int(max_seqlen_q), int(max_seqlen_k)
     if torch.compiler.is_compiling():
-        out, lse = _varlen_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, *args)
+        out, lse = _varlen_fwd_op(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                  band.causal, scale, band.left, band.right)
     else:
-        out, lse = _FlashAttention.apply(q, k, v, *args[2:], _layout(cu_seqlens_q, cu_seqlens_k,
-                                                                     *args[:2]))
+        layout = _layout(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+        out, lse = FlashAttentionFunction.apply(q, k, v, band, scale, layout)
     return (out, lse) if return_lse else out

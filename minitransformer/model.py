@@ -53,6 +53,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from kernels import (
+    MAX_HEAD_DIM,
+    MIN_HEAD_DIM,
     attention_mask,
     attention_reference,
     attention_varlen_reference,
@@ -63,11 +65,23 @@ from kernels import (
     linear_attention_parallel,
     linear_attention_step,
 )
+from kernels.linear_attn import LINEAR_MAX_HEAD_DIM
 
 BACKENDS = ("flash", "reference", "sdpa")
 ATTENTIONS = ("softmax", "linear")
-MIN_HEAD_DIM, MAX_HEAD_DIM = 8, 256  # what the kernel supports; the single head is n_embd wide
-LINEAR_MAX_HEAD_DIM = 128  # the linear-attention kernel keeps a head_dim x 64 state in registers
+
+
+def check_decay(decay: float, cli: bool = False):
+    """Linear attention's decay per token must be in (0, 1]; ``cli``: the message names the flag."""
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"{'--decay' if cli else 'decay'} must be in (0, 1] (1 = no decay), got {decay}")
+
+
+def check_packing(attention: str, cli: bool = False):
+    """Packed documents need softmax attention; ``cli``: the message names the flags."""
+    if attention == "linear":
+        needs = "--packed needs --attention softmax" if cli else "packed documents need softmax attention"
+        raise ValueError(f"{needs}: linear attention would have to reset its state at every document start")
 
 
 @dataclass
@@ -87,8 +101,7 @@ class Config:
             raise ValueError(f"unknown backend {self.backend!r}: choose one of {', '.join(BACKENDS)}")
         if self.attention not in ATTENTIONS:
             raise ValueError(f"unknown attention {self.attention!r}: choose one of {', '.join(ATTENTIONS)}")
-        if not 0.0 < self.decay <= 1.0:
-            raise ValueError(f"decay must be in (0, 1] (1 = no decay), got {self.decay}")
+        check_decay(self.decay)
         if self.attention == "linear" and self.backend == "flash" and self.n_embd > LINEAR_MAX_HEAD_DIM:
             raise ValueError(f"n_embd must be <= {LINEAR_MAX_HEAD_DIM} for linear attention on the flash "
                              f"backend (it is the head dim of the single head), got {self.n_embd}")
@@ -308,9 +321,8 @@ class GPT(nn.Module):
         stays within each (``kernels.flash_attention_varlen``; softmax attention only).
         """
         B, T = idx.size()
-        if packing is not None and self.config.attention == "linear":
-            raise ValueError("packed documents need softmax attention: linear attention would have to "
-                             "reset its state at every document start")
+        if packing is not None:
+            check_packing(self.config.attention)
         start = cache.pos if cache is not None else 0
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         cos, sin = rotary_angles(pos, self.config.n_embd, self.config.rope_base)  # 2 x (T, C/2)

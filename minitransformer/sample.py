@@ -4,6 +4,8 @@ Each new character costs one step of the model on one token: its query attends t
 and values of everything before it (``GPT.generate``), through the flash kernel by default. A model
 trained with ``--attention linear`` carries a fixed-size recurrent state instead (the checkpoint's
 config says which). A generation that takes more than two seconds shows a progress bar on stderr.
+
+:func:`generate_text` is the same generation for ``train.py``, which ends each run with a sample.
 """
 
 from __future__ import annotations
@@ -12,9 +14,34 @@ import argparse
 import math
 import time
 
+import torch
+
+from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import Vocab
-from .model import BACKENDS
-from .train import check_prompt, generate_text, load_checkpoint, model_from_checkpoint, pick_device
+from .devices import pick_device
+from .model import BACKENDS, GPT
+
+
+def check_prompt(prompt: str, vocab: Vocab):
+    """``ValueError`` now, not after training, on a prompt the model cannot read."""
+    if not prompt:
+        raise ValueError("--prompt: needs at least one character")
+    try:
+        vocab.encode(prompt)
+    except ValueError as e:
+        raise ValueError(f"--prompt {prompt!r}: {e}") from None
+
+
+def generate_text(model: GPT, vocab: Vocab, prompt: str, n_chars: int, device, *, seed=0, temperature=0.8,
+                  top_k=None, use_cache=True) -> str:
+    """``prompt`` followed by ``n_chars`` sampled characters (the prompt's must be in the vocabulary),
+    with a progress bar on stderr if that takes more than a moment."""
+    idx = vocab.encode(prompt)[None, :].to(device)  # (1, T)
+    g = torch.Generator().manual_seed(seed)
+    model.eval()
+    out = model.generate(idx, n_chars, temperature=temperature, top_k=top_k, use_cache=use_cache, generator=g,
+                         progress=True)
+    return vocab.decode(out[0].tolist())
 
 
 def parse_args(argv=None):

@@ -25,31 +25,41 @@ Data parallel: ``torchrun --nproc_per_node=N -m minitransformer.train ...`` trai
 (see ``distributed.py``). The numbers are those of one process on the whole batch; rank 0 alone
 writes the files and prints.
 
-Outputs in ``--out``: ``ckpt.pt``, ``losses.csv``, ``losses.png``; the sample is printed. An
-``--out`` that already holds a checkpoint is refused unless ``--resume`` continues that run or
-``--overwrite`` replaces it. A loss that stops being finite (a learning rate too high) ends the run
-with an error before its model is written: the last checkpoint stays the last good one.
+Outputs in ``--out``: ``ckpt.pt``, ``losses.csv``, ``losses.png`` (written by ``checkpoint.py``);
+the sample is printed. An ``--out`` that already holds a checkpoint is refused unless ``--resume``
+continues that run or ``--overwrite`` replaces it. A loss that stops being finite (a learning rate
+too high) ends the run with an error before its model is written: the last checkpoint stays the
+last good one.
+
+The pieces around the loop live beside it: ``checkpoint.py`` (the files of a run),
+``devices.py`` (device, backend, autocast), ``data.py`` (corpus and batches), ``sample.py``
+(generation), ``distributed.py`` (data parallel).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import math
-import os
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-import kernels
+from kernels import MAX_HEAD_DIM, MIN_HEAD_DIM
 
 from . import distributed
+from .checkpoint import (
+    check_same_run,
+    last_checkpoint,
+    load_checkpoint,
+    plot_losses,
+    save_checkpoint,
+    write_csv,
+)
 from .data import (
     DEFAULT_MAX_CHARS,
     Vocab,
@@ -60,13 +70,9 @@ from .data import (
     split,
     unigram_entropy,
 )
-from .model import ATTENTIONS, BACKENDS, GPT, Config
-
-# Flags that define a run: resuming with another value would not continue the same run. The
-# backend is not one of them: they all compute the same function.
-RUN_FLAGS = ("data", "max_chars", "seed", "steps", "batch_size", "block_size", "n_layer", "n_embd", "lr",
-             "min_lr", "warmup", "weight_decay", "grad_clip", "eval_interval", "eval_batches", "packed",
-             "attention", "decay")
+from .devices import autocast_for, kernel_runs_on, pick_backend, pick_device
+from .model import ATTENTIONS, BACKENDS, GPT, Config, check_decay, check_packing
+from .sample import check_prompt, generate_text
 
 
 def parse_args(argv=None):
@@ -84,7 +90,8 @@ def parse_args(argv=None):
     arg("--batch-size", type=int, default=16, help="sequences per step [%(default)s]")
     arg("--block-size", type=int, default=128, help="sequence length, in characters [%(default)s]")
     arg("--n-layer", type=int, default=2, help="Transformer blocks [%(default)s]")
-    arg("--n-embd", type=int, default=128, help="width = head dim of the single head, 8..256 [%(default)s]")
+    arg("--n-embd", type=int, default=128,
+        help=f"width = head dim of the single head, {MIN_HEAD_DIM}..{MAX_HEAD_DIM} [%(default)s]")
     arg("--lr", type=float, default=3e-3, help="peak learning rate [%(default)s]")
     arg("--min-lr", type=float, default=None, help="final learning rate of the cosine decay [lr / 10]")
     arg("--warmup", type=int, default=100, help="steps of linear warmup [%(default)s]")
@@ -109,36 +116,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name}: not a device; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name}: only cpu and cuda are supported")
-    return device
-
-
-def pick_backend(name: str, device: torch.device) -> str:
-    if name == "auto":  # the interpreted kernel is exact but far too slow to train on a CPU
-        return "flash" if device.type == "cuda" else "reference"
-    if name not in BACKENDS:
-        raise ValueError(f"--backend {name}: unknown backend; choose auto, {', '.join(BACKENDS)}")
-    if name == "flash" and not kernel_runs_on(device):
-        raise ValueError(f"--backend flash on {device}: this machine compiles Triton for its GPU; "
-                         "use --device cuda, or set TRITON_INTERPRET=1 to interpret on the CPU")
-    return name
-
-
-def kernel_runs_on(device: torch.device) -> bool:
-    """The Triton kernel runs compiled on CUDA tensors, or interpreted where kernels chose that."""
-    return device.type == "cuda" or kernels.INTERPRET
-
-
 def check_args(args):
     positive = ("steps", "batch_size", "block_size", "n_layer", "eval_interval", "eval_batches", "max_chars")
     for name in positive:
@@ -149,11 +126,9 @@ def check_args(args):
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if args.resume and args.overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite replaces it: pick one")
-    if not 0 < args.decay <= 1:
-        raise ValueError(f"--decay must be in (0, 1] (1 = no decay), got {args.decay}")
-    if args.packed and args.attention == "linear":
-        raise ValueError("--packed needs --attention softmax: linear attention would have to reset its "
-                         "state at every document start")
+    check_decay(args.decay, cli=True)
+    if args.packed:
+        check_packing(args.attention, cli=True)
     if args.min_lr is None:
         args.min_lr = args.lr / 10
     # inf passes the comparisons (and nan fails them only by luck): a non-finite value makes NaN weights
@@ -163,95 +138,6 @@ def check_args(args):
         value = getattr(args, name)
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
-
-
-def lr_at(step: int, args) -> float:
-    """Linear warmup to ``lr`` over ``warmup`` steps, then a cosine decay to ``min_lr`` at ``steps``."""
-    if step < args.warmup:
-        return args.lr * (step + 1) / args.warmup
-    progress = (step - args.warmup) / max(1, args.steps - args.warmup)  # 0 -> 1
-    return args.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (args.lr - args.min_lr)
-
-
-def make_optimizer(model: GPT, args) -> torch.optim.AdamW:
-    # Decay the matrices (embedding, linear layers), not the LayerNorm gains and biases.
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on a GPU (the kernel runs in bf16 there); plain fp32 on a CPU."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def with_backend(model: GPT, backend: str) -> GPT:
-    """The same weights, with attention through another backend."""
-    other = GPT(dataclasses.replace(model.config, backend=backend)).to(next(model.parameters()).device)
-    other.load_state_dict(model.state_dict())
-    return other
-
-
-@torch.no_grad()
-def evaluate(model: GPT, val_ids, args, device, n_batches=None) -> float:
-    """Mean loss over ``eval_batches`` batches of windows spread evenly over the validation text."""
-    model.eval()
-    losses = []
-    batches = eval_batches(val_ids, n_batches or args.eval_batches, args.batch_size, args.block_size, device,
-                           doc_starts=args.val_docs)
-    for x, y, *packing in batches:
-        with autocast_for(device):
-            losses.append(model(x, y, packing=packing[0] if packing else None)[1].item())
-    model.train()
-    return sum(losses) / len(losses)
-
-
-def save_checkpoint(path: Path, ckpt: dict):
-    """Write to a temporary file, then rename: a kill leaves the old checkpoint or the new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path) -> dict:
-    """A checkpoint written by this script; ``ValueError`` if there is none or it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- whatever makes it unreadable, the user's fix is the same
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or not {"model", "config", "vocab", "step", "args"} <= ckpt.keys():
-        raise ValueError(f"{path} is not a checkpoint of minitransformer.train")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict, path, backend: str | None = None) -> GPT:
-    """The model a checkpoint holds; ``ValueError`` if its weights do not fit its config."""
-    config = Config(**{**ckpt["config"], **({"backend": backend} if backend else {})})
-    model = GPT(config)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError:
-        raise ValueError(f"checkpoint {path}: its weights do not match its config {ckpt['config']}") from None
-    return model
-
-
-def check_same_run(ckpt: dict, args, path):
-    defaults = vars(parse_args([]))  # a flag newer than the checkpoint had its default value then
-    for name in RUN_FLAGS:
-        theirs, ours = ckpt["args"].get(name, defaults[name]), getattr(args, name)
-        if theirs != ours:
-            flag = "--" + name.replace("_", "-")
-            raise ValueError(f"checkpoint {path} is from a different config: {flag} was {theirs}, now {ours} "
-                             f"(resume with the same flags, or pick another --out)")
 
 
 def check_out(out: Path, args):
@@ -274,59 +160,60 @@ def check_out(out: Path, args):
         raise ValueError(f"--out {out}: cannot write files there ({e.strerror})") from None
 
 
-def check_prompt(prompt: str, vocab: Vocab):
-    """``ValueError`` now, not after training, on a prompt the model cannot read."""
-    if not prompt:
-        raise ValueError("--prompt: needs at least one character")
-    try:
-        vocab.encode(prompt)
-    except ValueError as e:
-        raise ValueError(f"--prompt {prompt!r}: {e}") from None
+def lr_at(step: int, args) -> float:
+    """Linear warmup to ``lr`` over ``warmup`` steps, then a cosine decay to ``min_lr`` at ``steps``."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)  # 0 -> 1
+    return args.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (args.lr - args.min_lr)
 
 
-def last_checkpoint(history: list[dict]) -> int:
-    """The step of the last checkpoint: every evaluated step wrote one."""
-    return next((r["step"] for r in reversed(history) if r["val_loss"] != ""), 0)
+def make_optimizer(model: GPT, args) -> torch.optim.AdamW:
+    # Decay the matrices (embedding, linear layers), not the LayerNorm gains and biases.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
 
 
-def write_csv(path: Path, history: list[dict]):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["step", "lr", "train_loss", "val_loss"])
-        w.writeheader()
-        w.writerows(history)
+def with_backend(model: GPT, backend: str) -> GPT:
+    """The same weights, with attention through another backend."""
+    other = GPT(dataclasses.replace(model.config, backend=backend)).to(next(model.parameters()).device)
+    other.load_state_dict(model.state_dict())
+    return other
 
 
-def plot_losses(path: Path, history: list[dict], entropy: float, title: str):
-    # A bare Figure needs no pyplot backend, so training from a notebook leaves its inline
-    # backend alone (matplotlib.use("Agg") would silently stop the notebook's figures).
-    from matplotlib.figure import Figure
-
-    val = [r for r in history if r["val_loss"] != ""]
-    fig = Figure(figsize=(7, 4))
-    ax = fig.subplots()
-    ax.plot([r["step"] for r in history], [r["train_loss"] for r in history], lw=0.8, alpha=0.6,
-            label="train (one batch)")
-    ax.plot([r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation")
-    ax.axhline(entropy, color="gray", ls="--", label=f"unigram entropy of the corpus ({entropy:.2f})")
-    ax.set(xlabel="step", ylabel="loss (nats / character)", title=title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def generate_text(model: GPT, vocab: Vocab, prompt: str, n_chars: int, device, *, seed=0, temperature=0.8,
-                  top_k=None, use_cache=True) -> str:
-    """``prompt`` followed by ``n_chars`` sampled characters (the prompt's must be in the vocabulary),
-    with a progress bar on stderr if that takes more than a moment."""
-    idx = vocab.encode(prompt)[None, :].to(device)  # (1, T)
-    g = torch.Generator().manual_seed(seed)
+@torch.no_grad()
+def evaluate(model: GPT, run: Run, args, n_batches=None) -> float:
+    """Mean loss over ``eval_batches`` batches of windows spread evenly over the validation text."""
     model.eval()
-    out = model.generate(idx, n_chars, temperature=temperature, top_k=top_k, use_cache=use_cache, generator=g,
-                         progress=True)
-    return vocab.decode(out[0].tolist())
+    losses = []
+    batches = eval_batches(run.val_ids, n_batches or args.eval_batches, args.batch_size, args.block_size,
+                           run.device, doc_starts=run.val_docs)
+    for x, y, *packing in batches:
+        with autocast_for(run.device):
+            losses.append(model(x, y, packing=packing[0] if packing else None)[1].item())
+    model.train()
+    return sum(losses) / len(losses)
 
 
-def setup(args, ranks: distributed.Ranks):
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What ``setup`` checked and read: everything the training loop starts from besides ``args``."""
+
+    device: torch.device  # where this process trains
+    desc: str  # where the text comes from, for the log
+    vocab: Vocab  # the characters of the text
+    ids: torch.Tensor  # the whole text, encoded: (N,)
+    train_ids: torch.Tensor  # its first 90% (data.split)
+    val_ids: torch.Tensor  # the rest
+    config: Config  # the model to train
+    ckpt: dict | None  # the checkpoint to continue from (--resume), else None
+    train_docs: torch.Tensor | None = None  # --packed: the document starts within train_ids
+    val_docs: torch.Tensor | None = None  # --packed: the document starts within val_ids
+
+
+def setup(args, ranks: distributed.Ranks) -> Run:
     """Everything that can fail because of the user's input, checked before any training."""
     check_args(args)
     if args.batch_size % ranks.world_size:
@@ -338,34 +225,36 @@ def setup(args, ranks: distributed.Ranks):
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
     train_ids, val_ids = split(ids, args.block_size)
-    args.train_docs = args.val_docs = None  # document starts of each split, when packing
+    train_docs = val_docs = None  # document starts of each split, when packing
     if args.packed:
         starts = document_starts(args.data, text, args.max_chars)
-        args.train_docs = starts[starts < len(train_ids)]
-        args.val_docs = starts[starts >= len(train_ids)] - len(train_ids)
+        train_docs = starts[starts < len(train_ids)]
+        val_docs = starts[starts >= len(train_ids)] - len(train_ids)
     config = Config(vocab_size=vocab.size, block_size=args.block_size, n_layer=args.n_layer,
                     n_embd=args.n_embd, backend=backend, attention=args.attention, decay=args.decay)
     ckpt = None
     path = Path(args.out) / "ckpt.pt"
     if args.resume:
         ckpt = load_checkpoint(path)
-        check_same_run(ckpt, args, path)
+        check_same_run(ckpt, args, path, defaults=vars(parse_args([])))
         if ckpt["vocab"] != vocab.chars:
             raise ValueError(f"checkpoint {path} was trained on a different text (its vocabulary differs)")
     if args.prompt is None:  # a newline if the text has one, else its first character
         args.prompt = "\n" if "\n" in vocab.chars else text[0]
     check_prompt(args.prompt, vocab)
     check_out(Path(args.out), args)  # last: it creates --out, which a typo in another flag should not
-    return device, desc, vocab, ids, train_ids, val_ids, config, ckpt
+    return Run(device=device, desc=desc, vocab=vocab, ids=ids, train_ids=train_ids, val_ids=val_ids,
+               config=config, ckpt=ckpt, train_docs=train_docs, val_docs=val_docs)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
         ranks = distributed.get_ranks()  # rank 0 of 1 unless started by torchrun
-        device, desc, vocab, ids, train_ids, val_ids, config, ckpt = setup(args, ranks)
+        run = setup(args, ranks)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
+    device, vocab, config = run.device, run.vocab, run.config
     distributed.start(device, ranks)
     log = print if ranks.is_main else (lambda *a, **kw: None)
     out = Path(args.out)  # created by setup
@@ -377,15 +266,15 @@ def main(argv=None):
     model = GPT(config).to(device)
     optimizer = make_optimizer(model, args)
     step, history = 0, []
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        step, history = ckpt["step"], ckpt["history"]
+    if run.ckpt is not None:
+        model.load_state_dict(run.ckpt["model"])
+        optimizer.load_state_dict(run.ckpt["optimizer"])
+        step, history = run.ckpt["step"], run.ckpt["history"]
     train_model = distributed.wrap(model, device, ranks)  # averages the gradients over the ranks
-    entropy = unigram_entropy(ids, vocab.size)
+    entropy = unigram_entropy(run.ids, vocab.size)
 
-    log(f"data: {desc}: {len(ids):,} characters, {vocab.size} distinct, "
-        f"{len(train_ids):,} train / {len(val_ids):,} val")
+    log(f"data: {run.desc}: {len(run.ids):,} characters, {vocab.size} distinct, "
+        f"{len(run.train_ids):,} train / {len(run.val_ids):,} val")
     log(f"model: {model.num_params():,} parameters (n_layer {config.n_layer}, n_embd {config.n_embd}, "
         f"one head, context {config.block_size}, {config.attention} attention); training backend: "
         f"{config.backend}, on {device}")
@@ -405,8 +294,7 @@ def main(argv=None):
     def checkpoint():
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "config": dataclasses.asdict(config), "vocab": vocab.chars, "step": step,
-                 "history": history,
-                 "args": {k: v for k, v in vars(args).items() if not k.endswith("_docs")}}
+                 "history": history, "args": vars(args)}
         save_checkpoint(out / "ckpt.pt", state)
         write_csv(out / "losses.csv", history)
 
@@ -429,8 +317,8 @@ def main(argv=None):
             lr = lr_at(step, args)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, y, *packing = get_batch(train_ids, args.batch_size, args.block_size, seed=args.seed,
-                                       step=step, device=device, doc_starts=args.train_docs,
+            x, y, *packing = get_batch(run.train_ids, args.batch_size, args.block_size, seed=args.seed,
+                                       step=step, device=device, doc_starts=run.train_docs,
                                        rank=ranks.rank, world_size=ranks.world_size)
             with autocast_for(device):
                 _, loss = train_model(x, y, packing=packing[0] if packing else None)
@@ -448,7 +336,7 @@ def main(argv=None):
             # Every rank evaluates (the same batches): rank 0 would take as long alone, the others
             # waiting for it at the next step, and this way all of them hold the same history.
             if step % args.eval_interval == 0 or step == args.steps:
-                row["val_loss"] = val_loss = evaluate(model, val_ids, args, device)
+                row["val_loss"] = val_loss = evaluate(model, run, args)
                 if not math.isfinite(val_loss):
                     raise diverged(f"validation loss {val_loss}")
                 # a finite loss does not prove finite weights (the row of a character it never saw)
@@ -488,8 +376,8 @@ def main(argv=None):
         flash_model = model
         if kernel_runs_on(device):
             flash_model = model if config.backend == "flash" else with_backend(model, "flash")
-            loss_flash = evaluate(flash_model, val_ids, args, device, n_batches=1)
-            loss_ref = evaluate(with_backend(model, "reference"), val_ids, args, device, n_batches=1)
+            loss_flash = evaluate(flash_model, run, args, n_batches=1)
+            loss_ref = evaluate(with_backend(model, "reference"), run, args, n_batches=1)
             print(f"one validation batch through the flash kernel: loss {loss_flash:.5f} "
                   f"(reference: {loss_ref:.5f})")
         if args.sample_chars > 0:

@@ -323,7 +323,7 @@ print("first block fully masked:", out_nan)
 assert torch.isnan(out_nan).all()
 
 # %% [markdown]
-# The fix used by the kernel (`kernels/flash_attn.py`, look for `m_safe`): subtract $0$ instead
+# The fix used by the kernel (`kernels/flash_fwd.py`, look for `m_safe`): subtract $0$ instead
 # of $m'$ while $m'$ is still $-\infty$. Then $e^{-\infty - 0} = 0$, $\ell$ stays 0, and the row
 # carries on unharmed; a row that never sees any key ends with $\ell = 0$ and is given output 0
 # and $\mathrm{lse} = -\infty$.

@@ -22,7 +22,7 @@
 #   FlashAttention-2's, which swaps the loops so that each block of queries is finished by one
 #   program without writing anything intermediate;
 # * a 30-line NumPy version of it, checked against naive attention;
-# * the Triton kernel of this repository, `_attn_fwd` in `kernels/flash_attn.py`, read line by line
+# * the Triton kernel of this repository, `_attn_fwd` in `kernels/flash_fwd.py`, read line by line
 #   against the NumPy version (the kernel is shown from the package, never copied here);
 # * which tiles a causal mask lets the kernel skip, also when there are fewer or more queries than
 #   keys.
@@ -47,7 +47,7 @@ import torch
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Patch, Rectangle
 
-from kernels import attention_mask, attention_reference, flash_attention, flash_attn
+from kernels import attention_mask, attention_reference, flash_attention, flash_fwd, tiles
 from kernels.iocost import flash2_kernels_io, simulate_flash1, simulate_flash2
 from kernels.source import show_source
 
@@ -148,10 +148,11 @@ for N, N_k, causal in ((200, 200, False), (200, 200, True), (70, 200, True), (20
     assert err < 1e-12 and err_lse < 1e-12
 
 # %% [markdown]
-# `kernels/iocost.py` holds the same two algorithms as simulators that count every element crossing
-# between HBM and an explicit SRAM: `simulate_flash1` (Algorithm 1) and `simulate_flash2` (this
-# loop order). Both compute the exact output; their traffic differs exactly where the loop order
-# says it should: FlashAttention-1 reads the running output $O$ back once per K/V block.
+# `kernels/iocost/simulator.py` holds the same two algorithms as simulators that count every
+# element crossing between HBM and an explicit SRAM: `simulate_flash1` (Algorithm 1) and
+# `simulate_flash2` (this loop order). Both compute the exact output; their traffic differs
+# exactly where the loop order says it should: FlashAttention-1 reads the running output $O$ back
+# once per K/V block.
 
 # %%
 N, d, B = 256, 32, 32
@@ -175,11 +176,13 @@ assert fa2.forward.writes["O"] == N * d and fa1.forward.writes["O"] == (T + 1) *
 # %% [markdown]
 # ## 3. The Triton kernel, line by line
 #
-# `kernels/flash_attn.py` holds `_attn_fwd`. We print excerpts of it straight from the package
+# `kernels/flash_fwd.py` holds `_attn_fwd`, with its launch table and launcher; the small helpers
+# it shares with the backward and the other kernels (which tile, which keys, the mask) are in
+# `kernels/tiles.py`. We print excerpts of both straight from the package
 # (with the file's line numbers), in the order of the NumPy version.
 
 # %%
-show_source(flash_attn._attn_fwd, "def _attn_fwd(", "PRECISION: tl.constexpr")
+show_source(flash_fwd._attn_fwd, "def _attn_fwd(", "PRECISION: tl.constexpr")
 
 # %% [markdown]
 # **The signature** follows the house style: pointers, then strides grouped per tensor (a
@@ -194,15 +197,15 @@ show_source(flash_attn._attn_fwd, "def _attn_fwd(", "PRECISION: tl.constexpr")
 # L2 (CUDA allows 2**31 - 1 programs on that axis, only 65,535 on the others):
 
 # %%
-show_source(flash_attn._tile_ids, "def _tile_ids", "return pid % num_tiles")
-show_source(flash_attn._attn_fwd, "pid_m, pid_bh = _tile_ids(num_tiles)", "off_hk = off_h // group")
+show_source(tiles.tile_ids, "def tile_ids", "return pid % num_tiles")
+show_source(flash_fwd._attn_fwd, "pid_m, pid_bh = tile_ids(num_tiles)", "off_hk = off_h // group")
 
 # %% [markdown]
 # Each pointer is then moved to the first row of this (batch, head): from here on the program
 # sees one $(N, d)$ matrix per tensor, as the NumPy version does.
 
 # %%
-show_source(flash_attn._attn_fwd, "q_ptr += off_b * stride_qb", "lse_ptr += pid_s")
+show_source(flash_fwd._attn_fwd, "q_ptr += off_b * stride_qb", "lse_ptr += pid_s")
 
 # %% [markdown]
 # **Load $Q_i$ once and set up the statistics**, the NumPy lines `q = Q[i:i + block_m]` and
@@ -212,35 +215,39 @@ show_source(flash_attn._attn_fwd, "q_ptr += off_b * stride_qb", "lse_ptr += pid_
 # the block. The statistics live in registers for the whole loop:
 
 # %%
-show_source(flash_attn._attn_fwd, "mask_m = offs_m < seqlen_q", "acc = tl.zeros(")
+show_source(flash_fwd._attn_fwd, "mask_m = offs_m < seqlen_q", "acc = tl.zeros(")
 
 # %% [markdown]
 # **The key range.** Instead of testing every tile and `continue`-ing (NumPy), the kernel computes
-# the range of key positions its rows can see, and loops over that range only. `_key_range` does
-# it for causal masks and windows, and `_band_mask` is the element-wise version of the same
+# the range of key positions its rows can see, and loops over that range only. `key_range` does
+# it for causal masks and windows, and `band_mask` is the element-wise version of the same
 # predicate, applied inside the tiles that straddle the diagonal:
 
 # %%
-show_source(flash_attn._attn_fwd, "lo, hi = _key_range(", "hi = tl.minimum(hi, (pid_s")
+show_source(flash_fwd._attn_fwd, "lo, hi = key_range(", "hi = tl.minimum(hi, (pid_s")
 print()
-show_source(flash_attn._key_range, "def _key_range", "return lo, hi")
+show_source(tiles.key_range, "def key_range", "return lo, hi")
 print()
-show_source(flash_attn._band_mask, "def _band_mask", "return (cols")
+show_source(tiles.band_mask, "def band_mask", "return (cols")
 
 # %% [markdown]
-# **The loop**, the heart of it, and the NumPy inner loop statement for statement:
+# **The loop**, the heart of it, and the NumPy inner loop statement for statement. It runs in three
+# stretches, unrolled at compile time (`tl.static_range`): the key blocks at the first edge of the
+# band, `[lo, mid_lo)`, with the mask; the blocks every row of the tile sees wholly,
+# `[mid_lo, mid_hi)`, without it (`stretch != 1` is a compile-time constant, so that loop carries
+# no `tl.where` at all); the blocks at the other edge, `[mid_hi, hi)`, with it again.
 #
 # | NumPy (`flash_forward`) | kernel (`_attn_fwd`) |
 # | --- | --- |
 # | `for j in range(0, N_k, block_n)` | `for start_n in range(start, end, BLOCK_N)` (in `_fwd_blocks`) |
 # | `K[j:j + block_n].T` | `kt = tl.load(...)`, loaded already transposed through the strides |
 # | `s = scale * q @ K_j.T` | `s = tl.dot(q, kt) * qk_scale` (in base 2, see below) |
-# | `np.where(visible, s, -inf)` | `tl.where(valid, s, -inf)`: padding columns and `_band_mask` |
+# | `np.where(visible, s, -inf)` | `tl.where(valid, s, -inf)`: padding columns and `band_mask` |
 # | `m_new`, `m_safe`, `p`, `alpha`, `l` | the same names, `exp2` instead of `exp` |
 # | `acc = alpha * acc + p @ V_j` | `acc = acc * alpha`, then `tl.dot(p, v, acc)` adds into `acc` |
 
 # %%
-show_source(flash_attn._fwd_blocks, "for start_n in range(start, end, BLOCK_N):", "m_i = m_new")
+show_source(flash_fwd._fwd_blocks, "for stretch in tl.static_range(3):", "m_i = m_new")
 
 # %% [markdown]
 # Two details. `EVEN_N` is a compile-time flag: when the key length is a multiple of `BLOCK_N`
@@ -254,9 +261,9 @@ show_source(flash_attn._fwd_blocks, "for start_n in range(start, end, BLOCK_N):"
 # no key a zero output and $\mathrm{lse} = -\infty$, store.
 
 # %%
-show_source(flash_attn._attn_fwd, "empty = l_i == 0.0", "tl.store(lse_ptr")
-print(f"\nLOG2E = {flash_attn.LOG2E} = log2(e): {math.isclose(flash_attn.LOG2E, math.log2(math.e))}")
-assert math.isclose(flash_attn.LOG2E, math.log2(math.e))
+show_source(flash_fwd._attn_fwd, "empty = l_i == 0.0", "tl.store(lse_ptr")
+print(f"\nLOG2E = {tiles.LOG2E} = log2(e): {math.isclose(tiles.LOG2E, math.log2(math.e))}")
+assert math.isclose(tiles.LOG2E, math.log2(math.e))
 
 # %% [markdown]
 # ## 4. Equal to naive attention
@@ -280,7 +287,7 @@ cases = [  # (batch, heads, seqlen_q, seqlen_k, head_dim, causal)
 ]
 if not SMALL:
     cases += [(2, 4, 1000, 1000, 128, True), (1, 4, 777, 2049, 64, False)]
-print("blocks on this machine:", flash_attn.fwd_config(64, torch.float32))
+print("blocks on this machine:", flash_fwd.fwd_config(64, torch.float32))
 for b, h, nq, nk, hd, causal in cases:
     q = torch.randn(b, h, nq, hd, device=DEVICE)
     k, v = (torch.randn(b, h, nk, hd, device=DEVICE) for _ in range(2))
@@ -318,13 +325,13 @@ assert err_kernel <= 2 * err_torch + 5e-3
 # ## 5. Which tiles a causal mask skips
 #
 # Classify every (query block, key block) tile: **skipped** (no query of the block sees any key of
-# it: the loop never loads it), **masked** (straddles the diagonal: loaded, and `_band_mask`
+# it: the loop never loads it), **masked** (straddles the diagonal: loaded, and `band_mask`
 # applied), **full** (every score visible). We use the block sizes the kernel uses on this
 # machine, and three shapes: as many queries as keys; fewer (a continuation, such as a prompt
 # followed by new tokens); and more (the first queries then see no key at all).
 
 # %%
-cfg = flash_attn.fwd_config(64, torch.float32)
+cfg = flash_fwd.fwd_config(64, torch.float32)
 BM, BN = cfg["BLOCK_M"], cfg["BLOCK_N"]
 
 
@@ -363,7 +370,7 @@ plt.show()
 # %% [markdown]
 # Check the picture against the IO model: the keys the kernel loads for each query block are
 # exactly the key blocks the picture does not skip (`flash2_kernels_io` computes this from block
-# arithmetic alone, the way the kernel's `_key_range` does).
+# arithmetic alone, the way the kernel's `key_range` does).
 
 # %%
 for nq, nk in shapes:

@@ -28,7 +28,7 @@
 #   what the L1 and L2 caches do to the numbers.
 #
 # **Read first:** [04 · The forward pass](04_flash_attention_forward.ipynb). Everything here is in
-# `kernels/iocost.py` (plain NumPy: it runs anywhere in milliseconds); read its module docstring
+# `kernels/iocost/` (plain NumPy: it runs anywhere in milliseconds); read its package docstring
 # for the conventions. The measurements come from `benchmarks/profile_iocost.py`, run on a GPU
 # and committed under `benchmarks/results/h100/`.
 
@@ -370,7 +370,8 @@ NUMERIC = ("seqlen", "head_dim", "sm_read_bytes", "sm_write_bytes", "lts_read_by
            "model_read_bytes", "model_write_bytes", "model_dram_read_bytes", "model_dram_write_bytes",
            "l1_load_hit_rate_pct", "waves_per_sm")
 with open(RESULTS / "iocost_ncu.csv", newline="") as f:
-    launches = [{k: (float(v) if k in NUMERIC else v) for k, v in row.items()} for row in csv.DictReader(f)]
+    rows = csv.DictReader(line for line in f if not line.startswith("#"))  # past the metadata line
+    launches = [{k: (float(v) if k in NUMERIC else v) for k, v in row.items()} for row in rows]
 for r in launches:
     r["causal"] = r["causal"] == "True"
     r["sm_ratio"] = ((r["sm_read_bytes"] + r["sm_write_bytes"])

@@ -47,7 +47,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from kernels import attention_reference, flash_attention, flash_attn
+from kernels import attention_reference, flash_attention, flash_bwd
 from kernels.iocost import flash2_io, simulate_flash2, standard_attention_io
 from kernels.source import show_source
 
@@ -233,7 +233,8 @@ assert tensors <= {"Q", "K", "V", "O", "dO", "lse", "delta", "dQ", "dK", "dV"}
 # %% [markdown]
 # ## 5. The Triton kernels
 #
-# The backward is three launches (`_flash_attn_backward` in `kernels/flash_attn.py`):
+# The backward is three launches (`attention_backward` in `kernels/flash_bwd.py`, beside the
+# three kernels):
 #
 # 1. `_attn_bwd_preprocess`: $\delta = \mathrm{rowsum}(dO \circ O)$, one program per query block;
 # 2. `_attn_bwd_dkdv`: one program per **key** block $j$; it holds $K_j, V_j$ and accumulators for
@@ -247,7 +248,7 @@ assert tensors <= {"Q", "K", "V", "O", "dO", "lse", "delta", "dQ", "dK", "dV"}
 # exactly one program, at the price of computing $S$ and $dP$ in both.
 
 # %%
-show_source(flash_attn._attn_bwd_preprocess, "# [BLOCK_M, HEAD_DIM]", "delta = tl.sum(")
+show_source(flash_bwd._attn_bwd_preprocess, "# [BLOCK_M, HEAD_DIM]", "delta = tl.sum(")
 
 # %% [markdown]
 # On the host, $\delta$ also absorbs the gradient of the log-sum-exp when `return_lse=True` output
@@ -255,7 +256,7 @@ show_source(flash_attn._attn_bwd_preprocess, "# [BLOCK_M, HEAD_DIM]", "delta = t
 # exactly like $-\delta_i$):
 
 # %%
-show_source(flash_attn._flash_attn_backward, "if dlse is not None:", "delta = delta - dlse")
+show_source(flash_bwd.attention_backward, "if dlse is not None:", "delta = delta - dlse")
 
 # %% [markdown]
 # **The dK/dV kernel.** Its query range is the forward's key range seen from the other side: with
@@ -268,9 +269,9 @@ show_source(flash_attn._flash_attn_backward, "if dlse is not None:", "delta = de
 # contributions add up on chip too.
 
 # %%
-show_source(flash_attn._attn_bwd_dkdv, "lo = 0", "hi = tl.minimum((pid_n + 1)")
+show_source(flash_bwd._attn_bwd_dkdv, "lo = 0", "hi = tl.minimum((pid_n + 1)")
 print()
-show_source(flash_attn._dkdv_blocks, "for start_m in range(start, end, BLOCK_M):", "dk = tl.dot(dst")
+show_source(flash_bwd._dkdv_blocks, "for start_m in range(start, end, BLOCK_M):", "dk = tl.dot(dst")
 
 # %% [markdown]
 # **The dQ kernel** is the forward's loop with a different body: recompute $P$, then
@@ -278,7 +279,7 @@ show_source(flash_attn._dkdv_blocks, "for start_m in range(start, end, BLOCK_M):
 # applied once at the end.
 
 # %%
-show_source(flash_attn._dq_blocks, "for start_n in range(start, end, BLOCK_N):", "dq = tl.dot(ds")
+show_source(flash_bwd._dq_blocks, "for start_n in range(start, end, BLOCK_N):", "dq = tl.dot(ds")
 
 # %% [markdown]
 # Counting the matrix products in the two kernels confirms the price of owning every output:
@@ -286,7 +287,7 @@ show_source(flash_attn._dq_blocks, "for start_n in range(start, end, BLOCK_N):",
 # all, against the five a single loop with atomics needs.
 
 # %%
-n_dots = {name: inspect.getsource(getattr(flash_attn, name).fn).count("tl.dot(")
+n_dots = {name: inspect.getsource(getattr(flash_bwd, name).fn).count("tl.dot(")
           for name in ("_dkdv_blocks", "_dq_blocks")}  # the loops the two kernels call
 print("tl.dot calls:", n_dots)
 assert n_dots == {"_dkdv_blocks": 4, "_dq_blocks": 3}

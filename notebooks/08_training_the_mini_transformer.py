@@ -51,6 +51,7 @@ import torch
 
 from minitransformer import model as model_module
 from minitransformer import train
+from minitransformer.checkpoint import load_checkpoint, model_from_checkpoint
 from minitransformer.model import KVCache
 
 SMALL = kernels.INTERPRET  # True without a GPU: the kernels run in Triton's CPU interpreter
@@ -135,7 +136,7 @@ plt.show()
 
 # %%
 with open(RESULTS / "train_memory.csv") as f:
-    rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(line for line in f if not line.startswith("#")))  # skip the metadata line
 device_name = rows[0]["device"]
 by_backend = {b: [r for r in rows if r["backend"] == b] for b in ("flash", "reference", "sdpa")}
 fig, (ax_mem, ax_speed) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -196,8 +197,8 @@ assert speedup[-1] > speedup[0] > 1  # the advantage grows with N
 
 # %%
 ckpt_path = workdir / "reference" / "ckpt.pt"
-ckpt = train.load_checkpoint(ckpt_path)
-net = train.model_from_checkpoint(ckpt, ckpt_path, backend="flash").to(DEVICE)
+ckpt = load_checkpoint(ckpt_path)
+net = model_from_checkpoint(ckpt, ckpt_path, backend="flash").to(DEVICE)
 chars = ckpt["vocab"]
 prompt = torch.tensor([[chars.index(c) for c in "def "]], device=DEVICE)  # (1, 4)
 n_new = 40 if SMALL else 300

@@ -67,6 +67,7 @@ from kernels import (
     linear_attention_parallel,
     linear_attention_recurrent,
     linear_attention_step,
+    rel_err,
 )
 from kernels.iocost import flops as softmax_flops
 from kernels.linear_attn import DEFAULT_CHUNK, decay_matrix, kernel_config
@@ -86,12 +87,6 @@ DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu
 torch.set_num_threads(1)
 torch.manual_seed(0)
 print(f"device: {DEVICE}, Triton interpreter: {kernels.INTERPRET}")
-
-
-def rel_err(x, ref):
-    """||x - ref|| / ||ref||, in float64."""
-    x, ref = x.double(), ref.double()
-    return ((x - ref).norm() / ref.norm()).item()
 
 # %% [markdown]
 # ## 1. The kernel trick
@@ -589,7 +584,7 @@ if MEASURED.exists():
         assert ms("linear", hd, n_max, "fwd_bwd") < ms("flash", hd, n_max, "fwd_bwd")
 else:
     print(f"not measured: {MEASURED.relative_to(ROOT)} does not exist. Run "
-          "`python benchmarks/bench_linear.py --out benchmarks/results/h100` on a GPU to make it.")
+          "`python -m benchmarks.bench_linear --out benchmarks/results/h100` on a GPU to make it.")
 
 # %% [markdown]
 # With a GPU in this session (not in the interpreter), the cell below also times a few sizes

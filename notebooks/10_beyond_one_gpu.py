@@ -60,12 +60,13 @@ import torch
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-from kernels import attention_reference, flash_attention, ring_attention
+from kernels import attention_reference, flash_attention, rel_err, ring_attention
 from kernels._checks import interpreter_problem
 from kernels.iocost import H100_MEASURED
 from kernels.iocost import flops as attention_flops
 from kernels.ring import merge_partials
 from minitransformer import GPT, Config, train
+from minitransformer.checkpoint import load_checkpoint
 from minitransformer.data import get_batch
 from minitransformer.distributed import run_in_processes
 
@@ -83,12 +84,6 @@ CPU_RANKS_PROBLEM = interpreter_problem()
 torch.manual_seed(0)
 print(f"device: {DEVICE}, Triton interpreter: {kernels.INTERPRET}; CPU ranks can run the kernel: "
       f"{CPU_RANKS_PROBLEM is None}")
-
-
-def rel_err(x, ref):
-    """||x - ref|| / ||ref||, in float64."""
-    x, ref = x.double(), ref.double()
-    return ((x - ref).norm() / ref.norm()).item()
 
 # %% [markdown]
 # ## 1. Why split a sequence at all
@@ -610,7 +605,7 @@ else:
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert result.stdout.count("data parallel: 2 processes, 2 sequences each per step") == 1
-    histories_ddp = [train.load_checkpoint(workdir / "ddp" / "ckpt.pt")["history"]]  # rank 0's
+    histories_ddp = [load_checkpoint(workdir / "ddp" / "ckpt.pt")["history"]]  # rank 0's
 ddp_seconds = time.perf_counter() - t0
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     history_one = train.main([*tiny, "--out", str(workdir / "one")])
@@ -620,7 +615,7 @@ print(f"{'step':>4} {'loss, 2 processes':>18} {'loss, 1 process':>16}")
 for row_d, row_1 in zip(histories_ddp[0], history_one, strict=True):
     print(f"{row_1['step']:>4} {row_d['train_loss']:>18.7f} {row_1['train_loss']:>16.7f}")
     assert abs(row_d["train_loss"] - row_1["train_loss"]) < 1e-5
-w_ddp, w_one = (train.load_checkpoint(workdir / run / "ckpt.pt")["model"] for run in ("ddp", "one"))
+w_ddp, w_one = (load_checkpoint(workdir / run / "ckpt.pt")["model"] for run in ("ddp", "one"))
 weight_err = max((w_ddp[name] - w_one[name]).abs().max().item() for name in w_one)
 print(f"final weights: largest difference {weight_err:.1e}")
 assert weight_err < 1e-6

@@ -23,6 +23,7 @@ from kernels import attention_reference, flash_attention, ring_attention, ring_a
 from kernels._checks import interpreter_problem
 from kernels.ring import merge_partials
 from minitransformer import train
+from minitransformer.checkpoint import load_checkpoint
 from minitransformer.distributed import run_in_processes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,7 +196,7 @@ def torchrun(args, nproc=2):
 
 
 def final_state(out_dir):
-    ckpt = train.load_checkpoint(Path(out_dir) / "ckpt.pt")
+    ckpt = load_checkpoint(Path(out_dir) / "ckpt.pt")
     return ckpt["model"], ckpt["history"], ckpt["step"]
 
 

@@ -28,14 +28,14 @@ if ON_GPU:
 
 
 def run_case(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim, dtype, causal, window,
-             softmax_scale=None, input_scale=1.0):
-    """Forward + backward of the kernel, of the float64 reference and of the reference in
+             softmax_scale=None, input_scale=1.0, kernel=flash_attention):
+    """Forward + backward of ``kernel``, of the float64 reference and of the reference in
     ``dtype``, with one random upstream gradient; asserts on out, lse, dq, dk, dv."""
     q, k, v = make_qkv(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim, dtype,
                        scale=input_scale)
     kwargs = dict(causal=causal, window_size=window, softmax_scale=softmax_scale, return_lse=True)
     results = {}
-    for name, fn, cast in (("kernel", flash_attention, None),
+    for name, fn, cast in (("kernel", kernel, None),
                            ("ref64", attention_reference, torch.float64),
                            ("lowp", attention_reference, None)):
         qi, ki, vi = (x.detach().to(cast or dtype).requires_grad_() for x in (q, k, v))
@@ -225,15 +225,21 @@ WIDE_MASKS = {"full": (False, (-1, -1)), "causal": (True, (-1, -1)),
 @pytest.mark.parametrize("mask", list(WIDE_MASKS))
 @pytest.mark.parametrize("seqlens", [(97, 97), (45, 131), (131, 45)], ids=lambda s: f"q{s[0]}-k{s[1]}")
 @pytest.mark.parametrize("blocks", list(BLOCK_SHAPES))
-def test_block_shapes(blocks, seqlens, mask, monkeypatch):
-    from kernels import flash_attn
+def test_block_shapes(blocks, seqlens, mask):
+    from kernels.flash_attn import FlashAttentionFunction
+    from kernels.tiles import Band
 
     fwd, dkdv, dq = (dict(BLOCK_M=m, BLOCK_N=n, num_warps=4, num_stages=2)
                      for m, n in BLOCK_SHAPES[blocks])
-    monkeypatch.setattr(flash_attn, "fwd_config", lambda *args: dict(fwd))
-    monkeypatch.setattr(flash_attn, "bwd_config", lambda *args: dict(dkdv, dq=dict(dq)))
+
+    def blocked(q, k, v, *, causal, window_size, softmax_scale, return_lse):
+        """flash_attention with the launch configurations given (inputs are valid here)."""
+        scale = softmax_scale or q.shape[-1] ** -0.5
+        return FlashAttentionFunction.apply(q, k, v, Band.from_window(window_size, causal), scale,
+                                            None, fwd, dict(dkdv, dq=dq))
+
     causal, window = WIDE_MASKS[mask]
-    run_case(1, 2, 1, *seqlens, 32, torch.float32, causal, window)
+    run_case(1, 2, 1, *seqlens, 32, torch.float32, causal, window, kernel=blocked)
 
 
 @pytest.mark.skipif(not ON_GPU, reason="CUDA's grid limit; the interpreter has none, and would "

@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 try:
     from kernels import iocost
 except ImportError:  # iocost is plain NumPy: test it even where the Triton kernels cannot import
-    spec = importlib.util.spec_from_file_location("kernels_iocost", ROOT / "kernels" / "iocost.py")
+    package = ROOT / "kernels" / "iocost"
+    spec = importlib.util.spec_from_file_location("kernels_iocost", package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
     iocost = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = iocost
     spec.loader.exec_module(iocost)
@@ -288,11 +290,9 @@ NCU_SAMPLE = '''\
 
 
 def load_profile_script():
-    spec = importlib.util.spec_from_file_location("profile_iocost", ROOT / "benchmarks" / "profile_iocost.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import profile_iocost
+
+    return profile_iocost
 
 
 def test_parse_ncu_csv():

@@ -312,12 +312,9 @@ def test_message_is_one_clear_line():
 # benchmarks/bench_linear.py: what runs without a GPU
 # ----------------------------------------------------------------------------------------------
 def load_bench():
-    import importlib.util
+    from benchmarks import bench_linear
 
-    spec = importlib.util.spec_from_file_location("bench_linear", ROOT / "benchmarks" / "bench_linear.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_linear
 
 
 def test_bench_crossover_and_plot_from_csv(tmp_path, capsys):

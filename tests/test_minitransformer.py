@@ -23,6 +23,7 @@ from conftest import (
 
 import minitransformer.model as model_module
 from minitransformer import train
+from minitransformer.checkpoint import load_checkpoint
 from minitransformer.data import Vocab, get_batch, split
 from minitransformer.model import Config, KVCache
 
@@ -83,7 +84,7 @@ def test_flash_and_reference_train_the_same(text_file, tmp_path, capsys):
 
 
 def final_state(out_dir):
-    ckpt = train.load_checkpoint(Path(out_dir) / "ckpt.pt")
+    ckpt = load_checkpoint(Path(out_dir) / "ckpt.pt")
     return ckpt["model"], ckpt["optimizer"]["state"], ckpt["history"], ckpt["step"]
 
 

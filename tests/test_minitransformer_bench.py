@@ -1,17 +1,11 @@
 """The training-memory benchmark (benchmarks/train_memory.py) runs its logic at tiny sizes (on a CPU in CI;
 on DEVICE, the GPU, where there is one)."""
 
-import csv
-import importlib.util
-from pathlib import Path
-
 import torch
 from conftest import DEVICE
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("train_memory", ROOT / "benchmarks" / "train_memory.py")
-train_memory = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_memory)
+from benchmarks import train_memory
+from benchmarks.results_csv import read_csv
 
 TINY = ["--device", DEVICE, "--seqlens", "32", "64", "--tokens-per-step", "64", "--n-layer", "1", "--n-embd", "16",
         "--warmup", "1", "--iters", "2"]
@@ -19,8 +13,8 @@ TINY = ["--device", DEVICE, "--seqlens", "32", "64", "--tokens-per-step", "64", 
 
 def test_writes_csv_and_plot(tmp_path):
     train_memory.main(["--out", str(tmp_path), *TINY])
-    with open(tmp_path / "train_memory.csv") as f:
-        rows = list(csv.DictReader(f))
+    meta, rows, _ = read_csv(tmp_path / "train_memory.csv")
+    assert meta["device"] == rows[0]["device"] and meta["date"] == rows[0]["date"]
     assert [(r["backend"], r["seqlen"], r["batch"]) for r in rows] == [
         ("flash", "32", "2"), ("reference", "32", "2"), ("sdpa", "32", "2"),
         ("flash", "64", "1"), ("reference", "64", "1"), ("sdpa", "64", "1")]

@@ -12,6 +12,7 @@ from conftest import DEVICE, cached_generation_error, tiny_model, train_flash_an
 
 import minitransformer.model as model_module
 from minitransformer import sample, train
+from minitransformer.checkpoint import load_checkpoint
 from minitransformer.model import Config, RecurrentState
 
 # flags of minitransformer.train for a few steps of a one-layer model, as in test_minitransformer
@@ -77,7 +78,7 @@ def test_flash_and_reference_train_the_same(text_file, tmp_path, capsys):
     train_flash_and_reference(text_file, tmp_path, TINY)
     assert "linear attention" in capsys.readouterr().out
 
-    ckpt = train.load_checkpoint(tmp_path / "reference" / "ckpt.pt")
+    ckpt = load_checkpoint(tmp_path / "reference" / "ckpt.pt")
     assert ckpt["config"]["attention"] == "linear" and ckpt["config"]["decay"] == Config.decay
     sample.main(["--ckpt", str(tmp_path / "reference" / "ckpt.pt"), "--prompt", "def ", "--chars", "12",
                  "--backend", "reference", "--device", DEVICE])

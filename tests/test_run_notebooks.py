@@ -15,7 +15,6 @@ from benchmarks import run_notebooks
 from benchmarks.results_csv import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "run_notebooks.py"
 CELLS = {"01_passes": ["x = 1 + 1\nprint('x is', x)", "assert x == 2"],
          "02_fails": ["print('before the error')", "assert 1 + 1 == 3, 'arithmetic is broken'",
                       "print('never reached')"]}
@@ -57,10 +56,11 @@ def test_one_passes_one_fails(notebooks, tmp_path, mode, capsys):
 
 
 def test_exit_status_of_the_command(notebooks, tmp_path):
-    """The command line: a name's beginning picks one notebook; all passed is exit status 0."""
-    result = subprocess.run([sys.executable, str(SCRIPT), "01", "--notebooks-dir", str(notebooks),
-                             "--out", str(tmp_path / "out"), "--mode", "script"],
-                            capture_output=True, text=True, timeout=120)
+    """The command line (``python -m benchmarks.run_notebooks`` from the repository root): a name's
+    beginning picks one notebook; all passed is exit status 0."""
+    result = subprocess.run([sys.executable, "-m", "benchmarks.run_notebooks", "01", "--notebooks-dir",
+                             str(notebooks), "--out", str(tmp_path / "out"), "--mode", "script"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     _, rows, _ = read_csv(tmp_path / "out" / "run_notebooks.csv")
     assert [r["notebook"] for r in rows] == ["01_passes"]

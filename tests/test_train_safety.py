@@ -17,6 +17,7 @@ from conftest import DEVICE
 
 import minitransformer.model as model_module
 from minitransformer import distributed, sample, train
+from minitransformer.checkpoint import load_checkpoint
 
 # a few steps of a one-layer model (flags of minitransformer.train); the tests add --data and --out
 TINY = ["--n-layer", "1", "--n-embd", "16", "--block-size", "16", "--batch-size", "2", "--warmup", "2",
@@ -79,7 +80,7 @@ def test_out_with_a_checkpoint_is_refused_without_resume_or_overwrite(text_file,
     assert snapshot(tmp_path) == before
 
     run(text_file, tmp_path, "--seed", "1", "--overwrite")
-    ckpt = train.load_checkpoint(tmp_path / "ckpt.pt")
+    ckpt = load_checkpoint(tmp_path / "ckpt.pt")
     assert ckpt["args"]["seed"] == 1 and [r["step"] for r in ckpt["history"]] == [1, 2]
 
 
@@ -130,7 +131,7 @@ def test_diverging_run_stops_and_keeps_the_last_good_checkpoint(case, text_file,
         assert "training loss nan" in message and "no checkpoint was written" in message
         assert not (tmp_path / "ckpt.pt").exists()
         return
-    ckpt = train.load_checkpoint(tmp_path / "ckpt.pt")
+    ckpt = load_checkpoint(tmp_path / "ckpt.pt")
     assert f"the checkpoint of step {ckpt['step']} is left as it was" in message
     assert all(torch.isfinite(w).all() for w in ckpt["model"].values())
     assert all(math.isfinite(r["val_loss"]) for r in ckpt["history"] if r["val_loss"] != "")
@@ -224,7 +225,7 @@ def test_ctrl_c_after_the_last_step_is_one_line(where, text_file, tmp_path, monk
     assert e.type is SystemExit, "the KeyboardInterrupt escaped train.main"
     assert str(e.value) == (f"interrupted after the last step; the checkpoint of step 2 is saved in "
                             f"{tmp_path / 'ckpt.pt'}")
-    assert train.load_checkpoint(tmp_path / "ckpt.pt")["step"] == 2
+    assert load_checkpoint(tmp_path / "ckpt.pt")["step"] == 2
 
 
 # ----------------------------------------------------------------------------------------------

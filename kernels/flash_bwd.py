@@ -1,0 +1,414 @@
+"""FlashAttention-2's backward: three kernels, their launch table and their launcher.
+
+What the reader will learn here: how the gradients of attention are computed without the
+``seqlen_q x seqlen_k`` matrix of probabilities. The forward (``flash_fwd.py``) saved only the
+output and each row's log-sum-exp; from them the backward recomputes ``P`` block by block:
+
+* a preprocess kernel computes ``delta = rowsum(dO * O)`` per query row;
+* the dK/dV kernel keeps a block of keys on chip and streams the query blocks past it;
+* the dQ kernel keeps a block of queries on chip and streams the key blocks past it (the forward's
+  loop again), so that no gradient needs atomics.
+
+Layout of the file: the three ``@triton.jit`` kernels with their inner loops, the launch table
+(:func:`bwd_config`) and the launcher :func:`attention_backward`. The tile, sequence and band
+helpers live in ``tiles.py``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ._checks import INTERPRET
+from .tiles import (
+    LOG2E,
+    LOG2E_C,
+    Band,
+    Layout,
+    band_mask,
+    dot_flags,
+    full_range,
+    grid,
+    is_hopper,
+    jit_kernel,
+    key_range,
+    launch_config,
+    padded_head_dim,
+    sequence,
+    split3,
+    stretch_range,
+    tile_ids,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Backward
+#   P  = exp(scale * Q K^T - lse)          recomputed block by block, never stored
+#   dV = P^T dO        dP = dO V^T        dS = P * (dP - delta),  delta = rowsum(dO * O) - dlse
+#   dQ = scale * dS K  dK = scale * dS^T Q
+# --------------------------------------------------------------------------------------------
+@jit_kernel
+def _attn_bwd_preprocess(
+    o_ptr, do_ptr, delta_ptr, cu_seqlens_q_ptr,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_dob, stride_doh, stride_dom, stride_dod,
+    stride_lb, stride_lh,
+    heads_q, seqlen_q, head_dim, num_tiles,
+    BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, VARLEN: tl.constexpr,
+):
+    pid_m, pid_bh = tile_ids(num_tiles)
+    off_b = pid_bh // heads_q
+    off_h = (pid_bh % heads_q).to(tl.int64)
+    start_q, seqlen_q = sequence(cu_seqlens_q_ptr, cu_seqlens_q_ptr, off_b, seqlen_q, VARLEN, False)
+    off_b = off_b.to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    mask = (offs_m < seqlen_q)[:, None] & (offs_d < head_dim)[None, :]
+    rows = start_q + offs_m
+    # [BLOCK_M, HEAD_DIM]
+    o = tl.load(o_ptr + off_b * stride_ob + off_h * stride_oh
+                + rows[:, None] * stride_om + offs_d[None, :] * stride_od, mask=mask, other=0.0)
+    do = tl.load(do_ptr + off_b * stride_dob + off_h * stride_doh
+                 + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod, mask=mask, other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # [BLOCK_M]
+    tl.store(delta_ptr + off_b * stride_lb + off_h * stride_lh + rows, delta,
+             mask=offs_m < seqlen_q)
+
+
+@triton.jit
+def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm, stride_qd,
+                 stride_dom, stride_dod, offs_n, offs_m, offs_d, mask_d, lo, mid_lo, mid_hi, hi,
+                 qk_scale, seqlen_q, seqlen_k, window_left, window_right, BLOCK_M: tl.constexpr,
+                 IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """dK and dV's loop over query blocks ``[lo, hi)`` of one query head, in the three stretches
+    of :func:`kernels.flash_fwd._fwd_blocks` (masked ``[lo, mid_lo)``, unmasked
+    ``[mid_lo, mid_hi)``, masked ``[mid_hi, hi)``). Padded keys need no mask here (their rows of
+    dK, dV are never stored); the edges (``stretch != 1``) mask the band and padded query rows."""
+    for stretch in tl.static_range(3):
+        start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
+        for start_m in range(start, end, BLOCK_M):
+            rows = start_m + offs_m
+            mask_m = rows < seqlen_q
+            if stretch != 1:
+                mask_qt = mask_m[None, :] & mask_d[:, None]
+                mask_do = mask_m[:, None] & mask_d[None, :]
+            else:
+                mask_qt = mask_d[:, None]
+                mask_do = mask_d[None, :]
+            # [HEAD_DIM, BLOCK_M]: Q^T
+            qt = tl.load(q_head + rows[None, :] * stride_qm + offs_d[:, None] * stride_qd,
+                         mask=mask_qt, other=0.0)
+            # [BLOCK_M, HEAD_DIM]
+            do = tl.load(do_head + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod,
+                         mask=mask_do, other=0.0)
+            if UPCAST:
+                qt = qt.to(tl.float32)
+                do = do.to(tl.float32)
+            # Rows with no key (lse = -inf) and padded rows get lse = +inf, so P = 0 there.
+            if stretch != 1:
+                lse = tl.load(lse_head + rows, mask=mask_m, other=float("inf"))
+                delta = tl.load(delta_head + rows, mask=mask_m, other=0.0)
+            else:
+                lse = tl.load(lse_head + rows)
+                delta = tl.load(delta_head + rows)
+            lse = tl.where(lse == float("-inf"), float("inf"), lse) * LOG2E_C
+            # [BLOCK_N, BLOCK_M]
+            st = tl.dot(k, qt, input_precision=PRECISION) * qk_scale
+            # mask the exponent, not P: exp2 of a masked-out score overflows
+            if stretch != 1 and IS_LOCAL:
+                valid = band_mask(rows[None, :], offs_n[:, None], seqlen_q, seqlen_k, window_left,
+                                  window_right)
+                st = tl.where(valid, st, float("-inf"))
+            pt = tl.math.exp2(st - lse[None, :])
+            dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
+            # [BLOCK_N, BLOCK_M]
+            dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+            dst = pt * (dpt - delta[None, :])
+            dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk, input_precision=PRECISION)
+    return dk, dv
+
+
+@jit_kernel
+def _attn_bwd_dkdv(
+    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_dom, stride_dod,
+    stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    stride_lb, stride_lh,  # lse and delta share one layout, rows contiguous
+    heads_kv, group, seqlen_q, seqlen_k, head_dim,
+    sm_scale, qk_scale, window_left, window_right, num_tiles,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """One program per (key block, kv head): dK and dV accumulate on chip over every query
+    block, and over every query head of the GQA group, so no atomics are needed."""
+    pid_n, pid_bh = tile_ids(num_tiles)
+    off_b = pid_bh // heads_kv
+    off_hk = (pid_bh % heads_kv).to(tl.int64)
+    start_q, seqlen_q = sequence(cu_seqlens_q_ptr, cu_seqlens_q_ptr, off_b, seqlen_q, VARLEN, False)
+    start_k, seqlen_k = sequence(cu_seqlens_k_ptr, cu_seqlens_k_ptr, off_b, seqlen_k, VARLEN, False)
+    if pid_n * BLOCK_N >= seqlen_k:
+        return
+    off_b = off_b.to(tl.int64)
+
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    mask_n = offs_n < seqlen_k
+    mask_d = offs_d < head_dim
+    mask_nd = mask_n[:, None] & mask_d[None, :]
+    keys = start_k + offs_n  # row index in memory
+
+    # [BLOCK_N, HEAD_DIM]
+    k = tl.load(k_ptr + off_b * stride_kb + off_hk * stride_kh
+                + keys[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=mask_nd, other=0.0)
+    v = tl.load(v_ptr + off_b * stride_vb + off_hk * stride_vh
+                + keys[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=mask_nd, other=0.0)
+    if UPCAST:
+        k = k.to(tl.float32)
+        v = v.to(tl.float32)
+    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+
+    # Query i sees key j when j - off - right <= i <= j - off + left: only those query blocks.
+    # Query blocks wholly inside that range (and wholly real rows) need no mask.
+    lo = 0
+    hi = seqlen_q
+    full_lo = 0
+    full_hi = (seqlen_q // BLOCK_M) * BLOCK_M
+    if IS_LOCAL:
+        off = seqlen_k - seqlen_q
+        lo = tl.maximum(pid_n * BLOCK_N - off - window_right, 0)
+        lo = (lo // BLOCK_M) * BLOCK_M
+        hi = tl.minimum((pid_n + 1) * BLOCK_N - off + window_left, seqlen_q)
+        first = (pid_n + 1) * BLOCK_N - 1 - off - window_right  # sees the block's last key
+        full_lo = tl.cdiv(tl.maximum(first, 0), BLOCK_M) * BLOCK_M
+        last = pid_n * BLOCK_N - off + window_left + 1  # one past the last row to see its first
+        full_hi = tl.minimum(full_hi, (tl.maximum(last, 0) // BLOCK_M) * BLOCK_M)
+    mid_lo, mid_hi = split3(lo, hi, full_lo, full_hi)
+
+    for g in range(0, group):
+        off_h = off_hk * group + g
+        q_head = q_ptr + off_b * stride_qb + off_h * stride_qh + start_q * stride_qm
+        do_head = do_ptr + off_b * stride_dob + off_h * stride_doh + start_q * stride_dom
+        lse_head = lse_ptr + off_b * stride_lb + off_h * stride_lh + start_q
+        delta_head = delta_ptr + off_b * stride_lb + off_h * stride_lh + start_q
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm,
+                              stride_qd, stride_dom, stride_dod, offs_n, offs_m, offs_d, mask_d,
+                              lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q, seqlen_k, window_left,
+                              window_right, BLOCK_M=BLOCK_M, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
+                              PRECISION=PRECISION)
+
+    dk = dk * sm_scale
+    tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
+             + keys[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
+             dk.to(dk_ptr.dtype.element_ty), mask=mask_nd)
+    tl.store(dv_ptr + off_b * stride_dvb + off_hk * stride_dvh
+             + keys[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
+             dv.to(dv_ptr.dtype.element_ty), mask=mask_nd)
+
+
+@triton.jit
+def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+               offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q,
+               seqlen_k, window_left, window_right, BLOCK_N: tl.constexpr,
+               IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+    """dQ's loop over key blocks ``[lo, hi)``, in the three stretches of
+    :func:`kernels.flash_fwd._fwd_blocks`, the edges (``stretch != 1``) masked."""
+    for stretch in tl.static_range(3):
+        start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
+        for start_n in range(start, end, BLOCK_N):
+            cols = start_n + offs_n
+            mask_n = cols < seqlen_k
+            if stretch != 1:
+                mask_dn = mask_d[:, None] & mask_n[None, :]
+            else:
+                mask_dn = mask_d[:, None]
+            # [HEAD_DIM, BLOCK_N]
+            kt = tl.load(k_ptr + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                         mask=mask_dn, other=0.0)
+            vt = tl.load(v_ptr + cols[None, :] * stride_vn + offs_d[:, None] * stride_vd,
+                         mask=mask_dn, other=0.0)
+            if UPCAST:
+                kt = kt.to(tl.float32)
+                vt = vt.to(tl.float32)
+            # [BLOCK_M, BLOCK_N]
+            s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+            if stretch != 1:  # padded keys have k = 0, hence p = exp2(-lse) != 0: mask them
+                valid = mask_n[None, :]
+                if IS_LOCAL:
+                    valid = valid & band_mask(offs_m[:, None], cols[None, :], seqlen_q, seqlen_k,
+                                              window_left, window_right)
+                s = tl.where(valid, s, float("-inf"))
+            p = tl.math.exp2(s - lse[:, None])
+            dp = tl.dot(do, vt, input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
+            ds = p * (dp - delta[:, None])
+            dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq, input_precision=PRECISION)
+    return dq
+
+
+@jit_kernel
+def _attn_bwd_dq(
+    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_dob, stride_doh, stride_dom, stride_dod,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+    stride_lb, stride_lh,
+    heads_q, group, seqlen_q, seqlen_k, head_dim,
+    sm_scale, qk_scale, window_left, window_right, num_tiles,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+    IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """One program per (query block, query head): the forward's loop again, accumulating dQ."""
+    pid_m, pid_bh = tile_ids(num_tiles)
+    off_b = pid_bh // heads_q
+    off_h = (pid_bh % heads_q).to(tl.int64)
+    off_hk = off_h // group
+    start_q, seqlen_q = sequence(cu_seqlens_q_ptr, cu_seqlens_q_ptr, off_b, seqlen_q, VARLEN, False)
+    start_k, seqlen_k = sequence(cu_seqlens_k_ptr, cu_seqlens_k_ptr, off_b, seqlen_k, VARLEN, False)
+    if pid_m * BLOCK_M >= seqlen_q:
+        return
+    off_b = off_b.to(tl.int64)
+    q_ptr += off_b * stride_qb + off_h * stride_qh + start_q * stride_qm
+    do_ptr += off_b * stride_dob + off_h * stride_doh + start_q * stride_dom
+    dq_ptr += off_b * stride_dqb + off_h * stride_dqh + start_q * stride_dqm
+    k_ptr += off_b * stride_kb + off_hk * stride_kh + start_k * stride_kn
+    v_ptr += off_b * stride_vb + off_hk * stride_vh + start_k * stride_vn
+    lse_ptr += off_b * stride_lb + off_h * stride_lh + start_q
+    delta_ptr += off_b * stride_lb + off_h * stride_lh + start_q
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    mask_m = offs_m < seqlen_q
+    mask_d = offs_d < head_dim
+    mask_md = mask_m[:, None] & mask_d[None, :]
+
+    # [BLOCK_M, HEAD_DIM]
+    q = tl.load(q_ptr + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                mask=mask_md, other=0.0)
+    do = tl.load(do_ptr + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod,
+                 mask=mask_md, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
+        do = do.to(tl.float32)
+    lse = tl.load(lse_ptr + offs_m, mask=mask_m, other=float("inf"))
+    lse = tl.where(lse == float("-inf"), float("inf"), lse) * LOG2E_C
+    delta = tl.load(delta_ptr + offs_m, mask=mask_m, other=0.0)
+    dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+
+    lo, hi = key_range(pid_m * BLOCK_M, (pid_m + 1) * BLOCK_M, seqlen_q, seqlen_k, window_left,
+                       window_right, BLOCK_N, IS_LOCAL)
+    full_lo, full_hi = full_range(pid_m * BLOCK_M, (pid_m + 1) * BLOCK_M, seqlen_q, seqlen_k,
+                                  window_left, window_right, BLOCK_N, IS_LOCAL)
+    mid_lo, mid_hi = split3(lo, hi, full_lo, full_hi)
+    dq = _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
+                    offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q,
+                    seqlen_k, window_left, window_right, BLOCK_N=BLOCK_N, IS_LOCAL=IS_LOCAL,
+                    UPCAST=UPCAST, PRECISION=PRECISION)
+
+    dq = dq * sm_scale
+    tl.store(dq_ptr + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
+             dq.to(dq_ptr.dtype.element_ty), mask=mask_md)
+
+
+# --------------------------------------------------------------------------------------------
+# Host side: the launch table, the launcher
+# --------------------------------------------------------------------------------------------
+# Measured with the forward's table (flash_fwd.py, the same sweep), keyed by (padded head_dim,
+# causal): (dK/dV, dQ).
+_HOPPER_BWD = {
+    (64, False): (launch_config(32, 128, 4, 3), launch_config(128, 64, 4, 3)),
+    (64, True): (launch_config(64, 64, 4, 1), launch_config(64, 64, 4, 3)),
+    (128, False): (launch_config(64, 128, 8, 2), launch_config(128, 64, 8, 3)),
+    (128, True): (launch_config(32, 64, 4, 3), launch_config(128, 64, 8, 3)),
+}
+
+
+def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False) -> dict:
+    """Launch configuration of the backward kernels: ``BLOCK_M``/``BLOCK_N``/warps/stages of the
+    dK/dV kernel (and the preprocess), and under ``"dq"`` the same four for the dQ kernel.
+    dK/dV keeps a key block on chip and streams query blocks; dQ the other way round, so each
+    prefers its resident block large and its streamed block small."""
+    d = padded_head_dim(head_dim)
+    if INTERPRET or dtype == torch.float32 or d > 128:
+        cfg = cfg_dq = launch_config(32, 32, 4, 1)
+    elif is_hopper():
+        cfg, cfg_dq = _HOPPER_BWD[(max(d, 64), bool(causal))]
+    else:
+        cfg = cfg_dq = launch_config(64, 64, 4, 2)
+    return dict(cfg, dq=dict(cfg_dq))
+
+
+def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: float,
+                       layout: Layout | None = None, config: dict | None = None):
+    """Launch the three backward kernels; returns ``(dq, dk, dv)``. Inputs are assumed validated.
+
+    Args:
+        do: the gradient of ``out``; q, k, v, out, lse: as the forward took and returned them
+            (:func:`kernels.flash_fwd.attention_forward`); dlse: the gradient of ``lse`` or None.
+        band, softmax_scale, layout: as the forward.
+        config: ``dict(BLOCK_M=, BLOCK_N=, num_warps=, num_stages=, dq=dict(...))`` as
+            :func:`bwd_config` returns it (the dK/dV kernel's and the preprocess's, and under
+            ``"dq"`` the dQ kernel's); ``None``: :func:`bwd_config`.
+
+    Returns:
+        ``dq``, ``dk``, ``dv`` like ``q``, ``k``, ``v``.
+    """
+    if layout is None:
+        layout = Layout.dense(q, k)
+    head_dim = q.shape[-1]
+    heads_q, heads_kv = q.shape[1], k.shape[1]  # (b, h, n, d) dense, (total, h, d) packed
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+    dv = torch.empty_like(v)
+    if q.numel() == 0 or k.numel() == 0:
+        return dq.zero_(), dk.zero_(), dv.zero_()
+    cfg = dict(bwd_config(head_dim, q.dtype, band.causal) if config is None else config)
+    cfg_dq = dict(cfg.pop("dq"))
+    block_m = cfg["BLOCK_M"]
+    head_dim_pad = padded_head_dim(head_dim)
+    lse = lse.contiguous()
+    cu_q, cu_k, _ = layout.pointers(lse)
+    seqlen_q, seqlen_k = layout.lengths(q, k)
+
+    # delta_i = rowsum(dO_i * O_i) - dlse_i   (the second term makes lse itself differentiable)
+    delta = torch.empty_like(lse)
+    tiles = triton.cdiv(layout.seqlen_q, block_m)
+    _attn_bwd_preprocess[grid(tiles, layout.batch * heads_q)](
+        out, do, delta, cu_q, *layout.strides(out), *layout.strides(do), *layout.lse_strides(delta),
+        heads_q, seqlen_q, head_dim, tiles, BLOCK_M=block_m, HEAD_DIM=head_dim_pad,
+        VARLEN=layout.packed,
+    )
+    if dlse is not None:
+        delta = delta - dlse
+    left, right = band.bounds(seqlen_q, seqlen_k)
+    meta = dict(HEAD_DIM=head_dim_pad, IS_LOCAL=band.is_local, VARLEN=layout.packed,
+                **dot_flags(q.dtype))
+    common = (seqlen_q, seqlen_k, head_dim, softmax_scale, softmax_scale * LOG2E, left, right)
+    strides_qkvdo = (*layout.strides(q), *layout.strides(k), *layout.strides(v),
+                     *layout.strides(do))
+    tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
+    _attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
+        q, k, v, do, lse, delta, dk, dv, cu_q, cu_k,
+        *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.lse_strides(lse),
+        heads_kv, heads_q // heads_kv, *common, tiles, **meta, **cfg,
+    )
+    tiles = triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"])
+    _attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
+        q, k, v, do, lse, delta, dq, cu_q, cu_k,
+        *strides_qkvdo, *layout.strides(dq), *layout.lse_strides(lse),
+        heads_q, heads_q // heads_kv, *common, tiles, **meta, **cfg_dq,
+    )
+    return dq, dk, dv
+
+
+__all__ = ["attention_backward", "bwd_config"]
