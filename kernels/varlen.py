@@ -99,7 +99,8 @@ def flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
             GPU catches up, so that the GPU then idles while the next launch is prepared, and it
             cannot be captured in a CUDA graph. A training loop
             that builds its offsets itself passes ``False``, as FlashAttention's own varlen API
-            does: the values are then trusted, and wrong ones read the wrong rows.
+            does: the values are then trusted, and wrong ones give wrong rows, but never a read
+            or write outside the tensors (the kernels clamp every offset into them).
 
     Returns:
         ``out`` ``(total_q, heads_q, head_dim)`` and, with ``return_lse``, ``lse``.
