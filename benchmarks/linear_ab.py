@@ -6,9 +6,12 @@ timed in the same process, in interleaved rounds (``triton.testing.do_bench`` me
 and forward+backward, bf16, 65,536 tokens per call, 4 heads, head dims 64/128, N = 1k/4k/16k,
 RetNet form (decay 0.9) and elu1. Before timing, the two versions' outputs must be equal.
 
-Make the earlier version from git (its relative imports pointed at the current package)::
+Make the earlier version from git, its relative imports pointed at the current package (for a
+version from before the split of ``flash_attn.py``, such as ed7f7e5, the second expression points
+its two grid helpers at ``kernels.tiles``)::
 
-    git show REV:kernels/linear_attn.py | sed 's/from \.\([a-z_]*\) /from kernels.\1 /' > old.py
+    git show REV:kernels/linear_attn.py | sed -e 's/from \.\([a-z_]*\) /from kernels.\1 /' \
+        -e 's/flash_attn import _grid, _tile_ids/tiles import grid as _grid, tile_ids as _tile_ids/' > old.py
     python -m benchmarks.linear_ab --old old.py --out benchmarks/results/<device>
 
 Prints the speed of the current version over the earlier one per shape (> 1: faster) and writes
