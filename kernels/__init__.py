@@ -33,6 +33,7 @@ from ._checks import (  # noqa: E402,F401  (the head dims the kernels take)
     MAX_HEAD_DIM,
     MIN_HEAD_DIM,
 )
+from .flash_torch import flash_attention_torch, flash_attention_varlen_torch, flash_decode_torch  # noqa: E402
 from .reference import attention_mask, attention_reference, attention_varlen_reference, rel_err  # noqa: E402
 
 try:
@@ -71,8 +72,11 @@ __all__ = [
     "attention_reference",
     "attention_varlen_reference",
     "flash_attention",
+    "flash_attention_torch",
     "flash_attention_varlen",
+    "flash_attention_varlen_torch",
     "flash_decode",
+    "flash_decode_torch",
     "linear_attention",
     "linear_attention_parallel",
     "linear_attention_recurrent",

@@ -247,3 +247,44 @@ def check_decay(decay, heads: int, device, dtype=torch.float32):
     if not (0.0 < lo and hi <= 1.0):  # also False for nan
         raise ValueError(f"decay: expected values in (0, 1] (1 = no decay), got values in [{lo}, {hi}]")
     return decay.to(dtype)
+
+
+def check_varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,
+                         values: bool = True):
+    """The packed entry points' ``cu_seqlens`` (see :func:`check_cu_seqlens`). With ``values``
+    also their values, fetched in one device-to-host copy: returns ``(offsets_q, offsets_k)`` as
+    lists, or ``None`` without ``values``."""
+    named = [(cu_seqlens_q, "cu_seqlens_q", q.shape[0], max_seqlen_q, "max_seqlen_q"),
+             (cu_seqlens_k, "cu_seqlens_k", k.shape[0], max_seqlen_k, "max_seqlen_k")]
+    for cu_args in named:
+        check_cu_seqlens(*cu_args, q.device)
+    offsets = None
+    if values:
+        both = torch.cat([cu_seqlens_q, cu_seqlens_k]).tolist()
+        n = cu_seqlens_q.numel()
+        offsets = both[:n], both[n:]
+        for cu_args, values_of in zip(named, offsets):
+            check_cu_seqlens(*cu_args, q.device, offsets=values_of)
+    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
+        raise ValueError(f"cu_seqlens_k: expected {cu_seqlens_q.numel()} entries (as cu_seqlens_q), "
+                         f"got {cu_seqlens_k.numel()}")
+    return offsets
+
+
+def check_cache_seqlens(cache_seqlens, batch: int, max_len: int, device, *, values: bool = True):
+    """``cache_seqlens``: an int32 ``(batch,)`` tensor on ``device``; with ``values`` (one
+    device-to-host copy) each in ``[0, max_len]``, returned as a list (else ``None``)."""
+    if not isinstance(cache_seqlens, torch.Tensor):
+        raise TypeError(f"cache_seqlens: expected an int32 tensor, got {type(cache_seqlens).__name__}")
+    if cache_seqlens.dtype != torch.int32:
+        raise TypeError(f"cache_seqlens: expected dtype int32, got {cache_seqlens.dtype}")
+    if cache_seqlens.shape != (batch,):
+        raise ValueError(f"cache_seqlens: expected shape ({batch},), got {tuple(cache_seqlens.shape)}")
+    if cache_seqlens.device != device:
+        raise ValueError(f"cache_seqlens: expected it on {device} (as q), got {cache_seqlens.device}")
+    if not values:
+        return None
+    lengths = cache_seqlens.tolist()
+    if batch and (min(lengths) < 0 or max(lengths) > max_len):
+        raise ValueError(f"cache_seqlens: expected values in [0, {max_len}], got {lengths}")
+    return lengths

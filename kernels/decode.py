@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import INTERPRET, check_kernel_qkv, check_runs_here, check_scale
+from ._checks import INTERPRET, check_cache_seqlens, check_kernel_qkv, check_runs_here, check_scale
 from .flash_fwd import fwd_config, launch_forward
 from .tiles import Band, Layout, grid, padded_head_dim, tile_ids
 
@@ -108,18 +108,7 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
         differentiable.
     """
     batch, heads_q, heads_kv, seqlen_q, max_len, head_dim = check_kernel_qkv(q, k_cache, v_cache)
-    if not isinstance(cache_seqlens, torch.Tensor):
-        raise TypeError(f"cache_seqlens: expected an int32 tensor, got {type(cache_seqlens).__name__}")
-    if cache_seqlens.dtype != torch.int32:
-        raise TypeError(f"cache_seqlens: expected dtype int32, got {cache_seqlens.dtype}")
-    if cache_seqlens.shape != (batch,):
-        raise ValueError(f"cache_seqlens: expected shape ({batch},), got {tuple(cache_seqlens.shape)}")
-    if cache_seqlens.device != q.device:
-        raise ValueError(f"cache_seqlens: expected it on {q.device} (as q), got {cache_seqlens.device}")
-    if check_lengths and batch:
-        lengths = cache_seqlens.tolist()
-        if min(lengths) < 0 or max(lengths) > max_len:
-            raise ValueError(f"cache_seqlens: expected values in [0, {max_len}], got {lengths}")
+    check_cache_seqlens(cache_seqlens, batch, max_len, q.device, values=check_lengths)
     if num_splits is not None and (isinstance(num_splits, bool) or not isinstance(num_splits, int)
                                    or num_splits < 1):
         raise ValueError(f"num_splits: expected None or an int >= 1, got {num_splits!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_cu_seqlens, check_packed_qkv, check_runs_here, check_scale
+from ._checks import check_packed_qkv, check_runs_here, check_scale, check_varlen_offsets
 from .flash_attn import FlashAttentionFunction
 from .flash_bwd import attention_backward
 from .flash_fwd import attention_forward
@@ -106,18 +106,8 @@ def flash_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
         ``out`` ``(total_q, heads_q, head_dim)`` and, with ``return_lse``, ``lse``.
     """
     heads_q, heads_kv, head_dim = check_packed_qkv(q, k, v)
-    named = [(cu_seqlens_q, "cu_seqlens_q", q.shape[0], max_seqlen_q, "max_seqlen_q"),
-             (cu_seqlens_k, "cu_seqlens_k", k.shape[0], max_seqlen_k, "max_seqlen_k")]
-    for cu_args in named:
-        check_cu_seqlens(*cu_args, q.device)
-    if check_seqlens:  # the values: one device-to-host copy for both tensors
-        both = torch.cat([cu_seqlens_q, cu_seqlens_k]).tolist()
-        n = cu_seqlens_q.numel()
-        for cu_args, offsets in zip(named, (both[:n], both[n:])):
-            check_cu_seqlens(*cu_args, q.device, offsets=offsets)
-    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
-        raise ValueError(f"cu_seqlens_k: expected {cu_seqlens_q.numel()} entries (as cu_seqlens_q), "
-                         f"got {cu_seqlens_k.numel()}")
+    check_varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                         values=check_seqlens)  # the values: one device-to-host copy for both
     scale = check_scale(softmax_scale, head_dim)
     band = Band.from_window(window_size, causal)
     check_runs_here(q)
