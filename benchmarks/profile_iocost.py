@@ -221,9 +221,9 @@ def run_driver(manifest: Path) -> None:
     """Inside ncu: compile every configuration, then run each once in the profiled range."""
     import torch
 
+    from kernels.band import Band
     from kernels.flash_bwd import attention_backward, bwd_config
     from kernels.flash_fwd import attention_forward, fwd_config
-    from kernels.tiles import Band
 
     sweep = json.loads(manifest.read_text())
     inputs = {}

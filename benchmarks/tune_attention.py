@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv
+from kernels.band import Band
 from kernels.flash_attn import FlashAttentionFunction
 from kernels.flash_bwd import bwd_config
 from kernels.flash_fwd import fwd_config
-from kernels.tiles import Band
 
 TOKENS, MODEL_DIM = 16384, 2048
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import kernels.decode as decode
 from benchmarks.results_csv import require_gpu
-from kernels.tiles import Band
+from kernels.band import Band
 
 
 def main():

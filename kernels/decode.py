@@ -18,8 +18,9 @@ import triton
 import triton.language as tl
 
 from ._checks import INTERPRET, check_cache_seqlens, check_kernel_qkv, check_runs_here, check_scale
+from .band import Band
 from .flash_fwd import fwd_config, launch_forward
-from .tiles import Band, Layout, grid, padded_head_dim, tile_ids
+from .tiles import Layout, grid, padded_head_dim, tile_ids
 
 
 @triton.jit

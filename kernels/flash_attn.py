@@ -3,7 +3,7 @@
 What the reader will learn here: how two Triton launchers become a differentiable PyTorch
 function that ``torch.compile`` can hold. The kernels and their launchers live beside this file:
 
-* ``tiles.py``: what every kernel shares (tiles, sequences, the mask :class:`~kernels.tiles.Band`,
+* ``tiles.py``: what every kernel shares (tiles, sequences, the mask :class:`~kernels.band.Band`,
   the :class:`~kernels.tiles.Layout` of dense and packed tensors);
 * ``flash_fwd.py``: the forward kernel and :func:`~kernels.flash_fwd.attention_forward`;
 * ``flash_bwd.py``: the three backward kernels and :func:`~kernels.flash_bwd.attention_backward`.
@@ -11,7 +11,7 @@ function that ``torch.compile`` can hold. The kernels and their launchers live b
 This file wraps them twice: as ``torch.library`` custom ops with their autograd formula (what
 ``torch.compile`` sees), and as a plain ``torch.autograd.Function``, :class:`FlashAttentionFunction`
 (the eager path, cheaper on the host). The mask band and the softmax scale are made once, in
-:func:`flash_attention`, and travel down as a :class:`~kernels.tiles.Band` and a float; only the
+:func:`flash_attention`, and travel down as a :class:`~kernels.band.Band` and a float; only the
 custom ops' schemas spell them as plain numbers.
 """
 
@@ -20,9 +20,10 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_kernel_qkv, check_runs_here, check_scale
+from .band import Band
 from .flash_bwd import attention_backward
 from .flash_fwd import attention_forward
-from .tiles import Band, Layout
+from .tiles import Layout
 
 
 # --------------------------------------------------------------------------------------------

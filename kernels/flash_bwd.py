@@ -21,10 +21,10 @@ import triton
 import triton.language as tl
 
 from ._checks import INTERPRET
+from .band import Band
 from .tiles import (
     LOG2E,
     LOG2E_C,
-    Band,
     Layout,
     band_mask,
     dot_flags,

@@ -8,7 +8,7 @@ written to memory; the log-sum-exp ``lse`` of each row is saved for the backward
 (``flash_bwd.py``).
 
 Semantics (identical to :func:`kernels.reference.attention_reference`): the mask band of
-:class:`kernels.tiles.Band`, bottom-right aligned; a query row that sees no key returns zeros and
+:class:`kernels.band.Band`, bottom-right aligned; a query row that sees no key returns zeros and
 ``lse = -inf``; ``heads_q`` may be a multiple of ``heads_kv`` (MQA/GQA): query head ``h`` reads
 kv head ``h // (heads_q // heads_kv)``.
 
@@ -25,10 +25,10 @@ import triton
 import triton.language as tl
 
 from ._checks import INTERPRET
+from .band import Band
 from .tiles import (
     LN2_C,
     LOG2E,
-    Band,
     Layout,
     band_mask,
     dot_flags,

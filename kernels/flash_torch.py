@@ -41,7 +41,7 @@ Where it differs, and why:
 
 Semantics are those of :func:`kernels.flash_attention` (and of
 :func:`kernels.reference.attention_reference`): the bottom-right aligned band of
-:class:`kernels.tiles.Band`, causal folded in as ``right = 0``; ``heads_q`` a multiple of
+:class:`kernels.band.Band`, causal folded in as ``right = 0``; ``heads_q`` a multiple of
 ``heads_kv``; a query row that sees no key returns zeros and ``lse = -inf``, with finite (zero)
 gradients. Inputs are checked by the same functions as the kernel's (``kernels/_checks.py``), so
 the messages are identical: float32, float16 and bfloat16 only (float64 is rejected, as by the
@@ -64,8 +64,8 @@ from ._checks import (
     check_packed_qkv,
     check_scale,
     check_varlen_offsets,
-    check_window,
 )
+from .band import Band
 
 BLOCK_M = 64  # query rows per tile: the default of the public functions
 BLOCK_N = 64  # keys per tile
@@ -74,14 +74,6 @@ BLOCK_N = 64  # keys per tile
 # --------------------------------------------------------------------------------------------
 # The band: which blocks to visit, which of them need the mask
 # --------------------------------------------------------------------------------------------
-def bounds(window: tuple[int, int], seqlen_q: int, seqlen_k: int) -> tuple[int, int]:
-    """``(window_left, window_right)`` with -1 (unbounded) replaced by a bound that never binds,
-    as :meth:`kernels.tiles.Band.bounds`: then one formula serves full, causal and local."""
-    unbounded = seqlen_q + seqlen_k + 1
-    left, right = window
-    return (unbounded if left < 0 else left, unbounded if right < 0 else right)
-
-
 def key_range(row_lo, row_hi, seqlen_q, seqlen_k, window_left, window_right, block_n):
     """Keys ``[lo, hi)`` that query rows ``[row_lo, row_hi)`` can see, ``lo`` rounded down to a
     block (``tiles.key_range``): query ``i`` sees ``[i + off - left, i + off + right]``."""
@@ -135,15 +127,15 @@ def write_rows(t5, start, end, tile):
 # Forward: query blocks outside, key/value blocks streaming inside (flash_fwd._attn_fwd)
 # Tile shapes: B = batch, Hkv = kv heads, R = group * BLOCK_M rows, D = head_dim.
 # --------------------------------------------------------------------------------------------
-def attention_forward_torch(q, k, v, window: tuple[int, int], softmax_scale: float,
+def attention_forward_torch(q, k, v, band: Band, softmax_scale: float,
                             block_m: int = BLOCK_M, block_n: int = BLOCK_N):
     """The forward on dense ``(batch, heads, seqlen, head_dim)`` tensors; returns ``(out, lse)``:
     ``out`` like ``q``, ``lse`` float32 ``(batch, heads_q, seqlen_q)``. Inputs are assumed
-    validated; ``window`` is ``(left, right)`` with causal folded in (:func:`check_window`)."""
+    validated; ``band`` is the :class:`kernels.band.Band` of the call (causal folded in)."""
     batch, heads_q, seqlen_q, head_dim = q.shape
     heads_kv, seqlen_k = k.shape[1], k.shape[2]
     group = heads_q // heads_kv
-    window_left, window_right = bounds(window, seqlen_q, seqlen_k)
+    window_left, window_right = band.bounds(seqlen_q, seqlen_k)
     out = q.new_empty(q.shape)
     lse = q.new_empty(q.shape[:3], dtype=torch.float32)
     q5, out5 = (t.unflatten(1, (heads_kv, group)) for t in (q, out))  # (B, Hkv, G, Nq, D): views
@@ -196,14 +188,14 @@ def attention_forward_torch(q, k, v, window: tuple[int, int], softmax_scale: flo
 #   dV = P^T dO        dP = dO V^T        dS = P * (dP - delta),  delta = rowsum(dO * O) - dlse
 #   dQ = scale * dS K  dK = scale * dS^T Q
 # --------------------------------------------------------------------------------------------
-def attention_backward_torch(do, q, k, v, out, lse, dlse, window: tuple[int, int],
+def attention_backward_torch(do, q, k, v, out, lse, dlse, band: Band,
                              softmax_scale: float, block_m: int = BLOCK_M, block_n: int = BLOCK_N):
     """The backward on dense tensors; returns ``(dq, dk, dv)`` like ``q, k, v``. ``do``: the
     gradient of ``out``; ``dlse``: the gradient of ``lse`` or None. Inputs are assumed validated."""
     batch, heads_q, seqlen_q, head_dim = q.shape
     heads_kv, seqlen_k = k.shape[1], k.shape[2]
     group = heads_q // heads_kv
-    window_left, window_right = bounds(window, seqlen_q, seqlen_k)
+    window_left, window_right = band.bounds(seqlen_q, seqlen_k)
     # _attn_bwd_preprocess: [B, Hq, Nq]; the dlse term makes lse itself differentiable
     delta = (do.float() * out.float()).sum(-1)
     if dlse is not None:
@@ -277,15 +269,15 @@ def attention_backward_torch(do, q, k, v, out, lse, dlse, window: tuple[int, int
 # --------------------------------------------------------------------------------------------
 class FlashAttentionTorchFunction(torch.autograd.Function):
     """:func:`flash_attention_torch`'s autograd: saves ``q, k, v, out, lse`` (O(N)), and
-    recomputes P in the backward. ``apply(q, k, v, window, softmax_scale, blocks)`` with
-    ``window = (left, right)`` (causal folded in) and ``blocks = (block_m, block_n)``; returns
+    recomputes P in the backward. ``apply(q, k, v, band, softmax_scale, blocks)`` with
+    ``band`` a :class:`kernels.band.Band` and ``blocks = (block_m, block_n)``; returns
     ``(out, lse)``, both differentiable. Inputs are assumed validated."""
 
     @staticmethod
-    def forward(ctx, q, k, v, window, softmax_scale, blocks):
-        out, lse = attention_forward_torch(q, k, v, window, softmax_scale, *blocks)
+    def forward(ctx, q, k, v, band, softmax_scale, blocks):
+        out, lse = attention_forward_torch(q, k, v, band, softmax_scale, *blocks)
         ctx.save_for_backward(q, k, v, out, lse)
-        ctx.window, ctx.softmax_scale, ctx.blocks = window, softmax_scale, blocks
+        ctx.band, ctx.softmax_scale, ctx.blocks = band, softmax_scale, blocks
         ctx.set_materialize_grads(False)  # dlse stays None unless lse was used
         return out, lse
 
@@ -293,7 +285,7 @@ class FlashAttentionTorchFunction(torch.autograd.Function):
     def backward(ctx, dout, dlse):
         q, k, v, out, lse = ctx.saved_tensors
         dout = torch.zeros_like(out) if dout is None else dout
-        dq, dk, dv = attention_backward_torch(dout, q, k, v, out, lse, dlse, ctx.window,
+        dq, dk, dv = attention_backward_torch(dout, q, k, v, out, lse, dlse, ctx.band,
                                               ctx.softmax_scale, *ctx.blocks)
         return dq, dk, dv, None, None, None
 
@@ -307,21 +299,21 @@ def _dense(t, lo, hi):
 class FlashAttentionVarlenTorchFunction(torch.autograd.Function):
     """:func:`flash_attention_varlen_torch`'s autograd: the dense forward and backward on each
     sequence in turn (the kernel's ``VARLEN`` programs, one sequence at a time). ``apply(q, k, v,
-    offsets_q, offsets_k, window, softmax_scale, blocks)`` with the offsets as Python lists;
+    offsets_q, offsets_k, band, softmax_scale, blocks)`` with the offsets as Python lists;
     returns ``(out, lse)``, lse ``(heads_q, total_q)``. Inputs are assumed validated."""
 
     @staticmethod
-    def forward(ctx, q, k, v, offsets_q, offsets_k, window, softmax_scale, blocks):
+    def forward(ctx, q, k, v, offsets_q, offsets_k, band, softmax_scale, blocks):
         out = q.new_zeros(q.shape)  # (total_q, heads_q, D)
         lse = q.new_full((q.shape[1], q.shape[0]), float("-inf"), dtype=torch.float32)  # (Hq, total_q)
         for (q0, q1), (k0, k1) in zip(zip(offsets_q, offsets_q[1:]), zip(offsets_k, offsets_k[1:])):
             o_b, lse_b = attention_forward_torch(_dense(q, q0, q1), _dense(k, k0, k1),
-                                                 _dense(v, k0, k1), window, softmax_scale, *blocks)
+                                                 _dense(v, k0, k1), band, softmax_scale, *blocks)
             out[q0:q1] = o_b[0].transpose(0, 1)  # (n, Hq, D)
             lse[:, q0:q1] = lse_b[0]  # (Hq, n)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.offsets = (offsets_q, offsets_k)
-        ctx.window, ctx.softmax_scale, ctx.blocks = window, softmax_scale, blocks
+        ctx.band, ctx.softmax_scale, ctx.blocks = band, softmax_scale, blocks
         ctx.set_materialize_grads(False)
         return out, lse
 
@@ -335,7 +327,7 @@ class FlashAttentionVarlenTorchFunction(torch.autograd.Function):
             dlse_b = None if dlse is None else dlse[:, q0:q1].unsqueeze(0)  # (1, Hq, n)
             grads = attention_backward_torch(
                 _dense(dout, q0, q1), _dense(q, q0, q1), _dense(k, k0, k1), _dense(v, k0, k1),
-                _dense(out, q0, q1), lse[:, q0:q1].unsqueeze(0), dlse_b, ctx.window,
+                _dense(out, q0, q1), lse[:, q0:q1].unsqueeze(0), dlse_b, ctx.band,
                 ctx.softmax_scale, *ctx.blocks)
             for full, g, (lo, hi) in zip((dq, dk, dv), grads, ((q0, q1), (k0, k1), (k0, k1))):
                 full[lo:hi] = g[0].transpose(0, 1)  # (n, heads, D)
@@ -376,9 +368,9 @@ def flash_attention_torch(q, k, v, *, causal=False, softmax_scale=None, window_s
     """
     check_kernel_qkv(q, k, v)
     scale = check_scale(softmax_scale, q.shape[-1])
-    window = check_window(window_size, causal)
+    band = Band.from_window(window_size, causal)
     blocks = check_blocks(block_m, block_n)
-    out, lse = FlashAttentionTorchFunction.apply(q, k, v, window, scale, blocks)
+    out, lse = FlashAttentionTorchFunction.apply(q, k, v, band, scale, blocks)
     return (out, lse) if return_lse else out
 
 
@@ -405,9 +397,9 @@ def flash_attention_varlen_torch(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen
     offsets_q, offsets_k = check_varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                                                 max_seqlen_k)
     scale = check_scale(softmax_scale, head_dim)
-    window = check_window(window_size, causal)
+    band = Band.from_window(window_size, causal)
     blocks = check_blocks(block_m, block_n)
-    out, lse = FlashAttentionVarlenTorchFunction.apply(q, k, v, offsets_q, offsets_k, window, scale,
+    out, lse = FlashAttentionVarlenTorchFunction.apply(q, k, v, offsets_q, offsets_k, band, scale,
                                                        blocks)
     return (out, lse) if return_lse else out
 
@@ -432,14 +424,14 @@ def flash_decode_torch(q, k_cache, v_cache, cache_seqlens, *, causal=False, soft
     batch, _, _, _, max_len, head_dim = check_kernel_qkv(q, k_cache, v_cache)
     lengths = check_cache_seqlens(cache_seqlens, batch, max_len, q.device)
     scale = check_scale(softmax_scale, head_dim)
-    window = check_window(window_size, causal)
+    band = Band.from_window(window_size, causal)
     blocks = check_blocks(block_m, block_n)
     out = q.new_empty(q.shape)
     lse = q.new_empty(q.shape[:3], dtype=torch.float32)
     with torch.no_grad():
         for b, n in enumerate(lengths):  # each sequence against its valid part of the cache
             out[b:b + 1], lse[b:b + 1] = attention_forward_torch(
-                q[b:b + 1], k_cache[b:b + 1, :, :n], v_cache[b:b + 1, :, :n], window, scale, *blocks)
+                q[b:b + 1], k_cache[b:b + 1, :, :n], v_cache[b:b + 1, :, :n], band, scale, *blocks)
     return (out, lse) if return_lse else out
 
 

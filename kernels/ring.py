@@ -42,9 +42,9 @@ import torch
 import torch.distributed as dist
 
 from ._checks import KERNEL_DTYPES, check_causal, check_kernel_qkv, check_scale
+from .band import Band
 from .flash_attn import flash_attention
 from .flash_bwd import attention_backward
-from .tiles import Band
 
 
 def merge_partials(out_a, lse_a, out_b, lse_b):

@@ -6,8 +6,9 @@ where its sequence starts and how long it is, in a dense batch, a packed one or 
 (:func:`sequence`); and it skips the key blocks outside the mask band, applying the mask only to
 the blocks that cut it (:func:`key_range`, :func:`full_range`, :func:`band_mask`).
 
-Host side, two small frozen values describe a call: :class:`Band`, the keys each query sees, and
-:class:`Layout`, how the kernels find a sequence's rows. The public entry points make them once
+Host side, two small frozen values describe a call: the mask band (``band.py``, shared with the
+plain-PyTorch twin, which needs no Triton) and :class:`Layout`, how the kernels find a sequence's
+rows. The public entry points make them once
 and pass them down to the launchers of ``flash_fwd.py`` and ``flash_bwd.py``.
 
 Semantics (identical to :func:`kernels.reference.attention_reference`): masks are aligned to the
@@ -24,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import INTERPRET, check_window
+from ._checks import INTERPRET
 
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x * log2(e)); exp2 is the cheaper instruction
 LN2 = 0.6931471805599453  # log(x) = log2(x) * ln(2)
@@ -174,38 +175,6 @@ def dot_flags(dtype: torch.dtype) -> dict:
 
 
 @dataclass(frozen=True)
-class Band:
-    """The keys each query sees: query ``i`` sees ``[i + off - left, i + off + right]`` with
-    ``off = seqlen_k - seqlen_q``; -1 is unbounded on that side. ``Band()`` is full attention,
-    ``Band(-1, 0)`` causal, ``Band(left, 0)`` causal with a window of ``left`` keys before."""
-
-    left: int = -1
-    right: int = -1
-
-    @classmethod
-    def from_window(cls, window_size=(-1, -1), causal=False) -> Band:
-        """Validated, with ``causal`` folded in as ``right = 0`` (see :func:`check_window`)."""
-        return cls(*check_window(window_size, causal))
-
-    @property
-    def causal(self) -> bool:
-        """No query sees a key after its own position (the launch tables' ``causal`` key)."""
-        return self.right == 0
-
-    @property
-    def is_local(self) -> bool:
-        """Some key is masked: the kernels' ``IS_LOCAL``."""
-        return self.left >= 0 or self.right >= 0
-
-    def bounds(self, seqlen_q: int, seqlen_k: int) -> tuple[int, int]:
-        """``(window_left, window_right)`` as kernel arguments: -1 (unbounded) becomes a bound
-        that never binds."""
-        unbounded = seqlen_q + seqlen_k + 1
-        return (unbounded if self.left < 0 else self.left,
-                unbounded if self.right < 0 else self.right)
-
-
-@dataclass(frozen=True)
 class Layout:
     """How the kernels find a sequence's rows.
 
@@ -233,7 +202,7 @@ class Layout:
     def lengths(self, q: torch.Tensor, k: torch.Tensor) -> tuple[int, int]:
         """(seqlen_q, seqlen_k) as the kernels take them: a dense batch's lengths; when packed,
         the number of rows of q and k, which bounds every sequence (``sequence`` clamps the
-        offsets to it) and makes the "unbounded" bound of :meth:`Band.bounds` never bind."""
+        offsets to it) and makes the "unbounded" bound of :meth:`kernels.band.Band.bounds` never bind."""
         return (q.shape[0], k.shape[0]) if self.packed else (self.seqlen_q, self.seqlen_k)
 
     def strides(self, t: torch.Tensor) -> tuple[int, int, int, int]:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_packed_qkv, check_runs_here, check_scale, check_varlen_offsets
+from .band import Band
 from .flash_attn import FlashAttentionFunction
 from .flash_bwd import attention_backward
 from .flash_fwd import attention_forward
-from .tiles import Band, Layout
+from .tiles import Layout
 
 
 def _layout(cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k):

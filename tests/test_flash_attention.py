@@ -226,8 +226,8 @@ WIDE_MASKS = {"full": (False, (-1, -1)), "causal": (True, (-1, -1)),
 @pytest.mark.parametrize("seqlens", [(97, 97), (45, 131), (131, 45)], ids=lambda s: f"q{s[0]}-k{s[1]}")
 @pytest.mark.parametrize("blocks", list(BLOCK_SHAPES))
 def test_block_shapes(blocks, seqlens, mask):
+    from kernels.band import Band
     from kernels.flash_attn import FlashAttentionFunction
-    from kernels.tiles import Band
 
     fwd, dkdv, dq = (dict(BLOCK_M=m, BLOCK_N=n, num_warps=4, num_stages=2)
                      for m, n in BLOCK_SHAPES[blocks])
