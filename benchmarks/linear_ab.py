@@ -15,7 +15,7 @@ its two grid helpers at ``kernels.tiles``)::
     python -m benchmarks.linear_ab --old old.py --out benchmarks/results/<device>
 
 Prints the speed of the current version over the earlier one per shape (> 1: faster) and writes
-``linear_ab.csv``. GPU only.
+``linear_ab.csv`` and ``linear_ab.png``. GPU only; ``--plot-only CSV`` redraws the figure.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.results_csv import run_meta, start_gpu_run, write_csv
+from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv
 
 
 def load(path: Path):
@@ -39,10 +39,16 @@ def load(path: Path):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--old", type=Path, required=True, help="the earlier kernels/linear_attn.py (see above)")
+    p.add_argument("--old", type=Path, help="the earlier kernels/linear_attn.py (see above)")
+    p.add_argument("--plot-only", type=Path, metavar="CSV", help="redraw the figure from this CSV and exit")
     p.add_argument("--out", type=Path, help="directory for linear_ab.csv")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds per shape [%(default)s]")
     args = p.parse_args(argv)
+    if args.plot_only:
+        plot(args.plot_only, args.plot_only.with_suffix(".png"))
+        return
+    if args.old is None:
+        p.error("--old is required (unless --plot-only)")
     start_gpu_run(p, args.out, "linear_ab")
     import triton
 
@@ -84,6 +90,27 @@ def main(argv=None):
                f"range {min(speeds):.3f}-{max(speeds):.3f} over {len(rows)} shapes")
     print(summary)
     write_csv(args.out / "linear_ab.csv", run_meta(old=args.old.name), rows, comments=[summary])
+    plot(args.out / "linear_ab.csv", args.out / "linear_ab.png")
+
+
+def plot(csv_path: Path, png: Path) -> None:
+    """One bar per shape: the current version's speed over the earlier one, 1 = unchanged."""
+    from matplotlib.figure import Figure
+
+    meta, rows, _ = read_csv(csv_path)
+    labels = [f"d{r['head_dim']} N{int(r['seqlen']) // 1024}k {r['feature_map']} {r['mode']}" for r in rows]
+    speeds = [float(r["speed_new_over_old"]) for r in rows]
+    fig = Figure(figsize=(10, 4))
+    ax = fig.subplots()
+    ax.bar(range(len(rows)), speeds, color=["tab:green" if x >= 0.97 else "tab:red" for x in speeds])
+    ax.axhline(1.0, color="gray", ls="--", lw=1)
+    ax.set_xticks(range(len(rows)), labels, rotation=75, fontsize=7)
+    ax.set(ylabel="speed, current / earlier kernel",
+           title=f"linear attention, same-run A/B against {meta.get('old', '?')} "
+                 f"({meta.get('device', '?')}, {meta.get('date', '?')})")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    print(f"wrote {png}")
 
 
 if __name__ == "__main__":
