@@ -196,16 +196,20 @@ def _linear_attn_fwd(
             o = tl.dot(q, state.to(q.dtype), input_precision=PRECISION)
         if HAS_DECAY:
             o = o * q_decay[:, None]
-        # A non-finite value v[j, c] would reach every row of the chunk through this product
-        # (its zero weights above the diagonal times nan or inf are nan). So the product takes
-        # the finite part of v, and column c is then marked non-finite from row j on, as the
-        # recurrence leaves it. No branch: the same fix behind a data-dependent `if` (taken only
-        # for a chunk with a bad value) ran at 0.64x-1.0x of the old speed on an H200, median
-        # 0.84x (2026-12-01); this form does a few element-wise ops and one reduction instead.
+        # A non-finite value v[j, c] would reach every row of the chunk through the product
+        # (its zero weights times nan or inf are nan). Rarely taken: multiply by the finite part,
+        # then mark the rows at and after j, column c, as the recurrence would leave them.
+        # Measured on an H200 (Triton 3.6, 2026-12-01, benchmarks/NOTES.md): this branch costs
+        # 0.84x of the unfixed kernel's speed (median); the same fix without the branch was no
+        # faster (0.81x-0.86x) and was miscompiled (wrong values, illegal memory accesses at
+        # head dim 32, chunk 64, 16-bit inputs), so the branch stays.
         v_bad = (v * 0.0) != 0.0  # [CHUNK, BLOCK_V]: nan * 0 and inf * 0 are nan
-        first_bad = tl.min(tl.where(v_bad, offs_c[:, None], CHUNK), 0)  # [BLOCK_V]; CHUNK if none
-        o = tl.dot(s.to(v.dtype), tl.where(v_bad, 0.0, v).to(v.dtype), o, input_precision=PRECISION)
-        o = tl.where(offs_c[:, None] >= first_bad[None, :], float("nan"), o)
+        if tl.max(v_bad.to(tl.int32)) > 0:
+            o = tl.dot(s.to(v.dtype), tl.where(v_bad, 0.0, v).to(v.dtype), o,
+                       input_precision=PRECISION)
+            o = tl.where(tl.cumsum(v_bad.to(tl.int32), 0) > 0, float("nan"), o)
+        else:
+            o = tl.dot(s.to(v.dtype), v, o, input_precision=PRECISION)
         tl.store(o_ptr + rows[:, None] * stride_on + offs_v[None, :] * stride_od,
                  (o * scale).to(o_ptr.dtype.element_ty), mask=mask_c[:, None] & mask_v[None, :])
         # [DIM_K, BLOCK_V]: H_{c+1} = g^C H_c + sum_j g^(C-1-j) k_j v_j^T

@@ -397,7 +397,7 @@ def test_decode_matches_reference(mask):
     sequence as the reference on its valid keys; an empty cache gives zeros and lse -inf."""
     causal, window = MASKS[mask]
     q, k, v = make_qkv(3, 4, 2, 3, 37, 32, torch.float32, requires_grad=False)
-    lengths = torch.tensor([37, 20, 0], dtype=torch.int32)
+    lengths = torch.tensor([37, 20, 0], dtype=torch.int32, device=q.device)
     out, lse = flash_decode_torch(q, k, v, lengths, causal=causal, window_size=window,
                                   return_lse=True, block_n=16)
     for b, n in enumerate(lengths.tolist()):
