@@ -1,21 +1,29 @@
-"""FlashAttention from first principles: Triton kernels and their plain references.
+"""FlashAttention from first principles: Triton kernels, their plain-PyTorch twin, references.
 
-``import kernels`` picks how Triton runs, before any kernel is defined:
+``import kernels`` picks the implementation behind ``flash_attention``, ``flash_attention_varlen``,
+``flash_decode``, ``ring_attention`` and ``linear_attention`` (``kernels.IMPLEMENTATION``):
 
-* a machine with CUDA compiles the kernels for the GPU (pass CUDA tensors);
-* a machine without CUDA runs them through Triton's interpreter (``TRITON_INTERPRET=1``) on CPU
-  tensors, so every notebook and test works on a laptop, only slower.
+* ``"triton"`` where Triton is installed (Linux). A machine with CUDA compiles the kernels for the
+  GPU (pass CUDA tensors); a machine without CUDA runs them through Triton's interpreter
+  (``TRITON_INTERPRET=1``) on CPU tensors, exact but slow. ``kernels.INTERPRET`` says which.
+* ``"torch"`` without Triton (macOS, Windows, or a Linux without it): the same names are the
+  plain-PyTorch twin (``kernels/flash_torch.py``: the same tiled algorithm, the same arguments,
+  semantics and error messages) and, for ``linear_attention``, its parallel form. One line on
+  stderr says so at import.
 
-To force either, set the variable yourself before the first ``import kernels`` (or ``triton``):
-``TRITON_INTERPRET=1`` interprets even where a GPU exists, ``TRITON_INTERPRET=0`` always compiles.
-Triton reads it once per process; it cannot be switched back afterwards.
+The twin is always there under its own names (``flash_attention_torch`` & co.).
+
+To force the interpreter or compilation, set ``TRITON_INTERPRET`` yourself before the first
+``import kernels`` (or ``triton``): ``1`` interprets even where a GPU exists, ``0`` always
+compiles. Triton reads it once per process; it cannot be switched back afterwards.
 """
 
+import importlib.util
 import os
 import sys
 import warnings
 
-if "TRITON_INTERPRET" not in os.environ:
+if importlib.util.find_spec("triton") is not None and "TRITON_INTERPRET" not in os.environ:
     import torch
 
     if not torch.cuda.is_available():
@@ -28,45 +36,38 @@ if "TRITON_INTERPRET" not in os.environ:
         os.environ["TRITON_INTERPRET"] = "1"
 
 from . import iocost  # noqa: E402,F401  (pure NumPy: the IO-cost model)
-from ._checks import (  # noqa: E402,F401  (the head dims the kernels take)
-    INTERPRET,  # noqa: E402  (True when the kernels run through Triton's CPU interpreter)
+from ._checks import (  # noqa: E402,F401
+    HAS_TRITON,
+    IMPLEMENTATION,  # "triton" or "torch": what flash_attention & co. run on
+    INTERPRET,  # True when the kernels run through Triton's CPU interpreter
     MAX_HEAD_DIM,
     MIN_HEAD_DIM,
 )
 from .flash_torch import flash_attention_torch, flash_attention_varlen_torch, flash_decode_torch  # noqa: E402
+from .linear_attn import (  # noqa: E402  (the kernel, or without Triton its parallel form)
+    linear_attention,
+    linear_attention_parallel,
+    linear_attention_recurrent,
+    linear_attention_step,
+)
 from .reference import attention_mask, attention_reference, attention_varlen_reference, rel_err  # noqa: E402
+from .ring import ring_attention, ring_attention_allgather  # noqa: E402  (on either implementation)
 
-try:
-    import triton  # noqa: F401
-except ImportError:  # macOS / Windows: Triton ships Linux wheels only
-    def _needs_triton(*args, **kwargs):
-        raise ImportError(
-            "kernels: Triton is not installed (it publishes Linux wheels only). The references "
-            "(kernels.attention_reference, ...) and the IO model (kernels.iocost) work without it."
-        )
-
-    flash_attention = flash_attention_varlen = flash_decode = _needs_triton
-    ring_attention = ring_attention_allgather = _needs_triton
-    linear_attention = _needs_triton
-    # linear attention's plain-PyTorch forms need no Triton (linear_attn imports it optionally)
-    from .linear_attn import (
-        linear_attention_parallel,
-        linear_attention_recurrent,
-        linear_attention_step,
-    )
-else:
+if HAS_TRITON:
     from .decode import flash_decode
     from .flash_attn import flash_attention
-    from .linear_attn import (
-        linear_attention,
-        linear_attention_parallel,
-        linear_attention_recurrent,
-        linear_attention_step,
-    )
-    from .ring import ring_attention, ring_attention_allgather
     from .varlen import flash_attention_varlen
+else:  # macOS / Windows: Triton ships Linux wheels only
+    flash_attention = flash_attention_torch
+    flash_attention_varlen = flash_attention_varlen_torch
+    flash_decode = flash_decode_torch
+    print("kernels: Triton is not installed, so flash_attention & co. run the plain-PyTorch twin "
+          "(kernels/flash_torch.py): same results, slower; notebooks say where they differ.",
+          file=sys.stderr)
 
 __all__ = [
+    "HAS_TRITON",
+    "IMPLEMENTATION",
     "INTERPRET",
     "attention_mask",
     "attention_reference",

@@ -6,6 +6,7 @@ what was expected, so a user never meets a Triton compile trace or a silent wron
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import numbers
 import os
@@ -16,8 +17,12 @@ FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MIN_HEAD_DIM = 8
 MAX_HEAD_DIM = 256
+HAS_TRITON = importlib.util.find_spec("triton") is not None  # Linux wheels only
 #: True when the kernels run through Triton's CPU interpreter (``kernels/__init__.py`` decides).
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+INTERPRET = HAS_TRITON and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+# Which implementation is behind kernels.flash_attention & co.: "triton" (compiled on CUDA tensors,
+# interpreted on CPU tensors) or "torch" (the plain-PyTorch twin, kernels/flash_torch.py).
+IMPLEMENTATION = "triton" if HAS_TRITON else "torch"
 
 
 def _version(text: str) -> tuple[int, int]:
@@ -269,6 +274,13 @@ def check_varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
         raise ValueError(f"cu_seqlens_k: expected {cu_seqlens_q.numel()} entries (as cu_seqlens_q), "
                          f"got {cu_seqlens_k.numel()}")
     return offsets
+
+
+def check_num_splits(num_splits) -> None:
+    """``num_splits`` of the decoding entry points: None (pick from the shape) or an int >= 1."""
+    if num_splits is not None and (isinstance(num_splits, bool) or not isinstance(num_splits, int)
+                                   or num_splits < 1):
+        raise ValueError(f"num_splits: expected None or an int >= 1, got {num_splits!r}")
 
 
 def check_cache_seqlens(cache_seqlens, batch: int, max_len: int, device, *, values: bool = True):

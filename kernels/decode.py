@@ -17,7 +17,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ._checks import INTERPRET, check_cache_seqlens, check_kernel_qkv, check_runs_here, check_scale
+from ._checks import (
+    INTERPRET,
+    check_cache_seqlens,
+    check_kernel_qkv,
+    check_num_splits,
+    check_runs_here,
+    check_scale,
+)
 from .band import Band
 from .flash_fwd import fwd_config, launch_forward
 from .tiles import Layout, grid, padded_head_dim, tile_ids
@@ -110,9 +117,7 @@ def flash_decode(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_sc
     """
     batch, heads_q, heads_kv, seqlen_q, max_len, head_dim = check_kernel_qkv(q, k_cache, v_cache)
     check_cache_seqlens(cache_seqlens, batch, max_len, q.device, values=check_lengths)
-    if num_splits is not None and (isinstance(num_splits, bool) or not isinstance(num_splits, int)
-                                   or num_splits < 1):
-        raise ValueError(f"num_splits: expected None or an int >= 1, got {num_splits!r}")
+    check_num_splits(num_splits)
     scale = check_scale(softmax_scale, head_dim)
     band = Band.from_window(window_size, causal)
     check_runs_here(q)

@@ -61,6 +61,7 @@ import torch
 from ._checks import (
     check_cache_seqlens,
     check_kernel_qkv,
+    check_num_splits,
     check_packed_qkv,
     check_scale,
     check_varlen_offsets,
@@ -376,10 +377,12 @@ def flash_attention_torch(q, k, v, *, causal=False, softmax_scale=None, window_s
 
 def flash_attention_varlen_torch(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *,
                                  causal=False, softmax_scale=None, window_size=(-1, -1),
-                                 return_lse=False, block_m=BLOCK_M, block_n=BLOCK_N):
+                                 return_lse=False, check_seqlens=True, block_m=BLOCK_M,
+                                 block_n=BLOCK_N):
     """Attention over packed sequences, each attending only within itself: the twin of
-    :func:`kernels.flash_attention_varlen` (same arguments, checks and messages; the values of
-    ``cu_seqlens`` are always checked, since the loop over sequences reads them anyway).
+    :func:`kernels.flash_attention_varlen` (same arguments, checks and messages). The values of
+    ``cu_seqlens`` are checked even with ``check_seqlens=False`` (accepted for the same call):
+    the loop over sequences reads them on the host anyway.
 
     Args:
         q: ``(total_q, heads_q, head_dim)``; k, v: ``(total_k, heads_kv, head_dim)``.
@@ -405,10 +408,13 @@ def flash_attention_varlen_torch(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen
 
 
 def flash_decode_torch(q, k_cache, v_cache, cache_seqlens, *, causal=False, softmax_scale=None,
-                       window_size=(-1, -1), return_lse=False, block_m=BLOCK_M, block_n=BLOCK_N):
+                       window_size=(-1, -1), num_splits=None, return_lse=False, check_lengths=True,
+                       block_m=BLOCK_M, block_n=BLOCK_N):
     """Attention of a few new queries against a KV cache: the twin of :func:`kernels.flash_decode`
-    (same arguments but ``num_splits`` and ``check_lengths``: there are no split-KV programs to
-    merge, and the loop over the batch reads the lengths anyway). Inference only.
+    (same arguments and checks). ``num_splits`` is checked and otherwise unused (one loop walks
+    the cache: there are no split-KV programs to merge), and the lengths are checked even with
+    ``check_lengths=False``, since the loop over the batch reads them on the host anyway.
+    Inference only.
 
     Args:
         q: ``(batch, heads_q, seqlen_q, head_dim)``, ``seqlen_q`` small (1 for plain decoding).
@@ -422,6 +428,7 @@ def flash_decode_torch(q, k_cache, v_cache, cache_seqlens, *, causal=False, soft
         ``out`` ``(batch, heads_q, seqlen_q, head_dim)`` (and float32 ``lse``), not differentiable.
     """
     batch, _, _, _, max_len, head_dim = check_kernel_qkv(q, k_cache, v_cache)
+    check_num_splits(num_splits)
     lengths = check_cache_seqlens(cache_seqlens, batch, max_len, q.device)
     scale = check_scale(softmax_scale, head_dim)
     band = Band.from_window(window_size, causal)

@@ -41,10 +41,15 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from ._checks import KERNEL_DTYPES, check_causal, check_kernel_qkv, check_scale
+from ._checks import HAS_TRITON, KERNEL_DTYPES, check_causal, check_kernel_qkv, check_scale
 from .band import Band
-from .flash_attn import flash_attention
-from .flash_bwd import attention_backward
+
+if HAS_TRITON:
+    from .flash_attn import flash_attention
+    from .flash_bwd import attention_backward
+else:  # the plain-PyTorch twin has the same forward and backward (same arguments)
+    from .flash_torch import attention_backward_torch as attention_backward
+    from .flash_torch import flash_attention_torch as flash_attention
 
 
 def merge_partials(out_a, lse_a, out_b, lse_b):
