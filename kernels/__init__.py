@@ -18,12 +18,13 @@ To force the interpreter or compilation, set ``TRITON_INTERPRET`` yourself befor
 compiles. Triton reads it once per process; it cannot be switched back afterwards.
 """
 
-import importlib.util
 import os
 import sys
 import warnings
 
-if importlib.util.find_spec("triton") is not None and "TRITON_INTERPRET" not in os.environ:
+from ._platform import triton_installed
+
+if triton_installed() and "TRITON_INTERPRET" not in os.environ:
     import torch
 
     if not torch.cuda.is_available():

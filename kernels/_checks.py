@@ -6,18 +6,19 @@ what was expected, so a user never meets a Triton compile trace or a silent wron
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import numbers
 import os
 
 import torch
 
+from ._platform import triton_installed
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MIN_HEAD_DIM = 8
 MAX_HEAD_DIM = 256
-HAS_TRITON = importlib.util.find_spec("triton") is not None  # Linux wheels only
+HAS_TRITON = triton_installed()  # Linux wheels only
 #: True when the kernels run through Triton's CPU interpreter (``kernels/__init__.py`` decides).
 INTERPRET = HAS_TRITON and os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 # Which implementation is behind kernels.flash_attention & co.: "triton" (compiled on CUDA tensors,
@@ -34,6 +35,8 @@ def interpreter_problem(triton_version: str | None = None, numpy_version: str | 
     """Why Triton's interpreter cannot run these kernels here, or None. Triton 3.6's interpreter
     fails with numpy >= 2.4 on a loop over a runtime bound (``for s in range(start, end, BLOCK)``),
     fixed in Triton 3.7 (triton PR 9172). The versions default to the installed ones."""
+    if (triton_version is None or numpy_version is None) and not HAS_TRITON:
+        return None  # no interpreter at all: the PyTorch twin stands in (kernels/__init__.py)
     if triton_version is None or numpy_version is None:
         import numpy
         import triton
@@ -47,15 +50,8 @@ def interpreter_problem(triton_version: str | None = None, numpy_version: str | 
     return None
 
 
-def _installed_interpreter_problem() -> str | None:
-    try:
-        return interpreter_problem()
-    except ImportError:  # no Triton: the kernels say so when called
-        return None
-
-
 #: Why the interpreter in force cannot run the kernels, or None; decided once, at import.
-INTERPRETER_PROBLEM = _installed_interpreter_problem() if INTERPRET else None
+INTERPRETER_PROBLEM = interpreter_problem() if INTERPRET else None
 
 
 def check_runs_here(q: torch.Tensor) -> None:

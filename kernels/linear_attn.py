@@ -470,17 +470,21 @@ def linear_attention(q, k, v, *, decay=None, feature_map="elu1", scale=None, chu
         ``out`` ``(batch, heads, seqlen, head_dim)`` in the input dtype and, with
         ``return_state``, the state ``(batch, heads, head_dim, head_dim [+ 1 with elu1])`` in fp32.
 
-    Without Triton (macOS, Windows) the same checks, then :func:`linear_attention_parallel`: the
-    same function, in O(seqlen^2) memory.
+    Without Triton (macOS, Windows) the same checks, then :func:`linear_attention_parallel` in
+    fp32: the same function for finite inputs, in O(seqlen^2) memory (a NaN or inf reaches the
+    earlier rows there, as the parallel form's zero weights times nan are nan).
     """
     g, scale = _check_inputs(q, k, v, decay, feature_map, scale, kernel=True)
     chunk_size = DEFAULT_CHUNK if chunk_size is None else check_chunk_size(chunk_size)
     if isinstance(decay, torch.Tensor) and decay.requires_grad:
         raise ValueError("decay: the chunked kernel gives the decay no gradient; pass decay.detach(), "
                          "or use linear_attention_parallel to learn it")
-    if triton is None:  # macOS / Windows: the same function through the N x N parallel form
-        return linear_attention_parallel(q, k, v, decay=decay, feature_map=feature_map, scale=scale,
-                                         return_state=return_state)
+    if triton is None:  # macOS / Windows: the same function through the N x N parallel form,
+        # in fp32 as the kernel accumulates (a 16-bit product can overflow where the kernel's does not)
+        result = linear_attention_parallel(q.float(), k.float(), v.float(), decay=decay,
+                                           feature_map=feature_map, scale=scale, return_state=return_state)
+        out = result[0] if return_state else result
+        return (out.to(q.dtype), result[1]) if return_state else out.to(q.dtype)
     check_runs_here(q)
     qf, kf, vf = _feature_map(q, k, v, feature_map)
     out_dtype = torch.float32 if feature_map is not None else q.dtype  # see _ChunkedLinearAttention

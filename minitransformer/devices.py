@@ -2,8 +2,10 @@
 chosen in one place for ``train.py`` and ``sample.py``.
 
 The backends compute the same function, so the choice changes the speed, never the model.
-``auto`` means: CUDA if there is a GPU; on it the flash kernel in bf16 autocast, and on a CPU the
-reference in fp32, because the kernel runs there in Triton's interpreter, about 100 times slower.
+``auto`` means: CUDA if there is a GPU, and the ``flash`` backend: on CUDA the Triton kernel in
+bf16 autocast, on a CPU its plain-PyTorch twin in fp32 (``model.flash_for``). The one exception is
+linear attention on a CPU: its chunked kernel exists only in Triton, whose interpreter is about 100
+times too slow to train with, so ``auto`` trains it through the reference (the parallel form).
 """
 
 from __future__ import annotations
@@ -33,22 +35,35 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def pick_backend(name: str, device: torch.device) -> str:
-    """The attention backend ``--backend name`` asks for on ``device`` (``auto``: flash on CUDA,
-    reference on a CPU); ``ValueError`` if it cannot run there."""
-    if name == "auto":  # the interpreted kernel is exact but far too slow to train on a CPU
-        return "flash" if device.type == "cuda" else "reference"
+def pick_backend(name: str, device: torch.device, attention: str = "softmax") -> str:
+    """The attention backend ``--backend name`` asks for on ``device`` (``auto``: flash, but the
+    reference for linear attention on a CPU); ``ValueError`` if it cannot run there."""
+    if name == "auto":
+        return "flash" if device.type == "cuda" or attention == "softmax" else "reference"
     if name not in BACKENDS:
         raise ValueError(f"--backend {name}: unknown backend; choose auto, {', '.join(BACKENDS)}")
-    if name == "flash" and not kernel_runs_on(device):
-        raise ValueError(f"--backend flash on {device}: this machine compiles Triton for its GPU; "
-                         "use --device cuda, or set TRITON_INTERPRET=1 to interpret on the CPU")
+    if name == "flash" and attention == "linear" and not kernel_runs_on(device):
+        raise ValueError(f"--backend flash on {device}: linear attention's chunked kernel is compiled "
+                         "for the GPU on this machine; use --device cuda, or set TRITON_INTERPRET=1 "
+                         "to interpret it on the CPU")
     return name
 
 
 def kernel_runs_on(device: torch.device) -> bool:
-    """The Triton kernel runs compiled on CUDA tensors, or interpreted where kernels chose that."""
-    return device.type == "cuda" or kernels.INTERPRET
+    """The Triton kernels run here: compiled on CUDA tensors, interpreted where kernels chose that,
+    or replaced by their PyTorch forms where Triton is not installed."""
+    return device.type == "cuda" or kernels.INTERPRET or not kernels.HAS_TRITON
+
+
+def flash_implementation(device: torch.device, attention: str = "softmax") -> str:
+    """Words for what the ``flash`` backend runs on ``device``, for the training log."""
+    if attention == "linear":
+        if not kernels.HAS_TRITON:
+            return "the parallel form (Triton is not installed)"
+        return "the chunked Triton kernel" + ("" if device.type == "cuda" else ", interpreted")
+    if device.type == "cuda" and kernels.HAS_TRITON:
+        return "the Triton kernel"
+    return "the plain-PyTorch twin of the kernel"
 
 
 def autocast_for(device: torch.device):

@@ -13,7 +13,9 @@ else is the usual decoder-only recipe (as in nanoGPT's ``model.py``), kept small
   added to the residual stream.
 
 Attention runs on one of three backends with identical semantics, picked by ``Config.backend``:
-``flash`` (our Triton kernel), ``reference`` (the materialised N x N matrix) or ``sdpa``
+``flash`` (our FlashAttention: the Triton kernel on CUDA tensors, its plain-PyTorch twin
+``kernels.flash_attention_torch`` on any other device, where the kernel would only run in Triton's
+interpreter, about 100 times slower), ``reference`` (the materialised N x N matrix) or ``sdpa``
 (PyTorch's ``scaled_dot_product_attention``).
 
 ``Config.attention = "linear"`` swaps softmax attention for causal linear attention
@@ -59,8 +61,11 @@ from kernels import (
     attention_reference,
     attention_varlen_reference,
     flash_attention,
+    flash_attention_torch,
     flash_attention_varlen,
+    flash_attention_varlen_torch,
     flash_decode,
+    flash_decode_torch,
     linear_attention,
     linear_attention_parallel,
     linear_attention_step,
@@ -115,6 +120,13 @@ class Config:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
+def flash_for(x: torch.Tensor, kernel, twin):
+    """The ``flash`` backend's implementation for ``x``'s device: the Triton ``kernel`` on CUDA
+    tensors, the plain-PyTorch ``twin`` elsewhere (the same algorithm and semantics; without
+    Triton, ``kernels`` gives the twin under both names)."""
+    return kernel if x.is_cuda else twin
+
+
 def packed_attention(q, k, v, backend: str, packing):
     """Causal attention within each document of rows that pack several documents.
 
@@ -125,7 +137,8 @@ def packed_attention(q, k, v, backend: str, packing):
     cu_seqlens, max_seqlen = packing
     qp, kp, vp = (t.reshape(B * T, 1, D) for t in (q, k, v))  # (B*T, 1, D): tokens, one head
     if backend == "flash":
-        out = flash_attention_varlen(qp, kp, vp, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=True)
+        varlen = flash_for(q, flash_attention_varlen, flash_attention_varlen_torch)
+        out = varlen(qp, kp, vp, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen, causal=True)
     elif backend == "reference":
         out = attention_varlen_reference(qp, kp, vp, cu_seqlens, cu_seqlens, causal=True)
     else:  # sdpa takes a boolean mask: same document and not in the future
@@ -149,9 +162,10 @@ def attention(q, k, v, backend: str, window: int):
     window_size = (window - 1, 0) if Tk > window else (-1, -1)  # (left, right) around the diagonal
     if backend == "flash" and Tq == 1 and Tk <= window:  # a generation step: split-KV decoding
         cache_seqlens = torch.full((q.size(0),), Tk, dtype=torch.int32, device=q.device)  # (B,)
-        return flash_decode(q, k, v, cache_seqlens, check_lengths=False)
+        return flash_for(q, flash_decode, flash_decode_torch)(q, k, v, cache_seqlens, check_lengths=False)
     if backend == "flash":
-        return flash_attention(q, k, v, causal=True, window_size=window_size)
+        return flash_for(q, flash_attention, flash_attention_torch)(q, k, v, causal=True,
+                                                                    window_size=window_size)
     if backend == "reference":
         return attention_reference(q, k, v, causal=True, window_size=window_size)
     # sdpa's is_causal is aligned top-left, which differs from ours when Tq != Tk: pass our mask

@@ -10,10 +10,10 @@ only on ``(seed, s)`` (see ``data.get_batch``), and nothing else is random. So a
 run ends exactly where an uninterrupted one would have.
 
 The backends compute the same function, so which one trains does not change the model. With
-``--backend auto`` a GPU trains through the flash kernel; a CPU trains through the reference,
-because the kernel runs there in Triton's interpreter, about 100 times slower. Either way the end
-of the run goes through the kernel: it re-evaluates a validation batch with ``flash`` next to
-``reference``, and generates the sample with ``flash`` and the KV cache.
+``--backend auto`` the model trains through FlashAttention: on a GPU the Triton kernel, on a CPU
+its plain-PyTorch twin (the kernel would run there in Triton's interpreter, about 100 times
+slower; see ``devices.py``). The end of the run re-evaluates a validation batch with ``flash`` next
+to ``reference``, and generates the sample with ``flash`` and the KV cache.
 
 ``--attention linear`` trains causal linear attention instead of softmax attention (see
 ``model.py``: elu1 feature map, a fixed decay ``--decay``); the end-of-run check then compares the
@@ -70,7 +70,7 @@ from .data import (
     split,
     unigram_entropy,
 )
-from .devices import autocast_for, kernel_runs_on, pick_backend, pick_device
+from .devices import autocast_for, flash_implementation, kernel_runs_on, pick_backend, pick_device
 from .model import ATTENTIONS, BACKENDS, GPT, Config, check_decay, check_packing
 from .sample import check_prompt, generate_text
 
@@ -98,7 +98,8 @@ def parse_args(argv=None):
     arg("--weight-decay", type=float, default=0.1, help="AdamW weight decay of the matrices [%(default)s]")
     arg("--grad-clip", type=float, default=1.0, help="clip the gradient norm to this, 0: off [%(default)s]")
     arg("--backend", default="auto", help=f"attention for training: auto, {', '.join(BACKENDS)} "
-                                          "[auto: flash on CUDA, reference on CPU]")
+                                          "[auto: flash (on a CPU its PyTorch twin); for linear "
+                                          "attention on a CPU: reference]")
     arg("--attention", default="softmax", choices=ATTENTIONS,
         help="softmax, or linear: elu1 linear attention with a decay, generating from a recurrent "
              "state instead of a KV cache [%(default)s]")
@@ -220,7 +221,7 @@ def setup(args, ranks: distributed.Ranks) -> Run:
         raise ValueError(f"--batch-size {args.batch_size} must be a multiple of the number of processes "
                          f"({ranks.world_size}): each takes an equal share of every batch")
     device = distributed.device_for(pick_device(args.device), ranks)
-    backend = pick_backend(args.backend, device)
+    backend = pick_backend(args.backend, device, args.attention)
     text, desc = read_corpus(args.data, args.max_chars)
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
@@ -277,7 +278,8 @@ def main(argv=None):
         f"{len(run.train_ids):,} train / {len(run.val_ids):,} val")
     log(f"model: {model.num_params():,} parameters (n_layer {config.n_layer}, n_embd {config.n_embd}, "
         f"one head, context {config.block_size}, {config.attention} attention); training backend: "
-        f"{config.backend}, on {device}")
+        f"{config.backend}" + (f" ({flash_implementation(device, config.attention)})"
+                               if config.backend == "flash" else "") + f", on {device}")
     log(f"unigram entropy of the corpus: {entropy:.3f} nats/char (the best loss without context)")
     if ranks.world_size > 1:
         log(f"data parallel: {ranks.world_size} processes, {args.batch_size // ranks.world_size} "
@@ -378,8 +380,8 @@ def main(argv=None):
             flash_model = model if config.backend == "flash" else with_backend(model, "flash")
             loss_flash = evaluate(flash_model, run, args, n_batches=1)
             loss_ref = evaluate(with_backend(model, "reference"), run, args, n_batches=1)
-            print(f"one validation batch through the flash kernel: loss {loss_flash:.5f} "
-                  f"(reference: {loss_ref:.5f})")
+            print(f"one validation batch through flash ({flash_implementation(device, config.attention)}): "
+                  f"loss {loss_flash:.5f} (reference: {loss_ref:.5f})")
         if args.sample_chars > 0:
             t0 = time.perf_counter()
             sample = generate_text(flash_model, vocab, args.prompt, args.sample_chars, device, seed=args.seed)

@@ -28,6 +28,11 @@
 #   keys.
 #
 # **Read first:** [02 · Tiling](02_tiling.ipynb) and [03 · Online softmax](03_online_softmax.ipynb).
+#
+# Without Triton (macOS, Windows), the kernel's source is still shown, `flash_attention` runs the
+# plain-PyTorch twin of `kernels/flash_torch.py` (the same tiled algorithm) through the same checks,
+# and the few lines that need Triton itself (the launch table, a constant of `kernels/tiles.py`)
+# say what they would show.
 
 # %%
 import sys
@@ -47,15 +52,24 @@ import torch
 from matplotlib.colors import to_rgba
 from matplotlib.patches import Patch, Rectangle
 
-from kernels import attention_mask, attention_reference, flash_attention, flash_fwd, tiles
+from kernels import attention_mask, attention_reference, flash_attention, flash_torch
 from kernels.iocost import flash2_kernels_io, simulate_flash1, simulate_flash2
 from kernels.source import show_source
 
-SMALL = kernels.INTERPRET  # True without a GPU: the kernel runs in Triton's CPU interpreter
+if kernels.HAS_TRITON:  # the kernel's launch table and tile helpers import triton (Linux only)
+    from kernels import flash_fwd, tiles
+
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
+SMALL = DEVICE == "cpu"  # small sizes: the interpreter, or the twin on a CPU
+if not kernels.HAS_TRITON:
+    RUNS = "torch (the plain-PyTorch twin: Triton is not installed)"
+elif kernels.INTERPRET:
+    RUNS = "triton (Triton's CPU interpreter)"
+else:
+    RUNS = "triton (compiled for the GPU)"
 torch.manual_seed(0)
 rng = np.random.default_rng(0)
-print(f"device: {DEVICE}, Triton interpreter: {kernels.INTERPRET}")
+print(f"device: {DEVICE}, kernels: {RUNS}")
 
 # %% [markdown]
 # ## 1. Two loop orders
@@ -179,10 +193,11 @@ assert fa2.forward.writes["O"] == N * d and fa1.forward.writes["O"] == (T + 1) *
 # `kernels/flash_fwd.py` holds `_attn_fwd`, with its launch table and launcher; the small helpers
 # it shares with the backward and the other kernels (which tile, which keys, the mask) are in
 # `kernels/tiles.py`. We print excerpts of both straight from the package
-# (with the file's line numbers), in the order of the NumPy version.
+# (with the file's line numbers), in the order of the NumPy version. The files are read as text,
+# so this works without Triton too.
 
 # %%
-show_source(flash_fwd._attn_fwd, "def _attn_fwd(", "PRECISION: tl.constexpr")
+show_source("kernels.flash_fwd:_attn_fwd", "def _attn_fwd(", "PRECISION: tl.constexpr")
 
 # %% [markdown]
 # **The signature** follows the house style: pointers, then strides grouped per tensor (a
@@ -197,15 +212,15 @@ show_source(flash_fwd._attn_fwd, "def _attn_fwd(", "PRECISION: tl.constexpr")
 # L2 (CUDA allows 2**31 - 1 programs on that axis, only 65,535 on the others):
 
 # %%
-show_source(tiles.tile_ids, "def tile_ids", "return pid % num_tiles")
-show_source(flash_fwd._attn_fwd, "pid_m, pid_bh = tile_ids(num_tiles)", "off_hk = off_h // group")
+show_source("kernels.tiles:tile_ids", "def tile_ids", "return pid % num_tiles")
+show_source("kernels.flash_fwd:_attn_fwd", "pid_m, pid_bh = tile_ids(num_tiles)", "off_hk = off_h // group")
 
 # %% [markdown]
 # Each pointer is then moved to the first row of this (batch, head): from here on the program
 # sees one $(N, d)$ matrix per tensor, as the NumPy version does.
 
 # %%
-show_source(flash_fwd._attn_fwd, "q_ptr += off_b * stride_qb", "lse_ptr += pid_s")
+show_source("kernels.flash_fwd:_attn_fwd", "q_ptr += off_b * stride_qb", "lse_ptr += pid_s")
 
 # %% [markdown]
 # **Load $Q_i$ once and set up the statistics**, the NumPy lines `q = Q[i:i + block_m]` and
@@ -215,7 +230,7 @@ show_source(flash_fwd._attn_fwd, "q_ptr += off_b * stride_qb", "lse_ptr += pid_s
 # the block. The statistics live in registers for the whole loop:
 
 # %%
-show_source(flash_fwd._attn_fwd, "mask_m = offs_m < seqlen_q", "acc = tl.zeros(")
+show_source("kernels.flash_fwd:_attn_fwd", "mask_m = offs_m < seqlen_q", "acc = tl.zeros(")
 
 # %% [markdown]
 # **The key range.** Instead of testing every tile and `continue`-ing (NumPy), the kernel computes
@@ -224,11 +239,11 @@ show_source(flash_fwd._attn_fwd, "mask_m = offs_m < seqlen_q", "acc = tl.zeros("
 # predicate, applied inside the tiles that straddle the diagonal:
 
 # %%
-show_source(flash_fwd._attn_fwd, "lo, hi = key_range(", "hi = tl.minimum(hi, (pid_s")
+show_source("kernels.flash_fwd:_attn_fwd", "lo, hi = key_range(", "hi = tl.minimum(hi, (pid_s")
 print()
-show_source(tiles.key_range, "def key_range", "return lo, hi")
+show_source("kernels.tiles:key_range", "def key_range", "return lo, hi")
 print()
-show_source(tiles.band_mask, "def band_mask", "return (cols")
+show_source("kernels.tiles:band_mask", "def band_mask", "return (cols")
 
 # %% [markdown]
 # **The loop**, the heart of it, and the NumPy inner loop statement for statement. It runs in three
@@ -247,7 +262,7 @@ show_source(tiles.band_mask, "def band_mask", "return (cols")
 # | `acc = alpha * acc + p @ V_j` | `acc = acc * alpha`, then `tl.dot(p, v, acc)` adds into `acc` |
 
 # %%
-show_source(flash_fwd._fwd_blocks, "for stretch in tl.static_range(3):", "m_i = m_new")
+show_source("kernels.flash_fwd:_fwd_blocks", "for stretch in tl.static_range(3):", "m_i = m_new")
 
 # %% [markdown]
 # Two details. `EVEN_N` is a compile-time flag: when the key length is a multiple of `BLOCK_N`
@@ -261,9 +276,17 @@ show_source(flash_fwd._fwd_blocks, "for stretch in tl.static_range(3):", "m_i = 
 # no key a zero output and $\mathrm{lse} = -\infty$, store.
 
 # %%
-show_source(flash_fwd._attn_fwd, "empty = l_i == 0.0", "tl.store(lse_ptr")
-print(f"\nLOG2E = {tiles.LOG2E} = log2(e): {math.isclose(tiles.LOG2E, math.log2(math.e))}")
-assert math.isclose(tiles.LOG2E, math.log2(math.e))
+show_source("kernels.flash_fwd:_attn_fwd", "empty = l_i == 0.0", "tl.store(lse_ptr")
+s = torch.linspace(-30, 0, 301, dtype=torch.float64)
+err = (torch.exp2(s * math.log2(math.e)) - torch.exp(s)).abs().max().item()
+print(f"\nexp2(s * log2(e)) vs exp(s): max error {err:.1e}")
+assert err < 1e-15
+if kernels.HAS_TRITON:
+    print(f"LOG2E = {tiles.LOG2E} = log2(e): {math.isclose(tiles.LOG2E, math.log2(math.e))}")
+    assert math.isclose(tiles.LOG2E, math.log2(math.e))
+else:
+    print("(the kernel's constant tiles.LOG2E is importable only with Triton, on Linux; "
+          "the twin uses exp and log directly)")
 
 # %% [markdown]
 # ## 4. Equal to naive attention
@@ -271,7 +294,7 @@ assert math.isclose(tiles.LOG2E, math.log2(math.e))
 # Run the kernel (compiled on a GPU, interpreted on a CPU) on awkward shapes: lengths that are not
 # multiples of the blocks, fewer and more queries than keys, a head dimension that is not a power
 # of two. The oracle is `attention_reference` in float64. In float32 the kernel uses exact fp32
-# dots, so its error is at rounding level.
+# dots, so its error is at rounding level. Without Triton the same checks run on the twin.
 
 # %%
 def rel_err(x, ref):
@@ -287,7 +310,12 @@ cases = [  # (batch, heads, seqlen_q, seqlen_k, head_dim, causal)
 ]
 if not SMALL:
     cases += [(2, 4, 1000, 1000, 128, True), (1, 4, 777, 2049, 64, False)]
-print("blocks on this machine:", flash_fwd.fwd_config(64, torch.float32))
+print(f"flash_attention ran: {RUNS}")
+if kernels.HAS_TRITON:
+    print("blocks on this machine:", flash_fwd.fwd_config(64, torch.float32))
+else:
+    print(f"blocks: the twin's default tiles, {flash_torch.BLOCK_M} x {flash_torch.BLOCK_N}; the "
+          "kernel's launch table (fwd_config: blocks, warps, stages per GPU) needs Triton, on Linux")
 for b, h, nq, nk, hd, causal in cases:
     q = torch.randn(b, h, nq, hd, device=DEVICE)
     k, v = (torch.randn(b, h, nk, hd, device=DEVICE) for _ in range(2))
@@ -313,7 +341,8 @@ ref64 = attention_reference(q.double(), k.double(), v.double(), causal=True)
 bf = [t.bfloat16() for t in (q, k, v)]
 err_kernel = rel_err(flash_attention(*bf, causal=True), ref64)
 err_torch = rel_err(attention_reference(*bf, causal=True), ref64)
-print(f"bfloat16: kernel {err_kernel:.1e}, PyTorch in bf16 {err_torch:.1e}")
+print(f"bfloat16: flash_attention ({kernels.IMPLEMENTATION}) {err_kernel:.1e}, "
+      f"PyTorch in bf16 {err_torch:.1e}")
 assert err_kernel <= 2 * err_torch + 5e-3
 
 # %% [markdown]
@@ -327,12 +356,17 @@ assert err_kernel <= 2 * err_torch + 5e-3
 # Classify every (query block, key block) tile: **skipped** (no query of the block sees any key of
 # it: the loop never loads it), **masked** (straddles the diagonal: loaded, and `band_mask`
 # applied), **full** (every score visible). We use the block sizes the kernel uses on this
-# machine, and three shapes: as many queries as keys; fewer (a continuation, such as a prompt
-# followed by new tokens); and more (the first queries then see no key at all).
+# machine (without Triton, the twin's default tiles, which it skips the same way), and three
+# shapes: as many queries as keys; fewer (a continuation, such as a prompt followed by new
+# tokens); and more (the first queries then see no key at all).
 
 # %%
-cfg = flash_fwd.fwd_config(64, torch.float32)
-BM, BN = cfg["BLOCK_M"], cfg["BLOCK_N"]
+if kernels.HAS_TRITON:
+    cfg = flash_fwd.fwd_config(64, torch.float32)
+    BM, BN = cfg["BLOCK_M"], cfg["BLOCK_N"]
+else:
+    BM, BN = flash_torch.BLOCK_M, flash_torch.BLOCK_N
+print(f"tiles of {BM} x {BN}, as flash_attention uses here: {RUNS}")
 
 
 def tile_classes(seqlen_q, seqlen_k, block_m, block_n, **mask_kw):
@@ -399,7 +433,8 @@ q = torch.randn(1, 1, nq, 64, device=DEVICE)
 k, v = (torch.randn(1, 1, nk, 64, device=DEVICE) for _ in range(2))
 out, lse = flash_attention(q, k, v, causal=True, return_lse=True)
 blind = nq - nk  # queries before the first key's position
-print(f"{nq} queries, {nk} keys: rows 0..{blind - 1} all zero: {bool((out[0, 0, :blind] == 0).all())}, "
+print(f"flash_attention ({kernels.IMPLEMENTATION}), {nq} queries, {nk} keys: rows 0..{blind - 1} "
+      f"all zero: {bool((out[0, 0, :blind] == 0).all())}, "
       f"lse -inf: {bool(torch.isneginf(lse[0, 0, :blind]).all())}; row {blind} sees key 0 only")
 assert (out[0, 0, :blind] == 0).all() and torch.isneginf(lse[0, 0, :blind]).all()
 assert torch.allclose(out[0, 0, blind], v[0, 0, 0], atol=1e-6)

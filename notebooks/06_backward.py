@@ -29,6 +29,10 @@
 #
 # **Read first:** [04 · The forward pass](04_flash_attention_forward.ipynb) (the kernel's layout)
 # and [05 · The IO model](05_io_cost_model.ipynb) (why bytes matter).
+#
+# Without Triton (macOS, Windows), the kernels' source is still shown, and `flash_attention` runs
+# the plain-PyTorch twin of `kernels/flash_torch.py` (the same backward, recomputing $P$ from the
+# lse) through the same checks.
 
 # %%
 import sys
@@ -40,22 +44,27 @@ except ModuleNotFoundError:  # nbmake runs a notebook from notebooks/: the repos
     sys.path.insert(0, str(Path.cwd().parent))
     import kernels
 
-import inspect
 import math
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from kernels import attention_reference, flash_attention, flash_bwd
+from kernels import attention_reference, flash_attention
 from kernels.iocost import flash2_io, simulate_flash2, standard_attention_io
-from kernels.source import show_source
+from kernels.source import show_source, source_lines
 
-SMALL = kernels.INTERPRET  # True without a GPU: the kernels run in Triton's CPU interpreter
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
+SMALL = DEVICE == "cpu"  # small sizes: the interpreter, or the twin on a CPU
+if not kernels.HAS_TRITON:
+    RUNS = "torch (the plain-PyTorch twin: Triton is not installed)"
+elif kernels.INTERPRET:
+    RUNS = "triton (Triton's CPU interpreter)"
+else:
+    RUNS = "triton (compiled for the GPU)"
 torch.manual_seed(0)
 rng = np.random.default_rng(0)
-print(f"device: {DEVICE}, Triton interpreter: {kernels.INTERPRET}")
+print(f"device: {DEVICE}, kernels: {RUNS}")
 
 # %% [markdown]
 # ## 1. What the backward pass needs, and what autograd keeps
@@ -85,6 +94,7 @@ def saved_bytes(fn, q, k, v, **kw):
 d = 64
 lengths = [64, 128, 256]
 measured = {}
+print(f"flash_attention: {RUNS}")
 for n in lengths:
     q, k, v = (torch.randn(1, 1, n, d, device=DEVICE, requires_grad=True) for _ in range(3))
     measured[n] = (saved_bytes(attention_reference, q, k, v, causal=True),
@@ -183,7 +193,7 @@ assert max(errs) < 1e-13 and delta_err < 1e-13
 #
 # So a backward tile recomputes $S_{ij} = c\, Q_i K_j^\top$ (a matrix product, which the GPU is
 # good at) and $P_{ij} = \exp(S_{ij} - \mathrm{lse}_i)$, instead of reading $N^2$ numbers from
-# HBM. Check with the lse that the Triton forward returns:
+# HBM. Check with the lse that the forward (`flash_attention`) returns:
 
 # %%
 n, d = 100, 64
@@ -195,8 +205,8 @@ S = (scale * q[0, 0].double() @ k[0, 0].double().T).masked_fill(
 P_recomputed = torch.exp(S - lse[0, 0].double()[:, None])
 P_exact = torch.softmax(S, dim=-1)
 err = (P_recomputed - P_exact).abs().max().item()
-print(f"exp(S - lse) vs softmax(S): max error {err:.1e}; rows sum to 1 within "
-      f"{(P_recomputed.sum(-1) - 1).abs().max():.1e}")
+print(f"lse from flash_attention ({kernels.IMPLEMENTATION}): exp(S - lse) vs softmax(S): "
+      f"max error {err:.1e}; rows sum to 1 within {(P_recomputed.sum(-1) - 1).abs().max():.1e}")
 assert err < 1e-5
 
 # %% [markdown]
@@ -248,7 +258,7 @@ assert tensors <= {"Q", "K", "V", "O", "dO", "lse", "delta", "dQ", "dK", "dV"}
 # exactly one program, at the price of computing $S$ and $dP$ in both.
 
 # %%
-show_source(flash_bwd._attn_bwd_preprocess, "# [BLOCK_M, HEAD_DIM]", "delta = tl.sum(")
+show_source("kernels.flash_bwd:_attn_bwd_preprocess", "# [BLOCK_M, HEAD_DIM]", "delta = tl.sum(")
 
 # %% [markdown]
 # On the host, $\delta$ also absorbs the gradient of the log-sum-exp when `return_lse=True` output
@@ -256,7 +266,7 @@ show_source(flash_bwd._attn_bwd_preprocess, "# [BLOCK_M, HEAD_DIM]", "delta = tl
 # exactly like $-\delta_i$):
 
 # %%
-show_source(flash_bwd.attention_backward, "if dlse is not None:", "delta = delta - dlse")
+show_source("kernels.flash_bwd:attention_backward", "if dlse is not None:", "delta = delta - dlse")
 
 # %% [markdown]
 # **The dK/dV kernel.** Its query range is the forward's key range seen from the other side: with
@@ -269,9 +279,9 @@ show_source(flash_bwd.attention_backward, "if dlse is not None:", "delta = delta
 # contributions add up on chip too.
 
 # %%
-show_source(flash_bwd._attn_bwd_dkdv, "lo = 0", "hi = tl.minimum((pid_n + 1)")
+show_source("kernels.flash_bwd:_attn_bwd_dkdv", "lo = 0", "hi = tl.minimum((pid_n + 1)")
 print()
-show_source(flash_bwd._dkdv_blocks, "for start_m in range(start, end, BLOCK_M):", "dk = tl.dot(dst")
+show_source("kernels.flash_bwd:_dkdv_blocks", "for start_m in range(start, end, BLOCK_M):", "dk = tl.dot(dst")
 
 # %% [markdown]
 # **The dQ kernel** is the forward's loop with a different body: recompute $P$, then
@@ -279,7 +289,7 @@ show_source(flash_bwd._dkdv_blocks, "for start_m in range(start, end, BLOCK_M):"
 # applied once at the end.
 
 # %%
-show_source(flash_bwd._dq_blocks, "for start_n in range(start, end, BLOCK_N):", "dq = tl.dot(ds")
+show_source("kernels.flash_bwd:_dq_blocks", "for start_n in range(start, end, BLOCK_N):", "dq = tl.dot(ds")
 
 # %% [markdown]
 # Counting the matrix products in the two kernels confirms the price of owning every output:
@@ -287,7 +297,7 @@ show_source(flash_bwd._dq_blocks, "for start_n in range(start, end, BLOCK_N):", 
 # all, against the five a single loop with atomics needs.
 
 # %%
-n_dots = {name: inspect.getsource(getattr(flash_bwd, name).fn).count("tl.dot(")
+n_dots = {name: "".join(source_lines(f"kernels.flash_bwd:{name}")[0]).count("tl.dot(")
           for name in ("_dkdv_blocks", "_dq_blocks")}  # the loops the two kernels call
 print("tl.dot calls:", n_dots)
 assert n_dots == {"_dkdv_blocks": 4, "_dq_blocks": 3}
@@ -298,6 +308,7 @@ assert n_dots == {"_dkdv_blocks": 4, "_dq_blocks": 3}
 # The oracle: autograd through `attention_reference` in float64. The kernel computes in float32
 # (exact fp32 dots), so relative errors should be at float32 rounding level. Shapes are awkward on
 # purpose: lengths that are not multiples of the blocks, more keys than queries and the reverse.
+# Without Triton the same checks run on the twin's backward.
 
 # %%
 def rel_err(x, ref):
@@ -318,6 +329,7 @@ cases = [  # (batch, heads, seqlen_q, seqlen_k, head_dim, causal)
 ]
 if not SMALL:
     cases += [(2, 4, 1000, 1000, 128, True), (1, 4, 333, 1024, 64, False)]
+print(f"flash_attention: {RUNS}")
 for b, h, nq, nk, hd, causal in cases:
     q = torch.randn(b, h, nq, hd, device=DEVICE)
     k, v = (torch.randn(b, h, nk, hd, device=DEVICE) for _ in range(2))
@@ -341,12 +353,13 @@ mine = gradients(flash_attention, *bf, causal=True)
 torch_bf16 = gradients(attention_reference, *bf, causal=True)
 for name, x, lowp, r in zip(("out", "dq", "dk", "dv"), mine, torch_bf16, ref):
     e_kernel, e_torch = rel_err(x, r), rel_err(lowp, r)
-    print(f"{name}: kernel {e_kernel:.1e}, PyTorch bf16 {e_torch:.1e}")
+    print(f"{name}: flash_attention ({kernels.IMPLEMENTATION}) {e_kernel:.1e}, PyTorch bf16 {e_torch:.1e}")
     assert e_kernel <= 2 * e_torch + 5e-3
 
 # %% [markdown]
 # **Takeaway.** The Triton backward matches autograd through naive attention, float32 to rounding
-# and bfloat16 within the precision's own error, without ever storing $P$.
+# and bfloat16 within the precision's own error, without ever storing $P$ (and so does the twin,
+# where Triton is missing).
 
 # %% [markdown]
 # ## Try this

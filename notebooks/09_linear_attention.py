@@ -37,7 +37,8 @@
 # blocks, the idea we meet again here) and [08 · Training the mini
 # Transformer](08_training_the_mini_transformer.ipynb) (the model we retrain with linear attention).
 # All the code is in `kernels/linear_attn.py` (read its docstring beside this notebook) and in the
-# model's `Config(attention="linear")`.
+# model's `Config(attention="linear")`. Without Triton (macOS, Windows) `linear_attention` runs the
+# parallel form: every cell still runs, and the few that need the kernel itself say what they skip.
 
 # %%
 import sys
@@ -70,7 +71,7 @@ from kernels import (
     rel_err,
 )
 from kernels.iocost import flops as softmax_flops
-from kernels.linear_attn import DEFAULT_CHUNK, decay_matrix, kernel_config
+from kernels.linear_attn import DEFAULT_CHUNK, decay_matrix
 from minitransformer import GPT, Config, train
 from minitransformer.data import Vocab, read_corpus, unigram_entropy
 from minitransformer.model import RecurrentState
@@ -80,13 +81,22 @@ if str(ROOT) not in sys.path:  # benchmarks/ is not installed: its CSV reader co
     sys.path.insert(0, str(ROOT))
 from benchmarks.results_csv import read_csv  # noqa: E402  (the format every benchmark writes)
 
-SMALL = kernels.INTERPRET  # True without a GPU: the kernels run in Triton's CPU interpreter
+if kernels.HAS_TRITON:  # the kernel's launch configuration (section 6) exists only in Triton
+    from kernels.linear_attn import kernel_config
+
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"  # where the kernels run
+SMALL = DEVICE == "cpu"  # a CPU (Triton's interpreter or the plain-PyTorch forms): small sizes
+if not kernels.HAS_TRITON:
+    KERNELS = "torch (the plain-PyTorch twin: Triton is not installed)"
+    LINEAR_ATTENTION = "the parallel form (N x N: Triton is not installed)"
+else:
+    KERNELS = "triton (Triton's CPU interpreter)" if kernels.INTERPRET else "triton (compiled for the GPU)"
+    LINEAR_ATTENTION = "the chunked Triton kernel" + (", interpreted" if kernels.INTERPRET else "")
 # The CPU tensors here are tiny: one CPU thread is faster than several that wait for each other
 # (on a busy 2-core machine, many times faster).
 torch.set_num_threads(1)
 torch.manual_seed(0)
-print(f"device: {DEVICE}, Triton interpreter: {kernels.INTERPRET}")
+print(f"device: {DEVICE}, kernels: {KERNELS}; linear_attention runs {LINEAR_ATTENTION}")
 
 # %% [markdown]
 # ## 1. The kernel trick
@@ -295,12 +305,16 @@ assert (who > 0).sum() == N_FIG * (N_FIG + 1) // 2  # every causal pair, compute
 # that. $N = 100$ is not a multiple of the chunk, so the last chunk is ragged; the backward pass
 # is the kernel run three more times (see the docstring of `kernels/linear_attn.py`), checked
 # against autograd through the parallel form. With a GPU, a longer case too: 2,000 tokens (again
-# not a multiple of the chunk), head dim 64, the default chunk.
+# not a multiple of the chunk), head dim 64, the default chunk. (Without Triton, `linear_attention`
+# *is* the parallel form, so its errors equal the fp32 column: the cell then checks the public
+# function's input checks, dispatch and gradients, not a kernel.)
 
 # %%
 shapes = [(2, 2, 100, 32, 32)]  # (batch, heads, seqlen, head_dim, chunk_size)
 if not SMALL:  # GPU sizes
     shapes.append((2, 4, 2000, 64, DEFAULT_CHUNK))
+print(f"linear_attention runs {LINEAR_ATTENTION}")
+KERNEL = "kernel" if kernels.HAS_TRITON else "linear_attention"  # what the first row is
 for B, H, N, d, CHUNK in shapes:
     decays = torch.linspace(0.9, 0.99, H, device=DEVICE)  # one per head: 0.9, 0.99 for two heads
     cases = {"elu1, no decay": dict(feature_map="elu1", decay=None),
@@ -320,17 +334,21 @@ for B, H, N, d, CHUNK in shapes:
         print(f"({B}, {H}, {N}, {d}), chunk {CHUNK}, {name}")
         for label, kern, par32, ref in zip(("out", "dq", "dk", "dv"), *results.values()):
             e_kernel, e_torch = rel_err(kern, ref), rel_err(par32, ref)
-            print(f"   {label}: kernel {e_kernel:.1e}, parallel form in fp32 {e_torch:.1e}")
+            print(f"   {label}: {KERNEL} {e_kernel:.1e}, parallel form in fp32 {e_torch:.1e}")
             assert e_kernel <= 2 * e_torch + 1e-6
+            if not kernels.HAS_TRITON:  # the public function is the parallel form, exactly
+                assert torch.equal(kern, par32)
 
 # %% [markdown]
-# And the chunk size is a choice of schedule, not of result:
+# And the chunk size is a choice of schedule, not of result (without Triton there are no chunks:
+# the size is checked, then unused, and the three lines agree exactly):
 
 # %%
 N, d = 100, 32
 q, k, v = (torch.randn(1, 2, N, d, device=DEVICE) for _ in range(3))
 g = torch.tensor([0.95, 1.0], device=DEVICE)
 ref = linear_attention_parallel(q.double(), k.double(), v.double(), decay=g.double(), feature_map=None)
+print(f"linear_attention runs {LINEAR_ATTENTION}")
 for chunk in (16, 32, 64):
     out = linear_attention(q, k, v, decay=g, feature_map=None, chunk_size=chunk)
     print(f"chunk {chunk:>2}: relative error vs float64 {rel_err(out, ref):.1e}")
@@ -364,7 +382,7 @@ for t in range(n_prompt, n_prompt + n_new):  # then one token at a time
     o_t, state = linear_attention_step(q[:, :, t:t + 1], k[:, :, t:t + 1], v[:, :, t:t + 1], state, decay=g)
     outs.append(o_t)
 generated = torch.cat(outs, dim=2)
-print(f"prefill + {n_new} steps vs the whole sequence at once: relative error "
+print(f"prefill by {LINEAR_ATTENTION}, then {n_new} steps, vs the whole sequence at once: relative error "
       f"{rel_err(generated, whole):.1e}; state {tuple(state.shape)} {state.dtype} after every step")
 assert rel_err(generated, whole) < 1e-5 and state.shape == (B, H, d, d + 1)
 
@@ -473,15 +491,27 @@ plt.show()
 #
 # The `elu1` form pays for its normaliser: the extra value column makes $d_v = d + 1$, which the
 # kernel pads to its next block of columns (a power of two), nearly doubling the value side.
+# (Without Triton, `kernel_config` cannot be asked for the block: the cell takes all the value
+# columns as one padded block, as the interpreter's configuration does.)
 
 # %%
+def padded(dim):
+    return max(16, 2 ** math.ceil(math.log2(dim)))  # the kernel pads a tile side to a power of two >= 16
+
+
 def linear_flops_per_token(d, chunk=DEFAULT_CHUNK, dim_v=None):
     """Matmul FLOPs per token of the chunked kernel's forward, at the widths its tiles really have."""
     dim_v = d if dim_v is None else dim_v
-    block_v = kernel_config(d, dim_v)["BLOCK_V"]
-    d_k = max(16, 2 ** math.ceil(math.log2(d)))  # the kernel pads d_k to a power of two >= 16
+    # value columns per program: the launch configuration's, or without Triton all of them, padded
+    block_v = kernel_config(d, dim_v)["BLOCK_V"] if kernels.HAS_TRITON else padded(dim_v)
+    d_k = padded(d)
     d_v = math.ceil(dim_v / block_v) * block_v  # value columns, in whole blocks
     return 2 * chunk * (d_k + d_v) + 4 * d_k * d_v
+
+
+if not kernels.HAS_TRITON:
+    print("Triton is not installed: no kernel_config to ask, so each tile's value columns are counted "
+          "as one block padded to a power of two (the interpreter's configuration)")
 
 
 def softmax_flops_per_token(n, d):
@@ -592,9 +622,10 @@ else:
 # kernel in its RetNet form (no feature map, a decay), and checks the claim of this section on
 # this GPU: at the longest sequence linear attention is the faster. On a CPU it times nothing (the
 # interpreter's times would say nothing about a GPU); the claim was checked above on the file.
+# Without Triton it times nothing either: there is no chunked kernel to time.
 
 # %%
-if DEVICE == "cuda":
+if DEVICE == "cuda" and kernels.HAS_TRITON:
     from functools import partial
 
     from triton.testing import do_bench
@@ -615,6 +646,9 @@ if DEVICE == "cuda":
         print(f"N = {n:>6}: flash {t_flash:.3f} ms, linear {t_linear:.3f} ms, "
               f"flash / linear {t_flash / t_linear:.2f}")
     assert t_linear < t_flash  # at the longest N, measured here: linear attention wins
+elif DEVICE == "cuda":
+    print("Triton is not installed: nothing timed (the chunked kernel and do_bench are Triton's); "
+          "the claim was checked above on the file")
 else:
     print("no GPU here: nothing timed")
 

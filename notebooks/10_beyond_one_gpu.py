@@ -25,7 +25,8 @@
 #   step, and which pairs of blocks a causal mask lets it skip;
 # * ring attention running for real across 2 and 3 CPU processes (gloo), equal to one
 #   `flash_attention` call on the whole sequence (where Triton's interpreter can run the kernel
-#   in those processes; section 4 says what runs instead where it cannot);
+#   in those processes, or on the plain-PyTorch twin without Triton; section 4 says what runs
+#   instead where neither can);
 # * when the transfer of a block hides behind the computation on it: bytes per step against
 #   FLOPs per step, with the H100's measured matmul rate and nominal link bandwidths;
 # * data-parallel training (`torchrun`, DDP): what is averaged, and a check that two processes
@@ -35,6 +36,8 @@
 # section 4) and [07 · Masks, lengths and decoding](07_masks_lengths_and_decoding.ipynb) (the
 # bottom-right causal alignment and split-KV decoding). Nothing here is a new kernel: ring
 # attention calls the kernel of notebook 04 once per block and merges the results in PyTorch.
+# Without Triton (macOS, Windows) `flash_attention` is its plain-PyTorch twin, and everything
+# below runs on it but the one-GPU timing of section 2.
 
 # %%
 import sys
@@ -47,7 +50,6 @@ except ModuleNotFoundError:  # nbmake runs a notebook from notebooks/: the repos
     import kernels
 
 import contextlib
-import inspect
 import io
 import os
 import subprocess
@@ -65,6 +67,7 @@ from kernels._checks import interpreter_problem
 from kernels.iocost import H100_MEASURED
 from kernels.iocost import flops as attention_flops
 from kernels.ring import merge_partials
+from kernels.source import show_source
 from minitransformer import GPT, Config, train
 from minitransformer.checkpoint import load_checkpoint
 from minitransformer.data import get_batch
@@ -75,15 +78,22 @@ if str(ROOT) not in sys.path:  # benchmarks/ is not installed: its CSV reader co
     sys.path.insert(0, str(ROOT))
 from benchmarks.results_csv import read_csv  # noqa: E402  (the format every benchmark writes)
 
-SMALL = kernels.INTERPRET  # True without a GPU: the kernels run in Triton's CPU interpreter
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
+SMALL = DEVICE == "cpu"  # a CPU (Triton's interpreter or the plain-PyTorch twin): small sizes
+if not kernels.HAS_TRITON:
+    KERNELS = "torch (the plain-PyTorch twin: Triton is not installed)"
+else:
+    KERNELS = "triton (Triton's CPU interpreter)" if kernels.INTERPRET else "triton (compiled for the GPU)"
 # The ranks of sections 4 and 6 are CPU processes talking through gloo, and they run the kernel
-# through Triton's interpreter, on a GPU machine too. None where that works; else the reason
-# (Triton 3.6's interpreter with numpy >= 2.4, as on the GPU image this series was checked on).
-CPU_RANKS_PROBLEM = interpreter_problem()
+# through Triton's interpreter, on a GPU machine too (without Triton: the twin, which needs no
+# interpreter). None where that works; else the reason (Triton 3.6's interpreter with
+# numpy >= 2.4, as on the GPU image this series was checked on).
+CPU_RANKS_PROBLEM = interpreter_problem() if kernels.HAS_TRITON else None
+RANKS_RUN = ("the plain-PyTorch twin" if not kernels.HAS_TRITON
+             else "the kernel, interpreted" if CPU_RANKS_PROBLEM is None
+             else "nothing: the interpreter cannot run the kernel here")
 torch.manual_seed(0)
-print(f"device: {DEVICE}, Triton interpreter: {kernels.INTERPRET}; CPU ranks can run the kernel: "
-      f"{CPU_RANKS_PROBLEM is None}")
+print(f"device: {DEVICE}, kernels: {KERNELS}; the CPU ranks of sections 4 and 6 run {RANKS_RUN}")
 
 # %% [markdown]
 # ## 1. Why split a sequence at all
@@ -206,10 +216,14 @@ for causal in (False, True):
 # minus the skipped blocks when causal) in $W^2$ smaller calls plus as many merges, which are
 # element-wise and cheap next to a block: we time both (medians of `triton.testing.do_bench`).
 # The blocks are long so that each kernel call outlasts the Python that launches the next one
-# and the merge; with short blocks the schedule would time the host, not the GPU.
+# and the merge; with short blocks the schedule would time the host, not the GPU. (Without Triton
+# this cell is skipped: it times the kernel, with Triton's `do_bench`.)
 
 # %%
-if not SMALL:
+if not SMALL and not kernels.HAS_TRITON:
+    print("Triton is not installed: the 65,536-token comparison is skipped "
+          "(it times the Triton kernel with triton.testing.do_bench)")
+elif not SMALL:
     from functools import partial
 
     from triton.testing import do_bench
@@ -247,7 +261,7 @@ if not SMALL:
 # package:
 
 # %%
-print(inspect.getsource(kernels.ring._ring_forward))
+show_source("kernels.ring:_ring_forward", "def _ring_forward", "return out")
 
 # %% [markdown]
 # The figure draws it for $W = 4$ with a causal mask: on the left ranks by steps, each cell naming
@@ -328,7 +342,8 @@ plt.show()
 # and three ranks with a causal mask and grouped-query attention (4 query heads sharing 2 key/value
 # heads: only keys and values travel, so GQA also shrinks the messages). Each run takes seconds,
 # most of them spent starting processes that import PyTorch and Triton; the kernel calls, run by
-# the interpreter on these small blocks, take about a tenth of a second each.
+# the interpreter on these small blocks, take about a tenth of a second each. Without Triton the
+# ranks run the same ring on the plain-PyTorch twin: the same messages, no interpreter.
 #
 # **On a GPU machine** the ranks are CPU processes all the same (gloo passes CPU tensors, and NCCL
 # would need a GPU per rank), so they still run the kernel through Triton's interpreter. Where
@@ -352,6 +367,8 @@ if CPU_RANKS_PROBLEM:
     print(f"Not run on this machine: ring_attention across CPU processes. Its ranks run the kernel "
           f"through Triton's interpreter, and here: {CPU_RANKS_PROBLEM}.\nRun instead: the same blocks "
           f"through the same schedule, rank after rank in this process, on {DEVICE}.")
+else:
+    print(f"ring_attention in each rank runs {RANKS_RUN}")
 for case in cases:
     world, n_loc, dh = case["world_size"], case["n_local"], case["head_dim"]
     q = torch.randn(1, case["heads_q"], world * n_loc, dh)  # on the CPU, where the ranks are
@@ -583,11 +600,12 @@ assert err < 1e-5
 # beginning of Python's standard library on this machine; nothing is downloaded.
 #
 # Training itself is plain PyTorch (`--backend reference`), but rank 0 of `run_in_processes` ends
-# the run with one validation batch through the kernel, interpreted, as its processes start with
-# the interpreter on. Where the interpreter cannot run (`CPU_RANKS_PROBLEM`, section 4) the cell
-# starts the same run with `torchrun` itself, whose ranks import `kernels` as this process does:
-# compiled for the GPU, so a run on the CPU leaves that batch out. Only rank 0 writes, so there
-# the losses of the two processes are read from its checkpoint.
+# the run with one validation batch through the `flash` backend, whose log line names what ran
+# (the kernel or its plain-PyTorch twin). Where the interpreter cannot run
+# (`CPU_RANKS_PROBLEM`, section 4) the cell starts the same run with `torchrun` itself, whose ranks
+# import `kernels` as this process does: compiled for the GPU, so a run on the CPU leaves that
+# batch out. Only rank 0 writes, so there the losses of the two processes are read from its
+# checkpoint.
 
 # %%
 workdir = Path(tempfile.mkdtemp())

@@ -14,6 +14,10 @@ from minitransformer.model import GPT, Config
 
 ON_GPU = torch.cuda.is_available() and not kernels.INTERPRET
 DEVICE = "cuda" if ON_GPU else "cpu"
+#: for tests of the Triton kernels themselves (launch configurations, offset clamping, the
+#: interpreter): without Triton, kernels' public names are the PyTorch twin, tested on its own
+needs_triton = pytest.mark.skipif(not kernels.HAS_TRITON, reason="needs Triton (Linux wheels only): "
+                                  "tests the Triton kernel itself, which the PyTorch twin stands in for")
 # The interpreter is slow: the CPU suite runs fp32 and bf16; a GPU adds fp16.
 DTYPES = [torch.float32, torch.bfloat16] + ([torch.float16] if ON_GPU else [])
 # Rounding floor per dtype, added to "twice what plain PyTorch in that precision makes".

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import needs_triton
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = "import os, kernels; print(kernels.INTERPRET, os.environ.get('TRITON_INTERPRET'))"
@@ -24,6 +25,7 @@ def run_probe(env_value):
     return result.stdout.split()
 
 
+@needs_triton
 def test_automatic_choice():
     interpret, variable = run_probe(None)
     if torch.cuda.is_available():
@@ -32,6 +34,7 @@ def test_automatic_choice():
         assert (interpret, variable) == ("True", "1")
 
 
+@needs_triton
 def test_forced_interpreter():
     assert run_probe("1") == ["True", "1"]
 
@@ -61,6 +64,7 @@ def test_interpreter_problem_names_the_versions():
         assert interpreter_problem(*versions) is None, versions
 
 
+@needs_triton
 def test_broken_interpreter_is_a_clear_error(monkeypatch):
     """Where the interpreter cannot run, a kernel call says why instead of failing mid-launch."""
     import kernels

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEVICE, DTYPES, ON_GPU, assert_close, dtype_id, make_qkv, rel_err
+from conftest import DEVICE, DTYPES, ON_GPU, assert_close, dtype_id, make_qkv, needs_triton, rel_err
 
 from kernels import attention_reference, flash_attention, flash_attention_varlen, flash_decode
 
@@ -222,6 +222,7 @@ WIDE_MASKS = {"full": (False, (-1, -1)), "causal": (True, (-1, -1)),
               "window": (False, (45, 37)), "causal-window": (True, (70, 0))}
 
 
+@needs_triton
 @pytest.mark.parametrize("mask", list(WIDE_MASKS))
 @pytest.mark.parametrize("seqlens", [(97, 97), (45, 131), (131, 45)], ids=lambda s: f"q{s[0]}-k{s[1]}")
 @pytest.mark.parametrize("blocks", list(BLOCK_SHAPES))

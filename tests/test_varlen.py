@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import DEVICE, DTYPES, ON_GPU, assert_close, dtype_id
+from conftest import DEVICE, DTYPES, ON_GPU, assert_close, dtype_id, needs_triton
 
 from kernels import attention_varlen_reference, flash_attention, flash_attention_varlen
 
@@ -84,6 +84,7 @@ def test_varlen_equals_dense_kernel():
     torch.testing.assert_close(out, pack(dense), atol=1e-6, rtol=1e-6)
 
 
+@needs_triton
 def test_unchecked_offsets_and_compiled_op_agree():
     """``check_seqlens=False`` skips only the host-side check, and under torch.compile the
     varlen custom op gives the eager path's numbers, forward and backward."""
@@ -203,6 +204,7 @@ print("clamped")
 """
 
 
+@needs_triton
 @pytest.mark.parametrize("case", list(UNCHECKED))
 def test_unchecked_offsets_never_leave_the_tensors(case):
     """``check_seqlens=False`` with a ``cu_seqlens`` past the packed tokens read and wrote outside
