@@ -43,6 +43,7 @@ from ._checks import (  # noqa: E402,F401
     INTERPRET,  # True when the kernels run through Triton's CPU interpreter
     MAX_HEAD_DIM,
     MIN_HEAD_DIM,
+    implementation,  # the same in words, for a notebook's first line
 )
 from .flash_torch import flash_attention_torch, flash_attention_varlen_torch, flash_decode_torch  # noqa: E402
 from .linear_attn import (  # noqa: E402  (the kernel, or without Triton its parallel form)
@@ -79,6 +80,7 @@ __all__ = [
     "flash_attention_varlen_torch",
     "flash_decode",
     "flash_decode_torch",
+    "implementation",
     "linear_attention",
     "linear_attention_parallel",
     "linear_attention_recurrent",

@@ -26,6 +26,13 @@ INTERPRET = HAS_TRITON and os.environ.get("TRITON_INTERPRET", "0") not in ("", "
 IMPLEMENTATION = "triton" if HAS_TRITON else "torch"
 
 
+def implementation() -> str:
+    """In words, what runs behind ``flash_attention`` & co. in this process (notebooks print it)."""
+    if not HAS_TRITON:
+        return "torch (the plain-PyTorch twin: Triton is not installed)"
+    return "triton (Triton's CPU interpreter)" if INTERPRET else "triton (compiled for the GPU)"
+
+
 def _version(text: str) -> tuple[int, int]:
     major, minor = (text.split(".") + ["0"])[:2]
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)

@@ -61,12 +61,7 @@ if kernels.HAS_TRITON:  # the kernel's launch table and tile helpers import trit
 
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
 SMALL = DEVICE == "cpu"  # small sizes: the interpreter, or the twin on a CPU
-if not kernels.HAS_TRITON:
-    RUNS = "torch (the plain-PyTorch twin: Triton is not installed)"
-elif kernels.INTERPRET:
-    RUNS = "triton (Triton's CPU interpreter)"
-else:
-    RUNS = "triton (compiled for the GPU)"
+RUNS = kernels.implementation()  # what flash_attention runs here, in words
 torch.manual_seed(0)
 rng = np.random.default_rng(0)
 print(f"device: {DEVICE}, kernels: {RUNS}")

@@ -29,7 +29,9 @@
 # **Read first:** [03](03_online_softmax.ipynb) (merging partial softmaxes) and
 # [04](04_flash_attention_forward.ipynb) (the kernel and its key range). All of these features are
 # the same kernel `_attn_fwd` with a different flag or grid, so this notebook is about semantics
-# and checks, not new kernels.
+# and checks, not new kernels. Without Triton, `flash_attention` & co. are the plain-PyTorch twin
+# (`kernels/flash_torch.py`, same semantics and checks): every check runs on it, and only the live
+# GPU timing at the end of section 5 is skipped.
 
 # %%
 import sys
@@ -58,11 +60,11 @@ from kernels import (
 )
 from kernels.iocost import H100_MEASURED, H100_SXM
 
-SMALL = kernels.INTERPRET  # True without a GPU: the kernels run in Triton's CPU interpreter
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
+SMALL = DEVICE == "cpu"  # small sizes on a CPU (the interpreter, or the twin without Triton)
 RESULTS = Path(kernels.__file__).resolve().parents[1] / "benchmarks" / "results" / "h100"
 torch.manual_seed(0)
-print(f"device: {DEVICE}, Triton interpreter: {kernels.INTERPRET}")
+print(f"device: {DEVICE}, kernels: {kernels.implementation()}")
 
 
 def max_err(x, ref):
@@ -319,7 +321,9 @@ assert max_err(merged, out_full) < 1e-5 and max_err(lse, lse_full) < 1e-5
 # %% [markdown]
 # Now `flash_decode`, which does the splitting and the merge in Triton. Each sequence has its own
 # valid cache length (`cache_seqlens`; positions past it are never read), the query heads share kv
-# heads (GQA), and whatever the number of splits, the answer must be the same:
+# heads (GQA), and whatever the number of splits, the answer must be the same. (The twin, without
+# Triton, checks `num_splits` but walks the cache in one loop: there the split algebra is the cell
+# above, and this cell checks `cache_seqlens` and GQA against the reference.)
 
 # %%
 batch, heads_q, heads_kv, max_len, d = 2, 8, 2, 256, 64
@@ -335,6 +339,11 @@ for splits in (1, 2, 7):
     print(f"num_splits = {splits}: max error vs reference {max_err(outs[splits], ref):.1e}, "
           f"vs num_splits = 1 {max_err(outs[splits], outs[1]):.1e}")
     assert max_err(outs[splits], ref) < 1e-5 and max_err(outs[splits], outs[1]) < 1e-5
+if kernels.HAS_TRITON:
+    print("flash_decode ran the split-KV Triton kernel" + (", interpreted" if kernels.INTERPRET else ""))
+else:
+    print("flash_decode ran the plain-PyTorch twin: num_splits is checked, then unused "
+          "(one loop walks the cache)")
 
 # %% [markdown]
 # ### How fast, on an H100
@@ -420,10 +429,11 @@ assert all(cache_bytes(L) <= H100_SXM.l2_bytes
 # tokens: the error against a float32 reference, and the time of `flash_decode` against the dense
 # kernel with one query (medians of `triton.testing.do_bench_cudagraph`, as the benchmark does).
 # The claim checked on this GPU is the file's: splitting pays. On a CPU the cell times nothing:
-# the interpreter's times would say nothing about a GPU.
+# the interpreter's times would say nothing about a GPU; nor does it without Triton, whose
+# benchmark helpers and split-KV kernel it measures.
 
 # %%
-if not SMALL:
+if not SMALL and kernels.HAS_TRITON:
     from functools import partial
 
     from triton.testing import do_bench_cudagraph
@@ -448,6 +458,10 @@ if not SMALL:
         assert err < 1e-2  # bf16 rounding (the benchmark measured about 3e-3)
     print(f"split-KV / dense on this GPU: {ms['flash_attention, one query'] / ms['flash_decode']:.1f}x")
     assert ms["flash_decode"] < ms["flash_attention, one query"]  # splitting pays, measured here
+else:
+    here = " ".join(w for w, yes in (("on a CPU", SMALL), ("without Triton", not kernels.HAS_TRITON)) if yes)
+    print(f"not measured {here}: the live timing needs a GPU and Triton; the H100 numbers above are "
+          "the benchmark's")
 
 # %% [markdown]
 # **Takeaway.** Split-KV decoding is the online-softmax merge applied *across* programs: any

@@ -86,11 +86,10 @@ if kernels.HAS_TRITON:  # the kernel's launch configuration (section 6) exists o
 
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"  # where the kernels run
 SMALL = DEVICE == "cpu"  # a CPU (Triton's interpreter or the plain-PyTorch forms): small sizes
+KERNELS = kernels.implementation()  # what flash_attention runs here, in words
 if not kernels.HAS_TRITON:
-    KERNELS = "torch (the plain-PyTorch twin: Triton is not installed)"
     LINEAR_ATTENTION = "the parallel form (N x N: Triton is not installed)"
 else:
-    KERNELS = "triton (Triton's CPU interpreter)" if kernels.INTERPRET else "triton (compiled for the GPU)"
     LINEAR_ATTENTION = "the chunked Triton kernel" + (", interpreted" if kernels.INTERPRET else "")
 # The CPU tensors here are tiny: one CPU thread is faster than several that wait for each other
 # (on a busy 2-core machine, many times faster).

@@ -80,10 +80,7 @@ from benchmarks.results_csv import read_csv  # noqa: E402  (the format every ben
 
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
 SMALL = DEVICE == "cpu"  # a CPU (Triton's interpreter or the plain-PyTorch twin): small sizes
-if not kernels.HAS_TRITON:
-    KERNELS = "torch (the plain-PyTorch twin: Triton is not installed)"
-else:
-    KERNELS = "triton (Triton's CPU interpreter)" if kernels.INTERPRET else "triton (compiled for the GPU)"
+KERNELS = kernels.implementation()  # what flash_attention runs here, in words
 # The ranks of sections 4 and 6 are CPU processes talking through gloo, and they run the kernel
 # through Triton's interpreter, on a GPU machine too (without Triton: the twin, which needs no
 # interpreter). None where that works; else the reason (Triton 3.6's interpreter with
