@@ -24,6 +24,8 @@ import warnings
 
 from ._platform import triton_installed
 
+_NOTICE_SHOWN = "KERNELS_TWIN_NOTICE_SHOWN"  # set once the no-Triton line is printed
+
 if triton_installed() and "TRITON_INTERPRET" not in os.environ:
     import torch
 
@@ -63,9 +65,11 @@ else:  # macOS / Windows: Triton ships Linux wheels only
     flash_attention = flash_attention_torch
     flash_attention_varlen = flash_attention_varlen_torch
     flash_decode = flash_decode_torch
-    print("kernels: Triton is not installed, so flash_attention & co. run the plain-PyTorch twin "
-          "(kernels/flash_torch.py): same results, slower; notebooks say where they differ.",
-          file=sys.stderr)
+    if not os.environ.get(_NOTICE_SHOWN):  # once: not again in the processes this one starts
+        os.environ[_NOTICE_SHOWN] = "1"
+        print("kernels: Triton is not installed, so flash_attention & co. run the plain-PyTorch twin "
+              "(kernels/flash_torch.py): same results, slower; notebooks say where they differ.",
+              file=sys.stderr)
 
 __all__ = [
     "HAS_TRITON",
