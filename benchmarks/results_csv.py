@@ -22,9 +22,10 @@ def require_gpu(script: str) -> None:
 
     import kernels
 
-    if not torch.cuda.is_available() or kernels.INTERPRET:
-        sys.exit(f"{script}: needs a CUDA GPU with compiled Triton "
-                 f"(here: {'the interpreter' if kernels.INTERPRET else 'no CUDA'})")
+    if not torch.cuda.is_available() or kernels.INTERPRET or not kernels.HAS_TRITON:
+        here = ("Triton is not installed" if not kernels.HAS_TRITON
+                else "the interpreter" if kernels.INTERPRET else "no CUDA")
+        sys.exit(f"{script}: needs a CUDA GPU with compiled Triton (here: {here})")
 
 
 def start_gpu_run(parser, out: Path | None, script: str, alternative: str | None = None) -> None:

@@ -50,10 +50,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from kernels import attention_mask, attention_reference
 
-SMALL = kernels.INTERPRET  # no GPU: keep every size small so the notebook runs in seconds
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
+SMALL = DEVICE == "cpu"  # no GPU: keep every size small so the notebook runs in seconds
 torch.manual_seed(0)
-print(f"device: {DEVICE}, small sizes: {SMALL}")
+print(f"device: {DEVICE}, small sizes: {SMALL}, kernels: {kernels.implementation()}")
 
 # %% [markdown]
 # ## 1. Attention in three steps
