@@ -40,7 +40,7 @@ $(PORTABLE_STAMP): requirements.txt pyproject.toml
 
 test-portable: $(PORTABLE_STAMP)
 	$(PORTABLE)/bin/python -m pytest -n $(JOBS) $(ARGS)
-	$(PORTABLE)/bin/python -m minitransformer.train --steps 40 --eval-interval 20 --sample-chars 60 \
+	$(PORTABLE)/bin/python -m minitransformer.train --steps 40 --warmup 10 --eval-interval 20 --sample-chars 60 \
 		--out $(PORTABLE_RUN) --overwrite
 	$(PORTABLE)/bin/python -m minitransformer.sample --ckpt $(PORTABLE_RUN)/ckpt.pt --prompt "def " --chars 40
 
