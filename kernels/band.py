@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._checks import check_window
+from ._checks import check_kernel_qkv, check_scale, check_window
 
 
 @dataclass(frozen=True)
@@ -38,3 +38,10 @@ class Band:
         unbounded = seqlen_q + seqlen_k + 1
         return (unbounded if self.left < 0 else self.left,
                 unbounded if self.right < 0 else self.right)
+
+
+def check_dense_args(q, k, v, causal, softmax_scale, window_size) -> tuple[float, Band]:
+    """The arguments of ``flash_attention`` and of its twin, checked one way for both: the
+    tensors, then ``(scale, band)``."""
+    check_kernel_qkv(q, k, v)
+    return check_scale(softmax_scale, q.shape[-1]), Band.from_window(window_size, causal)

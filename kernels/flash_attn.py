@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_kernel_qkv, check_runs_here, check_scale
-from .band import Band
+from ._checks import check_runs_here
+from .band import Band, check_dense_args
 from .flash_bwd import attention_backward
 from .flash_fwd import attention_forward
 from .tiles import Layout
@@ -133,9 +133,7 @@ def flash_attention(q, k, v, *, causal=False, softmax_scale=None, window_size=(-
         ``return_lse``, ``lse`` ``(batch, heads_q, seqlen_q)`` in float32 (differentiable too).
         A query row that sees no key gets zeros and ``lse = -inf``.
     """
-    check_kernel_qkv(q, k, v)
-    scale = check_scale(softmax_scale, q.shape[-1])
-    band = Band.from_window(window_size, causal)
+    scale, band = check_dense_args(q, k, v, causal, softmax_scale, window_size)
     check_runs_here(q)
     if torch.compiler.is_compiling():
         out, lse = _attention_fwd_op(q, k, v, band.causal, scale, band.left, band.right)

@@ -66,7 +66,7 @@ from ._checks import (
     check_scale,
     check_varlen_offsets,
 )
-from .band import Band
+from .band import Band, check_dense_args
 
 BLOCK_M = 64  # query rows per tile: the default of the public functions
 BLOCK_N = 64  # keys per tile
@@ -367,9 +367,7 @@ def flash_attention_torch(q, k, v, *, causal=False, softmax_scale=None, window_s
         ``return_lse``, ``lse`` ``(batch, heads_q, seqlen_q)`` in float32 (differentiable too).
         A query row that sees no key gets zeros and ``lse = -inf``.
     """
-    check_kernel_qkv(q, k, v)
-    scale = check_scale(softmax_scale, q.shape[-1])
-    band = Band.from_window(window_size, causal)
+    scale, band = check_dense_args(q, k, v, causal, softmax_scale, window_size)
     blocks = check_blocks(block_m, block_n)
     out, lse = FlashAttentionTorchFunction.apply(q, k, v, band, scale, blocks)
     return (out, lse) if return_lse else out

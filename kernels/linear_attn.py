@@ -196,13 +196,10 @@ def _linear_attn_fwd(
             o = tl.dot(q, state.to(q.dtype), input_precision=PRECISION)
         if HAS_DECAY:
             o = o * q_decay[:, None]
-        # A non-finite value v[j, c] would reach every row of the chunk through the product
-        # (its zero weights times nan or inf are nan). Rarely taken: multiply by the finite part,
-        # then mark the rows at and after j, column c, as the recurrence would leave them.
-        # Measured on an H200 (Triton 3.6, 2026-12-01, benchmarks/NOTES.md): this branch costs
-        # 0.84x of the unfixed kernel's speed (median); the same fix without the branch was no
-        # faster (0.81x-0.86x) and was miscompiled (wrong values, illegal memory accesses at
-        # head dim 32, chunk 64, 16-bit inputs), so the branch stays.
+        # A non-finite v[j, c] would reach every row of the chunk through the product (zero
+        # weights times nan are nan). Rarely taken: multiply by the finite part, then mark rows
+        # j.. of column c as the recurrence leaves them. Costs 0.84x speed on an H200; branch-free
+        # forms were no faster and miscompiled by Triton 3.6 (benchmarks/NOTES.md).
         v_bad = (v * 0.0) != 0.0  # [CHUNK, BLOCK_V]: nan * 0 and inf * 0 are nan
         if tl.max(v_bad.to(tl.int32)) > 0:
             o = tl.dot(s.to(v.dtype), tl.where(v_bad, 0.0, v).to(v.dtype), o,
@@ -479,12 +476,10 @@ def linear_attention(q, k, v, *, decay=None, feature_map="elu1", scale=None, chu
     if isinstance(decay, torch.Tensor) and decay.requires_grad:
         raise ValueError("decay: the chunked kernel gives the decay no gradient; pass decay.detach(), "
                          "or use linear_attention_parallel to learn it")
-    if triton is None:  # macOS / Windows: the same function through the N x N parallel form,
-        # in fp32 as the kernel accumulates (a 16-bit product can overflow where the kernel's does not)
-        result = linear_attention_parallel(q.float(), k.float(), v.float(), decay=decay,
-                                           feature_map=feature_map, scale=scale, return_state=return_state)
-        out = result[0] if return_state else result
-        return (out.to(q.dtype), result[1]) if return_state else out.to(q.dtype)
+    if triton is None:  # macOS / Windows: the parallel form, in fp32 as the kernel accumulates
+        out, *state = linear_attention_parallel(q.float(), k.float(), v.float(), decay=decay, scale=scale,
+                                                feature_map=feature_map, return_state=True)
+        return (out.to(q.dtype), *state) if return_state else out.to(q.dtype)
     check_runs_here(q)
     qf, kf, vf = _feature_map(q, k, v, feature_map)
     out_dtype = torch.float32 if feature_map is not None else q.dtype  # see _ChunkedLinearAttention

@@ -46,6 +46,23 @@ def assert_close(name: str, out, ref64, ref_lowp, dtype, factor: float = 2.0):
     assert err <= bound, f"{name}: relative error {err:.3e} > bound {bound:.3e}"
 
 
+
+def assert_attention_results(got: dict, ref64: dict, lowp: dict, dtype) -> None:
+    """``got``, ``ref64``, ``lowp``: dicts of out, lse, dq, dk, dv from an implementation, the
+    float64 reference and the reference in ``dtype``. Rows that see no key have lse = -inf and
+    output 0 in ``got`` exactly where the reference says so; the rest, and every gradient, within
+    :func:`assert_close`'s bound (lse in float32 terms)."""
+    assert got["out"].dtype == dtype and got["lse"].dtype == torch.float32
+    empty = torch.isinf(ref64["lse"])
+    assert torch.equal(torch.isinf(got["lse"]), empty), "rows with no key must have lse = -inf"
+    assert (got["lse"][empty] < 0).all()
+    assert not got["out"][empty].any(), "rows with no key must be 0"
+    if (~empty).any():
+        assert_close("lse", got["lse"][~empty], ref64["lse"][~empty], lowp["lse"][~empty],
+                     torch.float32 if dtype == torch.float32 else dtype)
+    for key in ("out", "dq", "dk", "dv"):
+        assert_close(key, got[key], ref64[key], lowp[key], dtype)
+
 def make_qkv(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim, dtype, *, scale=1.0,
              requires_grad=True, device=DEVICE):
     """Fresh standard-normal inputs (never zeros)."""

@@ -10,7 +10,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEVICE, DTYPES, ON_GPU, assert_close, dtype_id, make_qkv, needs_triton, rel_err
+from conftest import (
+    DEVICE,
+    DTYPES,
+    ON_GPU,
+    assert_attention_results,
+    assert_close,
+    dtype_id,
+    make_qkv,
+    needs_triton,
+    rel_err,
+)
 
 from kernels import attention_reference, flash_attention, flash_attention_varlen, flash_decode
 
@@ -44,17 +54,7 @@ def run_case(batch, heads_q, heads_kv, seqlen_q, seqlen_k, head_dim, dtype, caus
             do = torch.randn_like(out, dtype=torch.float32)
         out.backward(do.to(out.dtype))
         results[name] = dict(out=out, lse=lse, dq=qi.grad, dk=ki.grad, dv=vi.grad)
-    kern, ref64, lowp = results["kernel"], results["ref64"], results["lowp"]
-    assert kern["out"].dtype == dtype and kern["lse"].dtype == torch.float32
-    # lse: rows that see no key are -inf in both; compare the rest (finite) in float32 terms.
-    empty = torch.isinf(ref64["lse"])
-    assert torch.equal(torch.isinf(kern["lse"]), empty), "rows with no key must have lse = -inf"
-    assert (kern["lse"][empty] < 0).all()
-    if (~empty).any():
-        assert_close("lse", kern["lse"][~empty], ref64["lse"][~empty], lowp["lse"][~empty],
-                     torch.float32 if dtype == torch.float32 else dtype)
-    for key in ("out", "dq", "dk", "dv"):
-        assert_close(key, kern[key], ref64[key], lowp[key], dtype)
+    assert_attention_results(results["kernel"], results["ref64"], results["lowp"], dtype)
     return results
 
 
