@@ -117,6 +117,10 @@ for T in tiles:
     loads.append(count)
     print(f"T = {T:>3}: max error {err:.1e}, elements loaded {count:>10,} = 2n^3/T: {count == 2 * n**3 // T}")
     assert err < 1e-10 and count == 2 * n**3 // T
+# When T does not divide n the edge tiles are smaller, and the exact count is 2 n^2 ceil(n / T):
+# each of the ceil(n / T) column blocks of C reads all of A once, and B likewise per row block.
+for T in (7, 48, 100):
+    assert blocked_matmul(A, B, T)[1] == 2 * n**2 * math.ceil(n / T) != 2 * n**3 // T
 
 # %% [markdown]
 # The tiles must fit: an $A$ tile, a $B$ tile and the accumulator, $3T^2$ numbers. With the H100's
@@ -305,16 +309,17 @@ plt.show()
 # %% [markdown]
 # ## Try this
 #
-# 1. For a square tile budget $3T^2 \le M$, the traffic of `blocked_matmul` is $2n^3/T$. What
-#    traffic does $M = 3 \cdot 64^2$ numbers of fast memory allow for $n = 256$? Change
-#    `M_fast` and check your prediction.
+# 1. For a square tile budget $3T^2 \le M$, the traffic of `blocked_matmul` is
+#    $2n^2\lceil n/T\rceil$ ($2n^3/T$ when $T$ divides $n$). What traffic does
+#    $M = 3 \cdot 64^2$ numbers of fast memory allow for $n = 256$? Change `M_fast` (try one
+#    whose tile does not divide 256) and check your prediction.
 
 # %%
 M_fast = 3 * 64**2
 T_fit = math.isqrt(M_fast // 3)
 C, count = blocked_matmul(A, B, T_fit)
 print(f"M = {M_fast}: T = {T_fit}, {count:,} elements loaded")
-assert count == 2 * n**3 // T_fit and np.allclose(C, A @ B)
+assert count == 2 * n**2 * math.ceil(n / T_fit) and np.allclose(C, A @ B)
 
 # %% [markdown]
 # 2. In the tiled $S$ above, how many times is each row of $K$ loaded? Predict it from $N$ and
