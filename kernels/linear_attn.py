@@ -219,17 +219,18 @@ def _linear_attn_fwd(
 # --------------------------------------------------------------------------------------------
 # Host side: config, launch, autograd
 # --------------------------------------------------------------------------------------------
-def _padded(dim: int) -> int:
-    return max(16, triton.next_power_of_2(dim))  # tl.dot needs every side >= 16
+def padded_dim(dim: int) -> int:
+    """A tile side as the kernel pads it: a power of two >= 16 (tl.dot's minimum). No Triton."""
+    return max(16, 1 << (dim - 1).bit_length())
 
 
 def kernel_config(dim_k: int, dim_v: int) -> dict:
     """Launch configuration: value columns per program, warps, pipeline stages (tunable)."""
     if INTERPRET:  # the interpreter's cost is per block op: one program per (batch, head)
-        return dict(BLOCK_V=_padded(dim_v), num_warps=4, num_stages=1)
-    d_k = _padded(dim_k)
+        return dict(BLOCK_V=padded_dim(dim_v), num_warps=4, num_stages=1)
+    d_k = padded_dim(dim_k)
     # Registers per program grow as the state [d_k, BLOCK_V] plus the [C, d_k] and [C, BLOCK_V] tiles.
-    block_v = min(_padded(dim_v), 64 if d_k <= 128 else 32)
+    block_v = min(padded_dim(dim_v), 64 if d_k <= 128 else 32)
     return dict(BLOCK_V=block_v, num_warps=4 if d_k <= 64 else 8, num_stages=2)
 
 
@@ -248,7 +249,7 @@ def _chunked(q, k, v, decay, scale: float, chunk_size: int, reverse: bool = Fals
         q, k, v, out, q if decay is None else decay,
         *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         heads, seqlen, dim_k, dim_v, scale, tiles,
-        CHUNK=chunk_size, DIM_K=_padded(dim_k), BLOCK_V=cfg["BLOCK_V"], HAS_DECAY=decay is not None,
+        CHUNK=chunk_size, DIM_K=padded_dim(dim_k), BLOCK_V=cfg["BLOCK_V"], HAS_DECAY=decay is not None,
         REVERSE=reverse, UPCAST=INTERPRET and q.dtype == torch.bfloat16,
         STATE_FP32=q.dtype != torch.float32,
         PRECISION="ieee" if q.dtype == torch.float32 else "tf32",

@@ -42,17 +42,19 @@ def pick_backend(name: str, device: torch.device, attention: str = "softmax") ->
         return "flash" if device.type == "cuda" or attention == "softmax" else "reference"
     if name not in BACKENDS:
         raise ValueError(f"--backend {name}: unknown backend; choose auto, {', '.join(BACKENDS)}")
-    if name == "flash" and attention == "linear" and not kernel_runs_on(device):
+    if name == "flash" and not flash_runs_on(device, attention):
         raise ValueError(f"--backend flash on {device}: linear attention's chunked kernel is compiled "
                          "for the GPU on this machine; use --device cuda, or set TRITON_INTERPRET=1 "
                          "to interpret it on the CPU")
     return name
 
 
-def kernel_runs_on(device: torch.device) -> bool:
-    """The Triton kernels run here: compiled on CUDA tensors, interpreted where kernels chose that,
-    or replaced by their PyTorch forms where Triton is not installed."""
-    return device.type == "cuda" or kernels.INTERPRET or not kernels.HAS_TRITON
+def flash_runs_on(device: torch.device, attention: str = "softmax") -> bool:
+    """The ``flash`` backend can run here: softmax attention anywhere (the Triton kernel on CUDA,
+    the twin elsewhere); linear attention where its Triton kernel runs (compiled on CUDA tensors,
+    interpreted where kernels chose that) or, without Triton, through its parallel form."""
+    return (attention == "softmax" or device.type == "cuda" or kernels.INTERPRET
+            or not kernels.HAS_TRITON)
 
 
 def flash_implementation(device: torch.device, attention: str = "softmax") -> str:

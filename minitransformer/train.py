@@ -70,7 +70,7 @@ from .data import (
     split,
     unigram_entropy,
 )
-from .devices import autocast_for, flash_implementation, kernel_runs_on, pick_backend, pick_device
+from .devices import autocast_for, flash_implementation, flash_runs_on, pick_backend, pick_device
 from .model import ATTENTIONS, BACKENDS, GPT, Config, check_decay, check_packing
 from .sample import check_prompt, generate_text
 
@@ -376,7 +376,7 @@ def main(argv=None):
 
         # The kernel is exact: the trained model gives the same loss through it as through the reference.
         flash_model = model
-        if kernel_runs_on(device):
+        if flash_runs_on(device, config.attention):
             flash_model = model if config.backend == "flash" else with_backend(model, "flash")
             loss_flash = evaluate(flash_model, run, args, n_batches=1)
             loss_ref = evaluate(with_backend(model, "reference"), run, args, n_batches=1)

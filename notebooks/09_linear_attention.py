@@ -71,7 +71,7 @@ from kernels import (
     rel_err,
 )
 from kernels.iocost import flops as softmax_flops
-from kernels.linear_attn import DEFAULT_CHUNK, decay_matrix
+from kernels.linear_attn import DEFAULT_CHUNK, decay_matrix, padded_dim
 from minitransformer import GPT, Config, train
 from minitransformer.data import Vocab, read_corpus, unigram_entropy
 from minitransformer.model import RecurrentState
@@ -494,16 +494,12 @@ plt.show()
 # columns as one padded block, as the interpreter's configuration does.)
 
 # %%
-def padded(dim):
-    return max(16, 2 ** math.ceil(math.log2(dim)))  # the kernel pads a tile side to a power of two >= 16
-
-
 def linear_flops_per_token(d, chunk=DEFAULT_CHUNK, dim_v=None):
     """Matmul FLOPs per token of the chunked kernel's forward, at the widths its tiles really have."""
     dim_v = d if dim_v is None else dim_v
     # value columns per program: the launch configuration's, or without Triton all of them, padded
-    block_v = kernel_config(d, dim_v)["BLOCK_V"] if kernels.HAS_TRITON else padded(dim_v)
-    d_k = padded(d)
+    block_v = kernel_config(d, dim_v)["BLOCK_V"] if kernels.HAS_TRITON else padded_dim(dim_v)
+    d_k = padded_dim(d)
     d_v = math.ceil(dim_v / block_v) * block_v  # value columns, in whole blocks
     return 2 * chunk * (d_k + d_v) + 4 * d_k * d_v
 
