@@ -12,7 +12,7 @@ Each notebook runs in one of two ways (``--mode``; ``auto`` takes the first that
 * ``script``: the py:percent source (``NN_name.py``; the code cells of the ``.ipynb`` where there is
   none) run by this Python in the notebook's folder, with ``MPLBACKEND=Agg`` since no display is
   there. The source is executed from ``python -c``, not as ``python NN_name.py``: a script's
-  ``__main__`` has a file, which processes started by ``spawn`` (the ranks of notebook 10) import,
+  ``__main__`` has a file, which processes started by ``spawn`` (the ranks of notebook 11) import,
   so they would run the whole notebook again; the ``__main__`` of a Jupyter kernel has none, nor
   has that of ``python -c``. The time limit is the per-cell timeout times the number of code cells.
 
@@ -24,7 +24,7 @@ what a reader on that machine sees, figures left out), all rewritten after every
 a summary table. Exits with status 1 if any notebook failed.
 
 Usage: ``python -m benchmarks.run_notebooks`` (every notebook in ``notebooks/``), or with names:
-``python -m benchmarks.run_notebooks 01 09_linear_attention notebooks/10_beyond_one_gpu.ipynb
+``python -m benchmarks.run_notebooks 01 10_linear_attention notebooks/11_beyond_one_gpu.ipynb
 --out /tmp/nbrun``.
 """
 

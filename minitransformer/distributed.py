@@ -21,7 +21,7 @@ N resumes with another. Only rank 0 writes files and prints; every rank reads th
 ``--resume``, so ``--out`` must be a directory that all of them see (one machine, or a shared disk).
 
 :func:`run_in_processes` is the same start for a Python function instead of a command line: it
-spawns CPU processes joined by gloo and returns what each computed. The tests and notebook 10 use
+spawns CPU processes joined by gloo and returns what each computed. The tests and notebook 11 use
 it to run ring attention (``kernels/ring.py``) across processes on a machine without GPUs.
 """
 

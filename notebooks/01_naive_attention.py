@@ -98,7 +98,7 @@ assert ((O >= v.min(dim=0).values) & (O <= v.max(dim=0).values)).all()
 # %% [markdown]
 # A language model must not look at the future: query $i$ may only see keys $j \le i$. That is a
 # *mask*: masked scores are set to $-\infty$ before the softmax, so they get probability
-# $e^{-\infty} = 0$. `attention_mask` builds it (notebook 07 explains its general form, when the
+# $e^{-\infty} = 0$. `attention_mask` builds it (notebook 08 explains its general form, when the
 # numbers of queries and keys differ).
 
 # %%

@@ -51,7 +51,7 @@ rng = np.random.default_rng(0)
 # %% [markdown]
 # ## 1. Two memories
 #
-# The numbers the model of notebook 05 uses for an H100 SXM:
+# The numbers the model of notebook 06 uses for an H100 SXM:
 
 # %%
 gpu = H100_SXM
@@ -324,7 +324,7 @@ assert count == 2 * n**2 * math.ceil(n / T_fit) and np.allclose(C, A @ B)
 # %% [markdown]
 # 2. In the tiled $S$ above, how many times is each row of $K$ loaded? Predict it from $N$ and
 #    $B_r$, then check. (Doubling $B_r$ halves it: a taller query block is more reuse of each
-#    key tile. This is the $N^2 d / B_r$ term of the IO model in notebook 05.)
+#    key tile. This is the $N^2 d / B_r$ term of the IO model in notebook 06.)
 
 # %%
 times_K_loaded = (loaded - N * d) // (N * d)

@@ -23,13 +23,13 @@
 # * why the partial sums (and the partial output $\sum_j e^{s_j - m} v_j$) are *rescaled* when the
 #   max grows;
 # * how two partial softmaxes merge: the operation is associative, so blocks can be combined in any
-#   order, which is what split-KV decoding (notebook 07) relies on;
+#   order, which is what split-KV decoding (notebook 08) relies on;
 # * that the result equals the exact softmax to rounding, and the one corner case (a block with
 #   every score masked) that needs care.
 #
 # **Read first:** [01](01_naive_attention.ipynb) (the safe softmax) and [02](02_tiling.ipynb)
 # (why we want to see a row one tile at a time). This is the heart of FlashAttention: after this
-# notebook, the algorithm of notebook 04 is bookkeeping.
+# notebook, the algorithm of notebook 05 is bookkeeping.
 
 # %%
 import sys
@@ -395,7 +395,7 @@ assert abs(lse_base2 - lse_e) < 1e-12
 # %% [markdown]
 # ## What comes next
 #
-# [04 · The FlashAttention forward pass](04_flash_attention_forward.ipynb) puts tiling (notebook
+# [05 · The FlashAttention forward pass](05_flash_attention_forward.ipynb) puts tiling (notebook
 # 02) and the online softmax together: one program per block of queries, keys and values streamed
 # past it, $m$, $\ell$ and the accumulator kept on chip. First in NumPy, then line by line in the
 # Triton kernel of this repository.

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 08 · Training the mini Transformer with our kernel
+# # 09 · Training the mini Transformer with our kernel
 #
 # **What you will learn**
 #
@@ -27,8 +27,8 @@
 # * how generation uses the kernel's bottom-right causal alignment and split-KV decoding: each new
 #   token is one query against the cached keys.
 #
-# **Read first:** [06 · The backward pass](06_backward.ipynb) (training needs it) and
-# [07 · Masks, lengths and decoding](07_masks_lengths_and_decoding.ipynb) (the KV cache step).
+# **Read first:** [07 · The backward pass](07_backward.ipynb) (training needs it) and
+# [08 · Masks, lengths and decoding](08_masks_lengths_and_decoding.ipynb) (the KV cache step).
 
 # %%
 import sys
@@ -74,7 +74,7 @@ print(inspect.getsource(model_module.attention))
 # %% [markdown]
 # In training the queries and keys have the same length and `causal=True` is the ordinary causal
 # mask. During generation the query is the newest token and the keys are the whole cache: the
-# bottom-right alignment of notebook 07 lets that one query see every cached key, and
+# bottom-right alignment of notebook 08 lets that one query see every cached key, and
 # `flash_decode` computes it with the split-KV kernel.
 #
 # **Takeaway:** swapping naive attention for FlashAttention is a one-line change in the model.
@@ -222,7 +222,7 @@ assert cache.k[0].shape[2] == prompt.shape[1]
 # trains the full-size model for a couple of minutes and prints a sample that looks like Python.
 #
 # **Takeaway:** the KV cache turns generation into decoding, one query against a long cache, the
-# case split-KV decoding (notebook 07) is built for.
+# case split-KV decoding (notebook 08) is built for.
 #
 # ### Try this
 # 1. Train once more with `--backend sdpa` and add its curve to the figure of section 2. Does it
@@ -234,6 +234,6 @@ assert cache.k[0].shape[2] == prompt.shape[1]
 # ## What comes next
 #
 # This is the end of the FlashAttention road: from the naive $N \times N$ matrix (01), through
-# tiling (02), online softmax (03), the kernel (04), its IO cost (05) and backward pass (06), to
-# masks and decoding (07) and a model that trains with it (08). The linear-attention notebook,
+# tiling (02), online softmax (03), a Triton primer (04), the kernel (05), its IO cost (06) and backward pass (07), to
+# masks and decoding (08) and a model that trains with it (09). The linear-attention notebook,
 # another way past $N^2$, comes next in the series.

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 04 · The FlashAttention forward pass
+# # 05 · The FlashAttention forward pass
 #
 # **What you will learn**
 #
@@ -106,7 +106,7 @@ print(f"device: {DEVICE}, kernels: {RUNS}")
 #
 # Nothing here is new: the loops of notebook 02, the online softmax with the `m_safe` guard of
 # notebook 03, and the causal mask in its bottom-right form (query $i$ sees key $j$ when
-# $j \le i + N_k - N_q$; notebook 07 explains why).
+# $j \le i + N_k - N_q$; notebook 08 explains why).
 
 # %%
 def flash_forward(Q, K, V, block_m, block_n, causal=False):
@@ -199,7 +199,7 @@ show_source("kernels.flash_fwd:_attn_fwd", "def _attn_fwd(", "PRECISION: tl.cons
 # $(\text{batch}, \text{head}, \text{row}, \text{dim})$ stride for each, so any memory layout
 # works), then sizes, then the compile-time meta-parameters in capitals. `BLOCK_M` and `BLOCK_N`
 # are the NumPy version's `block_m` and `block_n`. Several flags (`VARLEN`, `SEQUSED_K`,
-# `PACK_GQA`, the split index) serve notebook 07; with them off, the kernel is the NumPy loop.
+# `PACK_GQA`, the split index) serve notebook 08; with them off, the kernel is the NumPy loop.
 #
 # **Which tile am I?** The grid replaces the outer loop: each program takes one query block
 # `pid_m` of one (batch, head). Both come from the first grid axis, query blocks fastest, so the
@@ -470,7 +470,7 @@ assert err < 1e-12
 # %% [markdown]
 # ## What comes next
 #
-# We claimed FlashAttention is fast because it moves fewer bytes. [05 · The IO-cost
-# model](05_io_cost_model.ipynb) counts them: standard attention against both loop orders, as $N$,
+# We claimed FlashAttention is fast because it moves fewer bytes. [06 · The IO-cost
+# model](06_io_cost_model.ipynb) counts them: standard attention against both loop orders, as $N$,
 # the SRAM size and the block sizes vary, a roofline, and Nsight Compute measurements of these very
 # kernels on an H100 next to the model.

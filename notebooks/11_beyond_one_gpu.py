@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 10 · Beyond one GPU: ring attention and data parallelism
+# # 11 · Beyond one GPU: ring attention and data parallelism
 #
 # **What you will learn**
 #
@@ -33,9 +33,9 @@
 #   train exactly like one process on the combined batch.
 #
 # **Read first:** [03 · The online softmax](03_online_softmax.ipynb) (merging partial softmaxes,
-# section 4) and [07 · Masks, lengths and decoding](07_masks_lengths_and_decoding.ipynb) (the
+# section 4) and [08 · Masks, lengths and decoding](08_masks_lengths_and_decoding.ipynb) (the
 # bottom-right causal alignment and split-KV decoding). Nothing here is a new kernel: ring
-# attention calls the kernel of notebook 04 once per block and merges the results in PyTorch.
+# attention calls the kernel of notebook 05 once per block and merges the results in PyTorch.
 # Without Triton (macOS, Windows) `flash_attention` is its plain-PyTorch twin, and everything
 # below runs on it but the one-GPU timing of section 2.
 
@@ -134,7 +134,7 @@ assert kv_bytes == 16 * 2**30 and 300e12 < OUR_FWD_FLOPS < 800e12 and 11 < fwd_s
 # $$ \mathrm{lse} = \log\!\left(e^{\mathrm{lse}_A} + e^{\mathrm{lse}_B}\right), \qquad
 #    o = e^{\mathrm{lse}_A - \mathrm{lse}}\, o_A + e^{\mathrm{lse}_B - \mathrm{lse}}\, o_B . $$
 #
-# This is the merge of notebook 03 (section 4) and of split-KV decoding (notebook 07, section 5),
+# This is the merge of notebook 03 (section 4) and of split-KV decoding (notebook 08, section 5),
 # one level further up: the partial results now come from different kernel *calls*, which may run
 # on different GPUs at different times. `flash_attention(..., return_lse=True)` returns exactly the
 # pair $(o_S, \mathrm{lse}_S)$ for the keys it was given, and `kernels.ring.merge_partials` is the
@@ -167,7 +167,7 @@ assert rel_err(out, ref64) <= 2 * rel_err(one_out, ref64) + 1e-7
 # **Causal attention** adds one twist. Query block $i$ and key block $j$ of the same sequence are in
 # one of three relations: $j < i$, every key is in the past of every query (no mask needed,
 # `causal=False`); $j = i$, the diagonal block (`causal=True`: with as many keys as queries the
-# kernel's bottom-right alignment of notebook 07 is the ordinary diagonal); $j > i$, every key is
+# kernel's bottom-right alignment of notebook 08 is the ordinary diagonal); $j > i$, every key is
 # in the future, and the pair is **skipped**: it contributes nothing, so it is never computed.
 #
 # Here is the whole ring on one process: "rank" $r$ owns query block $r$, and at step $s$ it holds

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 05 · How many bytes move: the IO-cost model
+# # 06 · How many bytes move: the IO-cost model
 #
 # **What you will learn**
 #
@@ -27,7 +27,7 @@
 # * how the model compares with Nsight Compute measurements of these kernels on an H100, and
 #   what the L1 and L2 caches do to the numbers.
 #
-# **Read first:** [04 · The forward pass](04_flash_attention_forward.ipynb). Everything here is in
+# **Read first:** [05 · The forward pass](05_flash_attention_forward.ipynb). Everything here is in
 # `kernels/iocost/` (plain NumPy: it runs anywhere in milliseconds); read its package docstring
 # for the conventions. The measurements come from `benchmarks/profile_iocost.py`, run on a GPU
 # and committed under `benchmarks/results/h100/`.
@@ -353,7 +353,7 @@ assert all(H100_SXM.roofline(f, b).bound == "compute" for f, b in points["FA-2 D
 # ## 7. Measured on an H100
 #
 # `benchmarks/profile_iocost.py` ran these Triton kernels (forward, and the three backward kernels
-# of notebook 06) under Nsight Compute on an H100, for $N$ from 1k to 16k, $d$ = 64 and 128,
+# of notebook 07) under Nsight Compute on an H100, for $N$ from 1k to 16k, $d$ = 64 and 128,
 # causal or not, with several block sizes: 200 kernel launches. For each launch it recorded
 # counters at three places of the memory path, beside the model's prediction:
 #
@@ -492,7 +492,7 @@ assert max(coalescing("_attn_bwd_dkdv", True)) < 1.1
 # head walk through the same blocks in step (the forward and dQ kernels over $K, V$; the
 # non-causal dK/dV kernel over $Q, dO$) get their reads merged, typically two to three times over.
 # And the causal dK/dV kernel gets nothing merged: each of its programs starts
-# its loop at a different query block (the causal `lo` depends on the key block, see notebook 06),
+# its loop at a different query block (the causal `lo` depends on the key block, see notebook 07),
 # so no two programs ask for the same block at the same moment.
 
 # %% [markdown]
@@ -585,5 +585,5 @@ assert bwd > fwd and std_bwd > bwd
 # ## What comes next
 #
 # The backward pass needs $P$, the very matrix we refused to store. [06 ·
-# Backward](06_backward.ipynb) recomputes it, tile by tile, from the log-sum-exp the forward
+# Backward](07_backward.ipynb) recomputes it, tile by tile, from the log-sum-exp the forward
 # saved, and checks the Triton gradients against autograd.

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 09 · Linear attention: a state instead of a KV cache
+# # 10 · Linear attention: a state instead of a KV cache
 #
 # **What you will learn**
 #
@@ -34,8 +34,8 @@
 #
 # **Read first:** [01 · Naive attention](01_naive_attention.ipynb) (attention as a weighted
 # average), [03 · The online softmax](03_online_softmax.ipynb) (a running state carried over
-# blocks, the idea we meet again here) and [08 · Training the mini
-# Transformer](08_training_the_mini_transformer.ipynb) (the model we retrain with linear attention).
+# blocks, the idea we meet again here) and [09 · Training the mini
+# Transformer](09_training_the_mini_transformer.ipynb) (the model we retrain with linear attention).
 # All the code is in `kernels/linear_attn.py` (read its docstring beside this notebook) and in the
 # model's `Config(attention="linear")`. Without Triton (macOS, Windows) `linear_attention` runs the
 # parallel form: every cell still runs, and the few that need the kernel itself say what they skip.
@@ -451,7 +451,7 @@ plt.show()
 # %% [markdown]
 # Beyond 129 tokens the state is the smaller, and at a million tokens the cache is 512 GiB
 # against 64.5 MiB. Time follows the bytes: each generated token reads the whole KV cache ($4Nd$
-# FLOPs per head for $2Nd$ numbers, so decoding is memory-bound, notebook 07), while a step of
+# FLOPs per head for $2Nd$ numbers, so decoding is memory-bound, notebook 08), while a step of
 # linear attention reads and writes a fixed $d \times (d+1)$ state.
 #
 # **Takeaway.** The state is a KV cache compressed to a fixed size: $O(1)$ memory and time per
@@ -661,7 +661,7 @@ else:
 #
 # ### (a) Quality on the same budget
 #
-# Train the mini Transformer of notebook 08 twice from the same seed on the same batches, once
+# Train the mini Transformer of notebook 09 twice from the same seed on the same batches, once
 # with softmax attention and once with `--attention linear` (elu1 features, the normaliser, the
 # model's default decay `Config.decay`), everything else equal: 2 layers of width 48,
 # context 64, 250 steps, on the first 300,000 characters of Python's standard library. Both train
@@ -852,7 +852,7 @@ assert 13 < half_life < 14 and abs(D95[20, 6] - 0.5) < 0.02
 # %% [markdown]
 # ## What comes next
 #
-# Linear attention avoids the $N^2$ by changing the function; [10 · Beyond one
-# GPU](10_beyond_one_gpu.ipynb) keeps exact softmax attention and spreads the sequence over
+# Linear attention avoids the $N^2$ by changing the function; [11 · Beyond one
+# GPU](11_beyond_one_gpu.ipynb) keeps exact softmax attention and spreads the sequence over
 # several devices instead: ring attention, built on the same log-sum-exp merge as notebook 03, and
 # data-parallel training of the mini Transformer.

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 06 · The backward pass: recompute, don't store
+# # 07 · The backward pass: recompute, don't store
 #
 # **What you will learn**
 #
@@ -27,8 +27,8 @@
 # * the three Triton kernels of the backward, read against the formulas, and a gradient check
 #   against autograd of naive attention in float64.
 #
-# **Read first:** [04 · The forward pass](04_flash_attention_forward.ipynb) (the kernel's layout)
-# and [05 · The IO model](05_io_cost_model.ipynb) (why bytes matter).
+# **Read first:** [05 · The forward pass](05_flash_attention_forward.ipynb) (the kernel's layout)
+# and [06 · The IO model](06_io_cost_model.ipynb) (why bytes matter).
 #
 # Without Triton (macOS, Windows), the kernels' source is still shown, and `flash_attention` runs
 # the plain-PyTorch twin of `kernels/flash_torch.py` (the same backward, recomputing $P$ from the
@@ -104,7 +104,7 @@ for n in lengths:
 # FlashAttention saves the output $O$ ($N d$ numbers) and one log-sum-exp per row ($N$ numbers),
 # exactly; naive attention more than three $N \times N$ matrices. Extrapolated to a model (32 heads,
 # bf16 $Q, K, V, O$), the difference decides whether long sequences can be trained at all; and
-# the backward's HBM traffic (from the IO model of notebook 05) follows the same pattern.
+# the backward's HBM traffic (from the IO model of notebook 06) follows the same pattern.
 
 # %%
 Ns = 2 ** np.arange(8, 17)
@@ -266,11 +266,11 @@ show_source("kernels.flash_bwd:attention_backward", "if dlse is not None:", "del
 # %% [markdown]
 # **The dK/dV kernel.** Its query range is the forward's key range seen from the other side: with
 # a causal mask, key block $j$ is seen only by queries from about $j B_n - (N_k - N_q)$ on, so
-# the loop starts there (this is why its programs do not run in step, notebook 05). In the loop
+# the loop starts there (this is why its programs do not run in step, notebook 06). In the loop
 # body, in the transposed orientation (rows are keys): recompute $S^\top$ and
 # $P^\top = \exp_2(S^\top - \mathrm{lse})$, then $dV \mathrel{+}= P^\top dO$, $dP^\top = V dO^\top$,
 # $dS^\top = P^\top \circ (dP^\top - \delta)$, $dK \mathrel{+}= dS^\top Q$. The outer `for g`
-# loop runs over the query heads that share this kv head (GQA, notebook 07), so their
+# loop runs over the query heads that share this kv head (GQA, notebook 08), so their
 # contributions add up on chip too.
 
 # %%
@@ -391,6 +391,6 @@ assert dq[0, :, 0].abs().max() < 1e-5
 # %% [markdown]
 # ## What comes next
 #
-# [07 · Masks, lengths and decoding](07_masks_lengths_and_decoding.ipynb): causal masks when there
+# [08 · Masks, lengths and decoding](08_masks_lengths_and_decoding.ipynb): causal masks when there
 # are more keys than queries, sliding windows, grouped-query attention, packed batches of
 # different lengths, and split-KV decoding, which reuses the merge of notebook 03 across programs.

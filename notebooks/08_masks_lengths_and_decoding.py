@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 07 · Masks, lengths and decoding
+# # 08 · Masks, lengths and decoding
 #
 # **What you will learn**
 #
@@ -27,7 +27,7 @@
 #   and merged with the log-sum-exp algebra of notebook 03; and how fast it is on an H100.
 #
 # **Read first:** [03](03_online_softmax.ipynb) (merging partial softmaxes) and
-# [04](04_flash_attention_forward.ipynb) (the kernel and its key range). All of these features are
+# [05](05_flash_attention_forward.ipynb) (the kernel and its key range). All of these features are
 # the same kernel `_attn_fwd` with a different flag or grid, so this notebook is about semantics
 # and checks, not new kernels. Without Triton, `flash_attention` & co. are the plain-PyTorch twin
 # (`kernels/flash_torch.py`, same semantics and checks): every check runs on it, and only the live
@@ -123,7 +123,7 @@ assert agree < 1e-5
 
 # %% [markdown]
 # With more queries than keys, the first $N_q - N_k$ queries see no key at all: their output is
-# 0 and their log-sum-exp $-\infty$ (notebook 04 checked it on the kernel).
+# 0 and their log-sum-exp $-\infty$ (notebook 05 checked it on the kernel).
 #
 # **Takeaway.** Causal = "no key after my own position", and with a cache my position is
 # $i + N_k - N_q$. Pass `causal=True` to `flash_attention`, or an explicit mask to SDPA.
@@ -154,7 +154,7 @@ for ws in ((16, 0), (8, 8), (40, 3)):
     assert err < 1e-5
 
 # %% [markdown]
-# The kernel's key range (`_key_range`, notebook 04) covers only the band, so a program visits a
+# The kernel's key range (`_key_range`, notebook 05) covers only the band, so a program visits a
 # fixed number of key blocks whatever $N$: the work is **linear** in $N$. Count the visited tiles
 # (those with any visible score) for full, causal and windowed attention:
 
@@ -222,7 +222,7 @@ assert err < 1e-5
 # %% [markdown]
 # **Takeaway.** GQA is an index computation in the kernel (`off_hk = off_h // group`); no copy of
 # $K$ or $V$ is made. In the backward, the dK/dV kernel sums the contributions of the whole group
-# on chip (notebook 06).
+# on chip (notebook 07).
 
 # %% [markdown]
 # ## 4. Packed batches of different lengths
@@ -499,7 +499,7 @@ for splits in (1, 3):
 # %% [markdown]
 # ## What comes next
 #
-# This completes the tour of the kernels: the forward (04), its cost (05), the backward (06) and
-# the variants a real model needs (07). Notebook 08 closes the series; `minitransformer/` is a
+# This completes the tour of the kernels: the forward (05), its cost (06), the backward (07) and
+# the variants a real model needs (08). Notebook 09 closes the series; `minitransformer/` is a
 # small character-level Transformer that trains with these kernels, the place to see them at work
 # inside a model.
