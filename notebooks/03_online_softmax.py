@@ -355,42 +355,73 @@ no_key = online_attention_safe(torch.full((1, 4), -math.inf), v_row, block=2)
 assert torch.equal(no_key, torch.zeros(1, 4))
 
 # %% [markdown]
-# ## Try this
+# ## Exercises
 #
-# 1. Merge is commutative: `merge(a, b)` and `merge(b, a)` give the same triple. Is it *exactly*
-#    the same in floating point, or only to rounding? Predict, then run.
+# Write each function in the cell below its spec, then run the cell. `check` runs it on awkward
+# shapes (one key, primes, ragged last blocks) against the reference and prints `pass`, or the
+# first wrong element and what it should be; it never stops the notebook. Stuck?
+# `show_solution("03.merge_lse")` prints one answer (the answers live in
+# `exercises/solutions/nb03.py`, out of sight).
+#
+# **1. Base 2.** The kernel keeps the online sum in base 2, since $2^{x \log_2 e} = e^x$ and
+# `exp2` is the cheaper instruction on a GPU. Write `online_stats_base2(xs)`: one pass over the
+# list `xs`, returning `(m2, l2)` with `m2` the max of $x \log_2 e$ and `l2` the sum of
+# $2^{x \log_2 e - m_2}$. (Then $\mathrm{lse} = (m_2 + \log_2 \ell_2) / \log_2 e$.)
 
 # %%
-a, b = parts[1], parts[5]
-ab, ba = merge(a, b), merge(b, a)
-same = all(torch.equal(x, y) for x, y in zip(ab, ba))
-print("bit-for-bit identical:", same)
-assert same  # max is symmetric, and x*wa + y*wb adds the same two products in either order
+from exercises import check, show_solution  # noqa: E402,F401  (show_solution: when you are stuck)
 
-# %% [markdown]
-# 2. The online sum can be kept in base 2 instead: $2^{x \log_2 e} = e^x$. Rewrite
-#    `online_stats` with `2 ** (...)` and `math.log2(math.e)`, and check that $m + \log \ell$
-#    is unchanged. (The kernel does exactly this: `exp2` is the cheaper instruction on a GPU.)
-
-# %%
 LOG2E = math.log2(math.e)
 
 
 def online_stats_base2(xs):
-    m, l = -math.inf, 0.0
-    for x in xs:
-        x2 = x * LOG2E  # score in base-2 units
-        m_new = max(m, x2)
-        l = l * 2 ** (m - m_new) + 2 ** (x2 - m_new)
-        m = m_new
-    return m, l
+    raise NotImplementedError  # your code here: online_stats of section 1, in base-2 units
 
 
-m2, l2 = online_stats_base2(xs)
-lse_base2 = (m2 + math.log2(l2)) / LOG2E  # back to natural log
-lse_e = m + math.log(l)
-print(f"lse via base 2: {lse_base2:.12f}, via base e: {lse_e:.12f}")
-assert abs(lse_base2 - lse_e) < 1e-12
+check("03.online_stats_base2", online_stats_base2)
+
+# %% [markdown]
+# **2. One block, safely.** Write `online_step(m, l, acc, s_blk, v_blk)`: fold one block of scores
+# `s_blk` `[rows, block]` and its values `v_blk` `[block, d]` into the state `m` `[rows]`, `l`
+# `[rows]`, `acc` `[rows, d]` and return the new `(m, l, acc)`. The check starts from
+# $m = -\infty$, $\ell = 0$, $\mathrm{acc} = 0$, and one row's *first* block is fully masked
+# (every score $-\infty$), so the corner case of section 6 must be handled.
+
+# %%
+def online_step(m, l, acc, s_blk, v_blk):
+    raise NotImplementedError  # your code here
+
+
+check("03.online_step", online_step)
+
+# %% [markdown]
+# **3. Merge two normalised partials.** Write `merge_lse(o_a, lse_a, o_b, lse_b)` for the
+# stored form of section 4: `o` `[rows, d]` normalised over its own keys, `lse` `[rows]` its
+# log-sum-exp, $-\infty$ (with `o` = 0) for a row that saw no key. Return `(o, lse)` over both
+# sets of keys; a row empty on both sides must stay `o` = 0, `lse` = $-\infty$, not NaN. This is
+# the merge of split-KV decoding (notebook 08) and of ring attention (notebook 11).
+
+# %%
+def merge_lse(o_a, lse_a, o_b, lse_b):
+    raise NotImplementedError  # your code here
+
+
+check("03.merge_lse", merge_lse)
+
+# %% [markdown]
+# **4. Predict, then run.** Is `merge(a, b)` *bit-for-bit* equal to `merge(b, a)`, or only equal to
+# rounding? Write your prediction in `prediction` (True for bit-for-bit) before running the cell.
+# (Hint: which operations in `merge` are commutative in floating point?)
+
+# %%
+prediction = None  # your prediction: True or False
+
+a, b = parts[1], parts[5]
+same = all(torch.equal(x, y) for x, y in zip(merge(a, b), merge(b, a)))
+if prediction is None:
+    print("write your prediction first")
+else:
+    print("bit-for-bit identical:", same, "- your prediction was", "right" if prediction == same else "wrong")
 
 # %% [markdown]
 # ## What comes next
