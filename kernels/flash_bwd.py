@@ -80,30 +80,35 @@ def _attn_bwd_preprocess(
 def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm, stride_qd,
                  stride_dom, stride_dod, offs_n, offs_m, offs_d, mask_d, lo, mid_lo, mid_hi, hi,
                  qk_scale, seqlen_q, seqlen_k, window_left, window_right, BLOCK_M: tl.constexpr,
-                 IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+                 IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                 KV_B: tl.constexpr):
     """dK and dV's loop over query blocks ``[lo, hi)`` of one query head, in the three stretches
     of :func:`kernels.flash_fwd._fwd_blocks` (masked ``[lo, mid_lo)``, unmasked
     ``[mid_lo, mid_hi)``, masked ``[mid_hi, hi)``). Padded keys need no mask here (their rows of
-    dK, dV are never stored); the edges (``stretch != 1``) mask the band and padded query rows."""
+    dK, dV are never stored); the edges (``stretch != 1``) mask the band and padded query rows.
+
+    Two arrangements of the same five lines: by default the tiles are transposed, ``S^T = K Q^T``
+    ``[BLOCK_N, BLOCK_M]``, so that ``dV += P^T dO`` and ``dK += dS^T Q`` need no transpose of a
+    register tile; with ``KV_B``, ``S = Q K^T`` ``[BLOCK_M, BLOCK_N]`` as in the forward, k and v
+    only ever the second operand of a dot (read from shared memory), and ``P`` and ``dS``
+    transposed for the two accumulations. Which is faster depends on the block shape (the launch
+    table says which each shape uses)."""
     for stretch in tl.static_range(3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
         for start_m in range(start, end, BLOCK_M):
             rows = start_m + offs_m
             mask_m = rows < seqlen_q
             if stretch != 1:
-                mask_qt = mask_m[None, :] & mask_d[:, None]
-                mask_do = mask_m[:, None] & mask_d[None, :]
+                mask_q = mask_m[:, None] & mask_d[None, :]
             else:
-                mask_qt = mask_d[:, None]
-                mask_do = mask_d[None, :]
-            # [HEAD_DIM, BLOCK_M]: Q^T
-            qt = tl.load(q_head + rows[None, :] * stride_qm + offs_d[:, None] * stride_qd,
-                         mask=mask_qt, other=0.0)
-            # [BLOCK_M, HEAD_DIM]
+                mask_q = mask_d[None, :]
+            # [BLOCK_M, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
+            q = tl.load(q_head + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                        mask=mask_q, other=0.0)
             do = tl.load(do_head + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod,
-                         mask=mask_do, other=0.0)
+                         mask=mask_q, other=0.0)
             if UPCAST:
-                qt = qt.to(tl.float32)
+                q = q.to(tl.float32)
                 do = do.to(tl.float32)
             # Rows with no key (lse = -inf) and padded rows get lse = +inf, so P = 0 there.
             if stretch != 1:
@@ -113,19 +118,32 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm,
                 lse = tl.load(lse_head + rows)
                 delta = tl.load(delta_head + rows)
             lse = tl.where(lse == float("-inf"), float("inf"), lse) * LOG2E_C
-            # [BLOCK_N, BLOCK_M]
-            st = tl.dot(k, qt, input_precision=PRECISION) * qk_scale
-            # mask the exponent, not P: exp2 of a masked-out score overflows
-            if stretch != 1 and IS_LOCAL:
-                valid = band_mask(rows[None, :], offs_n[:, None], seqlen_q, seqlen_k, window_left,
-                                  window_right)
-                st = tl.where(valid, st, float("-inf"))
-            pt = tl.math.exp2(st - lse[None, :])
-            dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
-            # [BLOCK_N, BLOCK_M]
-            dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
-            dst = pt * (dpt - delta[None, :])
-            dk = tl.dot(dst.to(qt.dtype), tl.trans(qt), dk, input_precision=PRECISION)
+            if KV_B:  # k and v only as the second operand of each dot: read from shared memory
+                # [BLOCK_M, BLOCK_N]
+                s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+                if stretch != 1 and IS_LOCAL:
+                    valid = band_mask(rows[:, None], offs_n[None, :], seqlen_q, seqlen_k, window_left,
+                                      window_right)
+                    s = tl.where(valid, s, float("-inf"))
+                p = tl.math.exp2(s - lse[:, None])
+                dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=PRECISION)
+                dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+                ds = p * (dp - delta[:, None])
+                dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision=PRECISION)
+            else:
+                # [BLOCK_N, BLOCK_M]
+                st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale
+                # mask the exponent, not P: exp2 of a masked-out score overflows
+                if stretch != 1 and IS_LOCAL:
+                    valid = band_mask(rows[None, :], offs_n[:, None], seqlen_q, seqlen_k, window_left,
+                                      window_right)
+                    st = tl.where(valid, st, float("-inf"))
+                pt = tl.math.exp2(st - lse[None, :])
+                dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
+                # [BLOCK_N, BLOCK_M]
+                dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+                dst = pt * (dpt - delta[None, :])
+                dk = tl.dot(dst.to(q.dtype), q, dk, input_precision=PRECISION)
     return dk, dv
 
 
@@ -144,6 +162,7 @@ def _attn_bwd_dkdv(
     sm_scale, qk_scale, window_left, window_right, num_tiles,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    KV_B: tl.constexpr = False,
 ):
     """One program per (key block, kv head): dK and dV accumulate on chip over every query
     block, and over every query head of the GQA group, so no atomics are needed."""
@@ -202,7 +221,7 @@ def _attn_bwd_dkdv(
                               stride_qd, stride_dom, stride_dod, offs_n, offs_m, offs_d, mask_d,
                               lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q, seqlen_k, window_left,
                               window_right, BLOCK_M=BLOCK_M, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
-                              PRECISION=PRECISION)
+                              PRECISION=PRECISION, KV_B=KV_B)
 
     dk = dk * sm_scale
     tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
@@ -226,19 +245,19 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
             cols = start_n + offs_n
             mask_n = cols < seqlen_k
             if stretch != 1:
-                mask_dn = mask_d[:, None] & mask_n[None, :]
+                mask_nd = mask_n[:, None] & mask_d[None, :]
             else:
-                mask_dn = mask_d[:, None]
-            # [HEAD_DIM, BLOCK_N]
-            kt = tl.load(k_ptr + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                         mask=mask_dn, other=0.0)
-            vt = tl.load(v_ptr + cols[None, :] * stride_vn + offs_d[:, None] * stride_vd,
-                         mask=mask_dn, other=0.0)
+                mask_nd = mask_d[None, :]
+            # [BLOCK_N, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
+            k = tl.load(k_ptr + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                        mask=mask_nd, other=0.0)
+            v = tl.load(v_ptr + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                        mask=mask_nd, other=0.0)
             if UPCAST:
-                kt = kt.to(tl.float32)
-                vt = vt.to(tl.float32)
+                k = k.to(tl.float32)
+                v = v.to(tl.float32)
             # [BLOCK_M, BLOCK_N]
-            s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+            s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
             if stretch != 1:  # padded keys have k = 0, hence p = exp2(-lse) != 0: mask them
                 valid = mask_n[None, :]
                 if IS_LOCAL:
@@ -246,9 +265,9 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
                                               window_left, window_right)
                 s = tl.where(valid, s, float("-inf"))
             p = tl.math.exp2(s - lse[:, None])
-            dp = tl.dot(do, vt, input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
+            dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)  # [BLOCK_M, BLOCK_N]
             ds = p * (dp - delta[:, None])
-            dq = tl.dot(ds.to(kt.dtype), tl.trans(kt), dq, input_precision=PRECISION)
+            dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
     return dq
 
 
@@ -324,11 +343,13 @@ def _attn_bwd_dq(
 # Host side: the launch table, the launcher
 # --------------------------------------------------------------------------------------------
 # Measured with the forward's table (flash_fwd.py, the same sweep), keyed by (padded head_dim,
-# causal): (dK/dV, dQ).
+# causal): (dK/dV, dQ). KV_B: the dK/dV loop's dots take k and v as their second operand
+# (benchmarks/NOTES.md, issue 20: 0.92x FlexAttention's backward instead of 0.85x at head_dim 128
+# without a mask on an H200; slower everywhere else).
 _HOPPER_BWD = {
     (64, False): (launch_config(32, 128, 4, 3), launch_config(128, 64, 4, 3)),
     (64, True): (launch_config(64, 64, 4, 1), launch_config(64, 64, 4, 3)),
-    (128, False): (launch_config(64, 128, 8, 2), launch_config(128, 64, 8, 3)),
+    (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True), launch_config(128, 64, 8, 3)),
     (128, True): (launch_config(32, 64, 4, 3), launch_config(128, 64, 8, 3)),
 }
 
@@ -337,7 +358,8 @@ def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False) -> dict:
     """Launch configuration of the backward kernels: ``BLOCK_M``/``BLOCK_N``/warps/stages of the
     dK/dV kernel (and the preprocess), and under ``"dq"`` the same four for the dQ kernel.
     dK/dV keeps a key block on chip and streams query blocks; dQ the other way round, so each
-    prefers its resident block large and its streamed block small."""
+    prefers its resident block large and its streamed block small. The dK/dV dict may also hold
+    ``KV_B`` (see :func:`_dkdv_blocks`)."""
     d = padded_head_dim(head_dim)
     if INTERPRET or dtype == torch.float32 or d > 128:
         cfg = cfg_dq = launch_config(32, 32, 4, 1)

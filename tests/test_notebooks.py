@@ -18,7 +18,7 @@ jupytext = pytest.importorskip("jupytext")
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-SOURCES = sorted(NOTEBOOK_DIR.glob("*.py"))
+SOURCES = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.py"))
 NAME = re.compile(r"(\d{2})_[a-z0-9]+(_[a-z0-9]+)*")  # 01_naive_attention
 
 

@@ -190,7 +190,8 @@ def expect_close(what: str, got, want, *, rtol: float = 1e-6, atol: float = 1e-8
         raise Mismatch(f"{what}: shape {tuple(g.shape)}, expected {tuple(w.shape)}")
     finite = np.isfinite(w)
     with np.errstate(invalid="ignore"):
-        bad = np.where(finite, ~(np.abs(g - w) <= atol + rtol * np.abs(w)), ~((g == w) | (np.isnan(g) & np.isnan(w))))
+        close = np.abs(g - w) <= atol + rtol * np.abs(w)
+        bad = np.where(finite, ~close, ~((g == w) | (np.isnan(g) & np.isnan(w))))
     if bad.any():
         index = tuple(int(i) for i in np.argwhere(bad)[0])
         where = f" at index {index}" if g.ndim else ""

@@ -56,7 +56,8 @@ def _online_step(online_step) -> str:
         lse = torch.logsumexp(s, dim=1)
         expect_close(f"{where}: m", m, s.max(dim=1).values)
         expect_close(f"{where}: l", l, torch.exp(lse - s.max(dim=1).values), rtol=1e-9)
-        expect_close(f"{where}: acc / l", acc / l[:, None], torch.softmax(s, dim=1) @ v, rtol=1e-9, atol=1e-12)
+        expect_close(f"{where}: acc / l", acc / l[:, None], torch.softmax(s, dim=1) @ v,
+                     rtol=1e-9, atol=1e-12)
     return f"{len(CASES)} cases, blocks of 1 to 16 keys, ragged last blocks, a fully masked first block"
 
 
@@ -69,11 +70,12 @@ def _merge_lse(merge_lse) -> str:
         cut = case["n"] // 2  # keys [0, cut) and [cut, n); cut = 0 leaves part a empty
         parts = []
         for lo, hi in ((0, cut), (cut, case["n"])):
-            lse = torch.logsumexp(s[:, lo:hi], dim=1) if hi > lo else torch.full((case["rows"],), -math.inf,
-                                                                                 dtype=torch.float64)
-            o = torch.softmax(s[:, lo:hi], dim=1) @ v[lo:hi] if hi > lo else torch.zeros(case["rows"], case["d"],
-                                                                                         dtype=torch.float64)
-            parts.append((o, lse))
+            if hi > lo:
+                s_part = s[:, lo:hi]
+                parts.append((torch.softmax(s_part, dim=1) @ v[lo:hi], torch.logsumexp(s_part, dim=1)))
+            else:  # no key: o = 0, lse = -inf
+                parts.append((torch.zeros(case["rows"], case["d"], dtype=torch.float64),
+                              torch.full((case["rows"],), -math.inf, dtype=torch.float64)))
         (o_a, lse_a), (o_b, lse_b) = parts
         for label, args in (("a, b", (o_a, lse_a, o_b, lse_b)), ("b, a", (o_b, lse_b, o_a, lse_a))):
             got = merge_lse(*args)

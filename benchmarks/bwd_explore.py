@@ -1,0 +1,229 @@
+"""Where the backward's time goes, against FlexAttention's and cuDNN's backward (issue 20, step 1).
+
+For each shape (bf16, 16k tokens per batch, model width 2048, head dims 64 and 128, causal and
+not) this times, in one run and on the same inputs:
+
+* ``ours``: ``kernels.flash_bwd.attention_backward`` with its launch table;
+* ``ours_flexcfg``: the same kernels with FlexAttention's Hopper blocks (dK/dV 64 x 128 and dQ
+  128 x 64, 8 warps, 3 stages: ``torch/_inductor/template_heuristics/triton.py``, "sm90");
+* ``ours_streams``: the dK/dV and dQ kernels launched on two CUDA streams, so that they share the
+  GPU the way FlexAttention's single launch (dK/dV programs and dQ programs in one grid) does;
+* ``flex``, ``cudnn``: FlexAttention (compiled) and SDPA's cuDNN backend, backward only;
+
+and, through ``torch.profiler``, each backward's time per kernel. Rows go to ``bwd_explore.csv``
+(``--out``), the per-kernel breakdown to ``bwd_kernels.csv``.
+
+Usage (GPU only): ``python -m benchmarks.bwd_explore --out DIR [--seqlens 1024 4096 16384]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.bench_attention import flex_provider, flops
+from benchmarks.results_csv import run_meta, start_gpu_run, write_csv
+
+TOKENS, MODEL_DIM = 16384, 2048
+
+
+def flex_cfg() -> dict:
+    cfg = dict(BLOCK_M=64, BLOCK_N=128, num_warps=8, num_stages=3)
+    return dict(cfg, dq=dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3))
+
+
+def backward_two_streams(do, q, k, v, out, lse, band, scale, side: torch.cuda.Stream):
+    """``attention_backward`` with the dQ kernel on a second stream, beside dK/dV."""
+    import triton
+
+    from kernels import flash_bwd as fb
+    from kernels.tiles import LOG2E, Layout, dot_flags, grid, padded_head_dim
+
+    layout = Layout.dense(q, k)
+    cfg = dict(fb.bwd_config(q.shape[-1], q.dtype, band.causal))
+    cfg_dq = dict(cfg.pop("dq"))
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    head_dim, hp = q.shape[-1], padded_head_dim(q.shape[-1])
+    heads_q, heads_kv = q.shape[1], k.shape[1]
+    cu_q, cu_k, _ = layout.pointers(lse)
+    seqlen_q, seqlen_k = layout.lengths(q, k)
+    delta = torch.empty_like(lse)
+    tiles = triton.cdiv(layout.seqlen_q, cfg["BLOCK_M"])
+    fb._attn_bwd_preprocess[grid(tiles, layout.batch * heads_q)](
+        out, do, delta, cu_q, *layout.strides(out), *layout.strides(do), *layout.lse_strides(delta),
+        heads_q, seqlen_q, head_dim, tiles, BLOCK_M=cfg["BLOCK_M"], HEAD_DIM=hp, VARLEN=False)
+    left, right = band.bounds(seqlen_q, seqlen_k)
+    meta = dict(HEAD_DIM=hp, IS_LOCAL=band.is_local, VARLEN=False, **dot_flags(q.dtype))
+    common = (seqlen_q, seqlen_k, head_dim, scale, scale * LOG2E, left, right)
+    strides = (*layout.strides(q), *layout.strides(k), *layout.strides(v), *layout.strides(do))
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        tiles = triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"])
+        fb._attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
+            q, k, v, do, lse, delta, dq, cu_q, cu_k, *strides, *layout.strides(dq),
+            *layout.lse_strides(lse), heads_q, heads_q // heads_kv, *common, tiles, **meta, **cfg_dq)
+    tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
+    fb._attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
+        q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, *strides, *layout.strides(dk),
+        *layout.strides(dv), *layout.lse_strides(lse), heads_kv, heads_q // heads_kv, *common, tiles,
+        **meta, **cfg)
+    torch.cuda.current_stream().wait_stream(side)
+    return dq, dk, dv
+
+
+def kernel_times(fn, reps: int = 20) -> dict[str, float]:
+    """Mean CUDA time per call of each kernel ``fn`` launches, in ms."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        torch.cuda.synchronize()
+    times = collections.defaultdict(float)
+    for e in prof.events():
+        if e.device_type == torch.autograd.DeviceType.CUDA:
+            times[e.name[:60]] += e.device_time / 1e3 / reps
+    return dict(times)
+
+
+def compiled_stats(jit_fn) -> list[str]:
+    """Registers, spills and shared memory of each compiled specialisation of ``jit_fn``."""
+    lines = []
+    for caches in getattr(jit_fn, "device_caches", {}).values():
+        for compiled in caches[0].values():
+            compiled._init_handles()
+            meta = compiled.metadata
+            lines.append(f"{jit_fn.__name__}: warps {meta.num_warps} stages {meta.num_stages} "
+                         f"regs {compiled.n_regs} spills {compiled.n_spills} shared {meta.shared}")
+    return lines
+
+
+# dK/dV launch configurations tried by --sweep (dQ stays at its default): BLOCK_M (streamed
+# queries), BLOCK_N (resident keys), warps, stages, and KV_B (k and v as the second operand)
+SWEEP = [(64, 128, 8, 2, False), (64, 64, 4, 2, False), (64, 64, 4, 2, True), (64, 64, 4, 3, True),
+         (64, 64, 4, 3, False), (128, 64, 8, 2, True)]
+
+
+def sweep(args, flex, do_bench):
+    """Each dK/dV configuration of SWEEP at each shape: the backward's time, against flex's in the
+    same run, and the dK/dV kernel's registers and spills."""
+    from kernels import flash_bwd
+    from kernels.band import Band
+    from kernels.flash_bwd import attention_backward, bwd_config
+    from kernels.flash_fwd import attention_forward
+
+    rows = []
+    for head_dim in args.head_dims:
+        for causal in (False, True):
+            for n in args.seqlens:
+                torch.manual_seed(0)
+                b, h = max(1, TOKENS // n), MODEL_DIM // head_dim
+                q, k, v, do = (torch.randn(b, h, n, head_dim, device="cuda", dtype=torch.bfloat16)
+                               for _ in range(4))
+                band, scale = Band.from_window((-1, -1), causal), head_dim ** -0.5
+                out, lse = attention_forward(q, k, v, band, scale)
+                ref = attention_backward(do, q, k, v, out, lse, None, band, scale)
+                leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+                out_flex = flex(*leaves, causal)
+                t_flex = do_bench(lambda: torch.autograd.grad(out_flex, leaves, do, retain_graph=True),
+                                  warmup=25, rep=100, return_mode="median")
+                dq_cfg = bwd_config(head_dim, torch.bfloat16, causal)["dq"]
+                for bm, bn, w, s, kv_b in SWEEP:
+                    cfg = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, KV_B=kv_b, dq=dq_cfg)
+                    seen = set(compiled_stats(flash_bwd._attn_bwd_dkdv))
+                    try:
+                        got = attention_backward(do, q, k, v, out, lse, None, band, scale, config=dict(cfg))
+                        errs = [((g.float() - r.float()).norm() / r.float().norm()).item()
+                                for g, r in zip(got, ref)]
+                        t = do_bench(lambda: attention_backward(do, q, k, v, out, lse, None, band, scale,
+                                                                config=dict(cfg)),  # noqa: B023
+                                     warmup=25, rep=100, return_mode="median")
+                    except Exception as err:  # out of shared memory, say
+                        print(f"  {cfg}: {type(err).__name__}: {str(err)[:80]}")
+                        continue
+                    stats = [x for x in compiled_stats(flash_bwd._attn_bwd_dkdv) if x not in seen]
+                    rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, block_m=bm,
+                                     block_n=bn, warps=w, stages=s, kv_b=int(kv_b), ms=f"{t:.4f}",
+                                     vs_flex=f"{t_flex / t:.3f}", max_rel_diff=f"{max(errs):.1e}",
+                                     dkdv_stats=(stats[0].split(": ", 1)[1] if stats else "")))
+                    print(f"d={head_dim} causal={int(causal)} N={n} {bm}x{bn} w{w} s{s} kv_b={int(kv_b)}: "
+                          f"{t_flex / t:.2f}x flex  {rows[-1]['dkdv_stats']}", flush=True)
+                write_csv(args.out / "bwd_sweep.csv", run_meta(), rows)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seqlens", type=int, nargs="+", default=[1024, 4096, 16384])
+    p.add_argument("--head-dims", type=int, nargs="+", default=[128, 64])
+    p.add_argument("--sweep", action="store_true", help="time the dK/dV configurations of SWEEP")
+    args = p.parse_args(argv)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from triton.testing import do_bench
+
+    from kernels.band import Band
+    from kernels.flash_bwd import attention_backward
+    from kernels.flash_fwd import attention_forward
+
+    start_gpu_run(p, args.out, "benchmarks.bwd_explore")
+    flex = flex_provider()
+    if args.sweep:
+        return sweep(args, flex, do_bench)
+    side = torch.cuda.Stream()
+    rows, krows = [], []
+    for head_dim in args.head_dims:
+        for causal in (False, True):
+            for n in args.seqlens:
+                torch.manual_seed(0)
+                b, h = max(1, TOKENS // n), MODEL_DIM // head_dim
+                q, k, v, do = (torch.randn(b, h, n, head_dim, device="cuda", dtype=torch.bfloat16)
+                               for _ in range(4))
+                band, scale = Band.from_window((-1, -1), causal), head_dim ** -0.5
+                out, lse = attention_forward(q, k, v, band, scale)
+                ref = attention_backward(do, q, k, v, out, lse, None, band, scale)
+                variants = {
+                    "ours": lambda: attention_backward(do, q, k, v, out, lse, None, band, scale),
+                    "ours_flexcfg": lambda: attention_backward(do, q, k, v, out, lse, None, band, scale,
+                                                               config=flex_cfg()),
+                    "ours_streams": lambda: backward_two_streams(do, q, k, v, out, lse, band, scale, side),
+                }
+                for name in ("ours_flexcfg", "ours_streams"):  # same answer, or the timing is moot
+                    got = variants[name]()
+                    for g, r in zip(got, ref):
+                        err = ((g.float() - r.float()).norm() / r.float().norm()).item()
+                        assert err < 1e-2, f"{name}: relative difference {err:.2e} from ours"
+                leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+                out_flex = flex(*leaves, causal)
+                variants["flex"] = lambda: torch.autograd.grad(out_flex, leaves, do, retain_graph=True)
+                with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+                    out_cudnn = F.scaled_dot_product_attention(*leaves, is_causal=causal)
+                variants["cudnn"] = lambda: torch.autograd.grad(out_cudnn, leaves, do, retain_graph=True)
+                ms = {name: do_bench(fn, warmup=25, rep=100, return_mode="median")
+                      for name, fn in variants.items()}
+                tf = flops(b, h, n, head_dim, causal, "bwd")
+                for name, t in ms.items():
+                    rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, variant=name,
+                                     ms=f"{t:.4f}", tflops=f"{tf / t / 1e9:.1f}",
+                                     vs_flex=f"{ms['flex'] / t:.3f}", vs_cudnn=f"{ms['cudnn'] / t:.3f}"))
+                print(f"d={head_dim} causal={int(causal)} N={n}: " + "  ".join(
+                    f"{name} {ms['flex'] / t:.2f}x" for name, t in ms.items()) + "  (vs flex)", flush=True)
+                for name in ("ours", "flex", "cudnn"):
+                    for kern, t in kernel_times(variants[name]).items():
+                        krows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, variant=name,
+                                          kernel=kern, ms=f"{t:.4f}"))
+                write_csv(args.out / "bwd_explore.csv", run_meta(), rows)
+                write_csv(args.out / "bwd_kernels.csv", run_meta(), krows)
+    from kernels import flash_bwd
+
+    for fn in (flash_bwd._attn_bwd_dkdv, flash_bwd._attn_bwd_dq):
+        print("\n".join(compiled_stats(fn)))
+
+
+if __name__ == "__main__":
+    main()
