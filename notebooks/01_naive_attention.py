@@ -27,6 +27,8 @@
 # (`attention_reference`, `attention_mask`), the plain oracle every fast kernel of this repository
 # is tested against.
 #
+# **Words:** [glossary](GLOSSARY.md). The exercises at the end check code you write.
+#
 # Every claim in this series is followed by a line that checks it, so a notebook that runs to the
 # end has verified what it says.
 
@@ -377,36 +379,95 @@ for sigma in (1.0, 2.0, 4.0, 8.0):
 assert nan_rows[1.0] == (0.0, 0.0) and nan_rows[4.0][0] == 1.0 and nan_rows[8.0][1] > 0.5
 
 # %% [markdown]
+# The opposite failure: when every score is very negative (say $-1000$, as when a softmax sits on
+# top of large negative biases), each $e^{x}$ underflows to 0 and the naive softmax is $0/0$; the
+# safe one gives the uniform distribution. One row the shift cannot save: a query whose keys are
+# all masked has every score $-\infty$, so its max is $-\infty$ and $x - m = -\infty - (-\infty)$
+# is NaN. `attention_reference` returns 0 for such a row (a query that sees no key); exercise 3
+# asks you to do the same.
+
+# %%
+x = torch.full((5,), -1000.0)
+print("every score -1000:  naive", naive_softmax(x).numpy(), " safe", safe_softmax(x).numpy())
+assert torch.isnan(naive_softmax(x)).all() and torch.allclose(safe_softmax(x), torch.full((5,), 0.2))
+x = torch.full((5,), -math.inf)
+print("every score -inf:   safe", safe_softmax(x).numpy())
+assert torch.isnan(safe_softmax(x)).all()
+
+# %% [markdown]
 # **Takeaway.** Subtract the row maximum before `exp`: the result is mathematically unchanged and
 # numerically safe. The price is that the maximum of a *whole row* must be known before any
 # probability can be computed, which is exactly what notebook 02 runs into and notebook 03 solves.
 
 # %% [markdown]
-# ## Try this
+# ## Exercises
 #
-# 1. *Any* constant works in exact arithmetic. Is the row **mean** as good as the max? Edit
-#    `shift` below and predict the result before running it. The check states the answer: one huge
-#    logit among small ones still overflows after subtracting the mean.
+# Write each function in the cell below its spec, then run the cell. `check` runs it on awkward
+# cases (one query and one key, primes, fewer queries than keys) against a float64 reference and
+# prints `pass`, or the first wrong element and what it should be; it never stops the notebook,
+# and nothing after it uses your function. Stuck? `show_solution("01.attention")` prints one
+# answer (the answers live in `exercises/solutions/nb01.py`, out of sight).
+#
+# **1. Attention with fewer queries than keys.** Write `attention(q, k, v, causal)` in the three
+# steps of section 1: `q` is $(N_q, d)$, `k` and `v` are $(N_k, d)$ (float64 tensors), and it
+# returns $O$, $(N_q, d)$. For `causal`, build the mask yourself with `torch.arange` (not
+# `attention_mask`). It is aligned to the bottom-right corner: query $i$ sits at key position
+# $i + N_k - N_q$ and sees the keys $j \le i + N_k - N_q$, so the last query sees every key (in
+# decoding, the new tokens come after the cached ones). The check compares with
+# `attention_reference` on $N_q < N_k$, where this differs from the top-left mask $j \le i$; when
+# causal it keeps $N_q \le N_k$, so every query sees at least one key.
 
 # %%
-x = torch.zeros(100)
-x[-1] = 1000.0  # one key matches far better than the others
-shift = x.mean()  # try x.max(), x.min(), 0.0
-e = torch.exp(x - shift)
-print(f"shift = {shift:.1f}: sum of exponentials = {e.sum().item()}")
-assert torch.isinf(torch.exp(x - x.mean())).any()  # the mean is not safe
-assert torch.isfinite(torch.exp(x - x.max())).all()  # the max always is
+from exercises import check, show_solution  # noqa: E402,F401  (show_solution: when you are stuck)
+
+
+def attention(q, k, v, causal):
+    raise NotImplementedError  # your code here: scores, mask, softmax, weighted sum
+
+
+check("01.attention", attention)
 
 # %% [markdown]
-# 2. The opposite failure: if every score is very negative (say $-1000$, as when a softmax sits on
-#    top of large negative biases), each $e^{x}$ underflows to 0 and the naive softmax is
-#    $0/0$. Show that the safe one returns the uniform distribution.
+# **2. The bytes of the score matrix.** Write `score_bytes(batch, heads, seqlen_q, seqlen_k,
+# dtype)`: the bytes that $S$ of one attention call takes, for a whole batch, each head with its
+# own $N_q \times N_k$ matrix, in the torch `dtype` (`dtype.itemsize` is its bytes per element).
+# The table of section 2 counts two such matrices, $S$ and $P$. The check compares with
+# `torch.empty(...).nbytes` on small sizes and covers four dtypes.
 
 # %%
-x = torch.full((5,), -1000.0)
-print("naive:", naive_softmax(x).numpy(), " safe:", safe_softmax(x).numpy())
-assert torch.isnan(naive_softmax(x)).all()
-assert torch.allclose(safe_softmax(x), torch.full((5,), 0.2))
+def score_bytes(batch, heads, seqlen_q, seqlen_k, dtype):
+    raise NotImplementedError  # your code here
+
+
+check("01.score_bytes", score_bytes)
+
+# %% [markdown]
+# **3. A softmax for masked rows.** Write `masked_softmax(x)`: the softmax along the last axis of
+# a float32 tensor of shape $(\ldots, n)$, any number of leading axes. It must survive scores near
+# $1000$ (including a single $1000$ among zeros: is the row mean a safe shift?), rows of $-1000$,
+# and keys masked with $-\infty$; a row whose every score is $-\infty$ must come out all zeros, as
+# in `attention_reference`, not NaN. The `safe_softmax` of section 3 fails only that last case.
+
+# %%
+def masked_softmax(x):
+    raise NotImplementedError  # your code here
+
+
+check("01.masked_softmax", masked_softmax)
+
+# %% [markdown]
+# ## References
+#
+# * Vaswani, Shazeer, Parmar, Uszkoreit, Jones, Gomez, Kaiser, Polosukhin, "Attention Is All You
+#   Need", NeurIPS 2017, arXiv:1706.03762: scaled dot-product attention, $\mathrm{softmax}(QK^\top
+#   / \sqrt d)\,V$, and its causal mask.
+# * Milakov, Gimelshein, "Online normalizer calculation for softmax", 2018, arXiv:1805.02867: the
+#   safe softmax and the extra pass over memory its max costs (their online version is notebook 03).
+# * Dao, Fu, Ermon, Rudra, Ré, "FlashAttention: Fast and Memory-Efficient Exact Attention with
+#   IO-Awareness", 2022, arXiv:2205.14135: the $N \times N$ matrices of standard attention as the
+#   bottleneck of memory and time.
+# * The bottom-right causal mask for $N_q \ne N_k$: flash-attn 2.1, release notes in the README of
+#   github.com/Dao-AILab/flash-attention.
 
 # %% [markdown]
 # ## What comes next

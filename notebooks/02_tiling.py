@@ -27,6 +27,8 @@
 #
 # **Read first:** [01 · Naive attention](01_naive_attention.ipynb) (the three steps and the safe
 # softmax). We use `kernels.iocost` only for the sizes of an H100.
+#
+# **Words:** [glossary](GLOSSARY.md) (HBM, SRAM, tile). The exercises at the end check code you write.
 
 # %%
 import sys
@@ -185,8 +187,10 @@ plt.show()
 # $B_r \times B_c$ tile of scores: no loop over the inner dimension at all.
 #
 # Hold $Q_i$ and stream every $K_j$ past it: $Q$ is loaded once, $K$ once per query block,
-# $N d + (N / B_r) N d$ elements, and no tile of $S$ ever needs to leave the chip *if the next
-# step can consume it there*.
+# $N d + \lceil N / B_r \rceil N d$ elements, and no tile of $S$ ever needs to leave the chip *if
+# the next step can consume it there*. Doubling $B_r$ halves the loads of $K$: a taller query
+# block reuses each key tile more. (This is the $2N^2 d / B_m$ term, for $K$ and $V$, of the IO
+# model of notebook 06.)
 
 # %%
 N, d, Br, Bc = 200, 64, 64, 32  # N deliberately not a multiple of the blocks
@@ -307,29 +311,77 @@ plt.show()
 # row, we can correct earlier tiles when later ones arrive.
 
 # %% [markdown]
-# ## Try this
+# ## Exercises
 #
-# 1. For a square tile budget $3T^2 \le M$, the traffic of `blocked_matmul` is
-#    $2n^2\lceil n/T\rceil$ ($2n^3/T$ when $T$ divides $n$). What traffic does
-#    $M = 3 \cdot 64^2$ numbers of fast memory allow for $n = 256$? Change `M_fast` (try one
-#    whose tile does not divide 256) and check your prediction.
+# Write each function in the cell below its spec, then run the cell. `check` runs it on awkward
+# sizes (1 x 1 matrices, primes, tiles that do not divide the sizes) against a reference and
+# prints `pass`, or the first wrong element and what it should be; it never stops the notebook,
+# and nothing after it uses your function. Stuck? `show_solution("02.matmul_loads")` prints one
+# answer (the answers live in `exercises/solutions/nb02.py`, out of sight).
+#
+# **1. The traffic, for any shapes.** Write `matmul_loads(n, m, p, T)`: the number of elements
+# `blocked_matmul` loads to multiply an $n \times m$ matrix $A$ by an $m \times p$ matrix $B$ with
+# tiles of side $T$, from a formula (no loop over tiles). The check counts tile pair by tile pair,
+# on rectangles and on tiles that do not divide the sizes, where $2nmp/T$ is wrong.
 
 # %%
-M_fast = 3 * 64**2
-T_fit = math.isqrt(M_fast // 3)
-C, count = blocked_matmul(A, B, T_fit)
-print(f"M = {M_fast}: T = {T_fit}, {count:,} elements loaded")
-assert count == 2 * n**2 * math.ceil(n / T_fit) and np.allclose(C, A @ B)
+from exercises import check, show_solution  # noqa: E402,F401  (show_solution: when you are stuck)
+
+
+def matmul_loads(n, m, p, T):
+    raise NotImplementedError  # your code here
+
+
+check("02.matmul_loads", matmul_loads)
 
 # %% [markdown]
-# 2. In the tiled $S$ above, how many times is each row of $K$ loaded? Predict it from $N$ and
-#    $B_r$, then check. (Doubling $B_r$ halves it: a taller query block is more reuse of each
-#    key tile. This is the $N^2 d / B_r$ term of the IO model in notebook 06.)
+# **2. One output tile, as a GPU program computes it.** A GPU program does not load a ragged
+# tile: it loads a whole $T \times T$ tile with the entries past the matrix's edge masked to 0
+# (`tl.load(..., mask=..., other=0)` in Triton, notebook 04), and its accumulator is $T \times T$
+# too. Write `tile_product(A, B, i, j, T)` for $A$ ($n \times m$) and $B$ ($m \times p$) NumPy
+# arrays: the $T \times T$ tile $(i, j)$ of $C = AB$ (rows $iT$ to $iT + T - 1$, columns $jT$ to
+# $jT + T - 1$), summed over every tile pair of the inner dimension, each tile zero-padded to
+# $T \times T$; its entries outside $C$ come out 0. The check takes every tile of matrices whose
+# three sizes are not multiples of $T$. (Padding with 0 is harmless in a product; for scores
+# about to enter a softmax it is not, and notebook 05's kernel masks them to $-\infty$.)
 
 # %%
-times_K_loaded = (loaded - N * d) // (N * d)
-print(f"each key row loaded {times_K_loaded} times = ceil(N / Br) = {math.ceil(N / Br)}")
-assert times_K_loaded == math.ceil(N / Br)
+def tile_product(A, B, i, j, T):
+    raise NotImplementedError  # your code here
+
+
+check("02.tile_product", tile_product)
+
+# %% [markdown]
+# **3. The softmax's statistics, one tile at a time.** A row of scores arrives as a list `tiles`
+# of 1-D float64 arrays (the last one may be shorter), and only one tile fits on chip at a time.
+# Write `softmax_stats(tiles)` returning `(m, l)`: the row's max $m$ and
+# $\ell = \sum_j e^{x_j - m}$, in two passes over the tiles, the max first, then the sum. The
+# check includes scores near 800, where $e^x$ overflows even float64, the max in the first and in
+# the last tile, and a tile whose every score is masked ($-\infty$). Writing $P = e^{x - m} / \ell$
+# then takes a third pass over the row: three reads where the element-wise weight of section 3
+# needed one. Notebook 03 fuses the first two passes.
+
+# %%
+def softmax_stats(tiles):
+    raise NotImplementedError  # your code here
+
+
+check("02.softmax_stats", softmax_stats)
+
+# %% [markdown]
+# ## References
+#
+# * Hong, Kung, "I/O complexity: The red-blue pebble game", STOC 1981: with $M$ words of fast
+#   memory, multiplying two $n \times n$ matrices moves $\Omega(n^3 / \sqrt M)$ words, which
+#   square tiles of side about $\sqrt{M/3}$ attain up to a constant factor.
+# * Dao, Fu, Ermon, Rudra, Ré, "FlashAttention: Fast and Memory-Efficient Exact Attention with
+#   IO-Awareness", 2022, arXiv:2205.14135: attention counted in HBM accesses, and the SRAM and HBM
+#   bandwidths of an A100 (19 and 1.5 TB/s).
+# * Milakov, Gimelshein, "Online normalizer calculation for softmax", 2018, arXiv:1805.02867: the
+#   safe softmax reads its input twice before writing, and the two passes fuse into one.
+# * Tillet, Kung, Cox, "Triton: an intermediate language and compiler for tiled neural network
+#   computations", MAPL 2019: tiles as the unit a GPU program is written in.
 
 # %% [markdown]
 # ## What comes next

@@ -33,6 +33,9 @@
 # Without Triton (macOS, Windows), the kernels' source is still shown, and `flash_attention` runs
 # the plain-PyTorch twin of `kernels/flash_torch.py` (the same backward, recomputing $P$ from the
 # lse) through the same checks.
+#
+# **Words:** [glossary](GLOSSARY.md) (lse, delta, recomputation). The exercises at the end check
+# code you write: the gradients of one tile, then of a whole head.
 
 # %%
 import sys
@@ -45,6 +48,7 @@ except ModuleNotFoundError:  # nbmake runs a notebook from notebooks/: the repos
     import kernels
 
 import math
+import re
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -103,19 +107,23 @@ for n in lengths:
 # %% [markdown]
 # FlashAttention saves the output $O$ ($N d$ numbers) and one log-sum-exp per row ($N$ numbers),
 # exactly; naive attention more than three $N \times N$ matrices. Extrapolated to a model (32 heads,
-# bf16 $Q, K, V, O$), the difference decides whether long sequences can be trained at all; and
-# the backward's HBM traffic (from the IO model of notebook 06) follows the same pattern.
+# bf16 $Q, K, V, O$) and counting only two of those matrices, $S$ and $P$, one layer at 32k tokens
+# no longer fits in an H100's 80 GB, while $O$ and the lse take a fraction of a GB (the line below
+# the figure prints both); and the backward's HBM traffic (from the IO model of notebook 06)
+# follows the same pattern.
 
 # %%
 Ns = 2 ** np.arange(8, 17)
 heads = 32
-naive_saved = heads * 2 * Ns.astype(float) ** 2 * 2  # P alone, bf16: a lower bound
+# S and P, two N x N matrices per head in bf16: a lower bound (section 1 measured at least three)
+naive_saved = heads * 2 * Ns.astype(float) ** 2 * 2
+p_alone = heads * Ns.astype(float) ** 2 * 2  # P alone, bf16
 flash_saved = heads * (Ns * d * 2 + Ns * 4.0)  # O in bf16, lse in float32
 std_bwd = [standard_attention_io(int(n), d, backward=True).bytes(2) for n in Ns]
 fa2_bwd = [flash2_io(int(n), d, block_m=64, block_n=64, backward=True).bytes(2) for n in Ns]
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
-ax1.loglog(Ns, naive_saved, "o-", label="naive: P alone (N^2 per head)")
+ax1.loglog(Ns, naive_saved, "o-", label="naive: S and P (2 N^2 per head)")
 ax1.loglog(Ns, flash_saved, "^-", label="FlashAttention: O and lse")
 ax1.axhline(80e9, color="gray", ls="--", label="H100 memory (80 GB)")
 ax1.set(xlabel="sequence length N (tokens)", ylabel="bytes saved for backward (one layer)",
@@ -130,8 +138,11 @@ for ax in (ax1, ax2):
     ax.legend(fontsize=8)
 fig.tight_layout()
 plt.show()
+at = Ns == 32768
+print(f"one layer at N = 32768: S and P {naive_saved[at][0] / 1e9:.1f} GB "
+      f"(P alone {p_alone[at][0] / 1e9:.1f} GB); O and lse {flash_saved[at][0] / 1e9:.2f} GB")
 assert all(a < b for a, b in zip(fa2_bwd, std_bwd))
-assert naive_saved[Ns == 32768][0] > 80e9 > flash_saved[-1]
+assert naive_saved[at][0] > 80e9 > flash_saved[-1]  # S and P of one layer outgrow an H100 at 32k
 
 # %% [markdown]
 # **Takeaway.** Autograd through naive attention stores $O(N^2)$ activations per head; the
@@ -266,12 +277,16 @@ show_source("kernels.flash_bwd:attention_backward", "if dlse is not None:", "del
 # %% [markdown]
 # **The dK/dV kernel.** Its query range is the forward's key range seen from the other side: with
 # a causal mask, key block $j$ is seen only by queries from about $j B_n - (N_k - N_q)$ on, so
-# the loop starts there (this is why its programs do not run in step, notebook 06). In the loop
-# body, in the transposed orientation (rows are keys): recompute $S^\top$ and
+# the loop starts there (this is why its programs do not run in step, notebook 06). The loop body
+# comes in two arrangements of the same lines. The default (the `else:` branch) works in the
+# transposed orientation (rows are keys): recompute $S^\top$ and
 # $P^\top = \exp_2(S^\top - \mathrm{lse})$, then $dV \mathrel{+}= P^\top dO$, $dP^\top = V dO^\top$,
-# $dS^\top = P^\top \circ (dP^\top - \delta)$, $dK \mathrel{+}= dS^\top Q$. The outer `for g`
-# loop runs over the query heads that share this kv head (GQA, notebook 08), so their
-# contributions add up on chip too.
+# $dS^\top = P^\top \circ (dP^\top - \delta)$, $dK \mathrel{+}= dS^\top Q$. With `KV_B` it keeps
+# the forward's orientation, $S = QK^\top$, and transposes $P$ and $dS$ for the two accumulations,
+# so that $K$ and $V$ are only ever the second operand of a dot; the launch table (`bwd_config`)
+# picks it for some block shapes on Hopper, where it measured faster. The outer `for g` loop runs
+# over the query heads that share this kv head (GQA, notebook 08), so their contributions add up
+# on chip too.
 
 # %%
 show_source("kernels.flash_bwd:_attn_bwd_dkdv", "lo = 0", "hi = tl.minimum((pid_n + 1)")
@@ -288,14 +303,16 @@ show_source("kernels.flash_bwd:_dq_blocks", "for start_n in range(start, end, BL
 
 # %% [markdown]
 # Counting the matrix products in the two kernels confirms the price of owning every output:
-# four in dK/dV ($S^\top$, $dV$, $dP^\top$, $dK$) and three in dQ ($S$, $dP$, $dQ$), seven in
-# all, against the five a single loop with atomics needs.
+# four in dK/dV ($S^\top$, $dV$, $dP^\top$, $dK$, in either arrangement) and three in dQ ($S$,
+# $dP$, $dQ$), seven in all, against the five a single loop with atomics needs.
 
 # %%
-n_dots = {name: "".join(source_lines(f"kernels.flash_bwd:{name}")[0]).count("tl.dot(")
-          for name in ("_dkdv_blocks", "_dq_blocks")}  # the loops the two kernels call
-print("tl.dot calls:", n_dots)
-assert n_dots == {"_dkdv_blocks": 4, "_dq_blocks": 3}
+dkdv = "".join(source_lines("kernels.flash_bwd:_dkdv_blocks")[0])
+kv_b, default = re.split(r"\n\s*else:\n", dkdv.split("if KV_B:", 1)[1], maxsplit=1)  # the two branches
+n_dots = {"_dkdv_blocks (default)": default.count("tl.dot("), "_dkdv_blocks (KV_B)": kv_b.count("tl.dot("),
+          "_dq_blocks": "".join(source_lines("kernels.flash_bwd:_dq_blocks")[0]).count("tl.dot(")}
+print("tl.dot calls per iteration:", n_dots)
+assert n_dots == {"_dkdv_blocks (default)": 4, "_dkdv_blocks (KV_B)": 4, "_dq_blocks": 3}
 
 # %% [markdown]
 # ## 6. Gradient check against autograd
@@ -352,15 +369,9 @@ for name, x, lowp, r in zip(("out", "dq", "dk", "dv"), mine, torch_bf16, ref):
     assert e_kernel <= 2 * e_torch + 5e-3
 
 # %% [markdown]
-# **Takeaway.** The Triton backward matches autograd through naive attention, float32 to rounding
-# and bfloat16 within the precision's own error, without ever storing $P$ (and so does the twin,
-# where Triton is missing).
-
-# %% [markdown]
-# ## Try this
-#
-# 1. Use the log-sum-exp in the loss as well (`return_lse=True`): its gradient flows through the
-#    `delta - dlse` line above. Check it against the float64 reference.
+# **The log-sum-exp in the loss.** With `return_lse=True` the lse is an output too, and its
+# gradient flows through the `delta - dlse` line of section 5. Checked against the float64
+# reference, with a loss that uses both outputs:
 
 # %%
 q, k, v, dO = (torch.randn(1, 2, 64, 32, device=DEVICE) for _ in range(4))
@@ -380,13 +391,86 @@ print("with lse in the loss: dq, dk, dv relative errors", [f"{e:.1e}" for e in e
 assert max(errs) < 1e-4
 
 # %% [markdown]
-# 2. Causal query 0 sees only key 0, so $P_{00} = 1$ and $O_0 = V_0$. Predict $dQ_0$ before you
-#    run. (Hint: $dS_{00} = P_{00}(dP_{00} - \delta_0)$ and $\delta_0 = dO_0 \cdot O_0 = dP_{00}$.)
+# **Takeaway.** The Triton backward matches autograd through naive attention, float32 to rounding
+# and bfloat16 within the precision's own error, without ever storing $P$ (and so does the twin,
+# where Triton is missing).
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in the cell below its spec, then run the cell. `check` runs it on awkward
+# shapes (one query, primes, tiles that do not divide the length, more keys than queries and the
+# reverse) against autograd through naive attention in float64, and prints `pass`, or the first
+# wrong element and what it should be; it never stops the notebook. Stuck?
+# `show_solution("07.backward_tile")` prints one answer (the answers live in
+# `exercises/solutions/nb07.py`, out of sight). Work in float64; `softmax_scale` is an argument,
+# and the checks pass scales other than $1/\sqrt d$.
+#
+# **1. One tile of the backward.** Write `backward_tile(q_i, k_j, v_j, do_i, lse_i, delta_i,
+# softmax_scale)`: query tile `q_i`, `do_i` `[block_m, d]`, key tile `k_j`, `v_j` `[block_n, d]`,
+# `lse_i` and `delta_i` `[block_m]` (the forward's log-sum-exp and $\mathrm{rowsum}(dO \circ O)$
+# of those rows). Recompute $P_{ij}$ from the lse, then return the tile's contributions
+# `(dq_i, dk_j, dv_j)` to $dQ_i$, $dK_j$, $dV_j$. The check cuts each head into tiles, square
+# and ragged, calls your function on every one and compares the sums with autograd's gradients.
 
 # %%
+from exercises import check, show_solution  # noqa: E402,F401  (show_solution: when you are stuck)
+
+
+def backward_tile(q_i, k_j, v_j, do_i, lse_i, delta_i, softmax_scale):
+    raise NotImplementedError  # your code here: P, then dV, dP, dS, dQ, dK
+
+
+check("07.backward_tile", backward_tile)
+
+# %% [markdown]
+# **2. A whole head, causal.** Write `attention_backward(q, k, v, o, lse, do, softmax_scale,
+# causal)` for one head: `q`, `o`, `do` `[seqlen_q, d]`, `k`, `v` `[seqlen_k, d]`, `lse`
+# `[seqlen_q]`; return `(dq, dk, dv)`. You compute $\delta$ yourself, and with `causal` the mask
+# is bottom-right (query $i$ sees key $j \le i + N_k - N_q$). With more queries than keys, the
+# first $N_q - N_k$ rows see no key: their lse is $-\infty$, and their gradients must be 0, not
+# NaN. Loop over tiles with `backward_tile` if you like; the check reads only the result.
+
+# %%
+def attention_backward(q, k, v, o, lse, do, softmax_scale, causal):
+    raise NotImplementedError  # your code here
+
+
+check("07.attention_backward", attention_backward)
+
+# %% [markdown]
+# **3. Predict, then run.** Causal query 0 sees only key 0, so $P_{00} = 1$ and $O_0 = V_0$. What
+# is the largest entry of $|dQ_0|$, for any $Q, K, V, dO$? Write your number in `prediction`
+# before running the cell, which measures it on the kernel. (Hint: what is $\delta_0$, and so
+# $dS_{00}$?)
+
+# %%
+prediction = None  # your prediction: a number
+
+q, k, v, dO = (torch.randn(1, 2, 64, 32, device=DEVICE) for _ in range(4))
 _, dq, dk, dv = gradients(flash_attention, q, k, v, dO, causal=True)
-print(f"largest |dQ_0| entry: {dq[0, :, 0].abs().max():.1e}")
-assert dq[0, :, 0].abs().max() < 1e-5
+measured = dq[0, :, 0].abs().max().item()
+if prediction is None:
+    print("write your prediction first")
+else:
+    print(f"largest |dQ_0| entry: {measured:.1e}; your prediction {prediction:.1e} was",
+          "right" if abs(prediction - measured) <= 1e-4 + 0.1 * measured else "wrong")
+
+# %% [markdown]
+# ## References
+#
+# * Dao, Fu, Ermon, Rudra, Ré, "FlashAttention: Fast and Memory-Efficient Exact Attention with
+#   IO-Awareness", 2022, arXiv:2205.14135: the backward that recomputes $P$ tile by tile from the
+#   saved softmax statistics instead of storing it, and the $\delta = \mathrm{rowsum}(dO \circ O)$
+#   identity (its appendix B).
+# * Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work Partitioning", 2023,
+#   arXiv:2307.08691: one log-sum-exp per row saved instead of $m$ and $\ell$, and a backward
+#   parallelised over key blocks, with atomic additions into $dQ$ (section 5 explains why this
+#   repository runs two kernels instead).
+# * Rabe, Staats, "Self-attention Does Not Need O(n^2) Memory", 2021, arXiv:2112.05682: the
+#   memory-efficient forward, and its backward through checkpointing.
+# * Chen, Xu, Zhang, Guestrin, "Training Deep Nets with Sublinear Memory Cost", 2016,
+#   arXiv:1604.06174: recomputation (gradient checkpointing), trading FLOPs for stored activations.
 
 # %% [markdown]
 # ## What comes next

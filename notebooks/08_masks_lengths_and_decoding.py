@@ -32,6 +32,9 @@
 # and checks, not new kernels. Without Triton, `flash_attention` & co. are the plain-PyTorch twin
 # (`kernels/flash_torch.py`, same semantics and checks): every check runs on it, and only the live
 # GPU timing at the end of section 5 is skipped.
+#
+# **Words:** [glossary](GLOSSARY.md) (causal bottom-right, window, GQA, varlen, KV cache, split-KV
+# decoding). The exercises at the end check code you write: the two masks and the split-KV merge.
 
 # %%
 import sys
@@ -59,6 +62,7 @@ from kernels import (
     flash_decode,
 )
 from kernels.iocost import H100_MEASURED, H100_SXM
+from kernels.ring import merge_partials
 
 DEVICE = "cuda" if torch.cuda.is_available() and not kernels.INTERPRET else "cpu"
 SMALL = DEVICE == "cpu"  # small sizes on a CPU (the interpreter, or the twin without Triton)
@@ -152,6 +156,18 @@ for ws in ((16, 0), (8, 8), (40, 3)):
                   attention_reference(q.double(), k.double(), v.double(), window_size=ws))
     print(f"window {ws}: max error vs reference {err:.1e}")
     assert err < 1e-5
+
+# %% [markdown]
+# The narrowest window, `(0, 0)`, leaves each query one key, the one at its aligned position
+# $i + N_k - N_q$: the softmax of a single score is 1, so the output is that key's value row.
+
+# %%
+nq, nk = 30, 50
+q = torch.randn(1, 1, nq, 32, device=DEVICE)
+k, v = (torch.randn(1, 1, nk, 32, device=DEVICE) for _ in range(2))
+err = max_err(flash_attention(q, k, v, window_size=(0, 0)), v[:, :, nk - nq:])
+print(f"window (0, 0), {nq} queries, {nk} keys: output equals v[i + N_k - N_q] within {err:.1e}")
+assert err < 1e-6
 
 # %% [markdown]
 # The kernel's key range (`_key_range`, notebook 05) covers only the band, so a program visits a
@@ -302,7 +318,9 @@ plt.show()
 # $$ \mathrm{lse} = \log \sum_s e^{\mathrm{lse}_s}, \qquad
 #    o = \sum_s e^{\mathrm{lse}_s - \mathrm{lse}}\, o_s . $$
 #
-# First the algebra by hand, with the dense kernel on three slices of a cache:
+# First by hand: the dense kernel on three slices of a cache, merged two at a time by the merge of
+# notebook 03 (`kernels.ring.merge_partials`, which ring attention uses in notebook 11). The Triton
+# merge does all splits in one step, with one max over their lse (exercise 3 below).
 
 # %%
 L, d = 200, 64
@@ -311,8 +329,9 @@ k_cache, v_cache = (torch.randn(1, 4, L, d, device=DEVICE) for _ in range(2))
 bounds = [0, 64, 150, L]
 parts = [flash_attention(q, k_cache[:, :, lo:hi], v_cache[:, :, lo:hi], return_lse=True)
          for lo, hi in zip(bounds, bounds[1:])]
-lse = torch.logsumexp(torch.stack([p[1] for p in parts]), dim=0)  # (1, heads, 1)
-merged = sum(torch.exp(p[1] - lse)[..., None] * p[0] for p in parts)
+merged, lse = parts[0]  # (1, heads, 1, d), (1, heads, 1)
+for out_s, lse_s in parts[1:]:
+    merged, lse = merge_partials(merged, lse, out_s, lse_s)
 out_full, lse_full = flash_attention(q, k_cache, v_cache, return_lse=True)
 print(f"merged slices vs one pass over the cache: output {max_err(merged, out_full):.1e}, "
       f"lse {max_err(lse, lse_full):.1e}")
@@ -344,6 +363,22 @@ if kernels.HAS_TRITON:
 else:
     print("flash_decode ran the plain-PyTorch twin: num_splits is checked, then unused "
           "(one loop walks the cache)")
+
+# %% [markdown]
+# A sequence whose cache is empty (`cache_seqlens[b] = 0`) sees no key: its output is 0 and its
+# log-sum-exp $-\infty$, with or without splits (with Triton, every split of it is empty and the
+# merge must not turn $e^{-\infty - (-\infty)}$ into NaN; the twin has no splits and checks the
+# empty loop).
+
+# %%
+empty = torch.tensor([0, 40], dtype=torch.int32, device=DEVICE)
+q = torch.randn(2, 4, 1, 32, device=DEVICE)
+kc, vc = (torch.randn(2, 2, 64, 32, device=DEVICE) for _ in range(2))
+for splits in (1, 3):
+    out, lse = flash_decode(q, kc, vc, empty, num_splits=splits, return_lse=True)
+    print(f"num_splits={splits}: output of the empty sequence all zero: {bool((out[0] == 0).all())}, "
+          f"lse: {lse[0].flatten().tolist()}")
+    assert (out[0] == 0).all() and torch.isneginf(lse[0]).all()
 
 # %% [markdown]
 # ### How fast, on an H100
@@ -468,38 +503,92 @@ else:
 # split of the keys gives the same answer, so the number of splits is chosen to fill the GPU.
 
 # %% [markdown]
-# ## Try this
+# ## Exercises
 #
-# 1. `window_size=(0, 0)` lets each query see only the key at its own aligned position. What must
-#    the output be? Predict, then check.
+# Write each function in the cell below its spec, then run the cell. `check` runs it on awkward
+# shapes (one query, one key, more keys than queries and the reverse) against the repository's
+# reference and prints `pass`, or the first wrong element and what it should be; it never stops
+# the notebook. Stuck? `show_solution("08.causal_mask")` prints one answer (the answers live in
+# `exercises/solutions/nb08.py`, out of sight). Build the masks with `torch.arange`, without
+# calling `attention_mask`.
+#
+# **1. The bottom-right causal mask.** Write `causal_mask(seqlen_q, seqlen_k)`: a boolean
+# `[seqlen_q, seqlen_k]` tensor, True where query $i$ sees key $j$, that is
+# $j \le i + N_k - N_q$. The check includes one query against many keys (decoding) and many
+# queries against one key, where the first rows see nothing.
 
 # %%
-nq, nk = 30, 50
-q = torch.randn(1, 1, nq, 32, device=DEVICE)
-k, v = (torch.randn(1, 1, nk, 32, device=DEVICE) for _ in range(2))
-out = flash_attention(q, k, v, window_size=(0, 0))
-err = max_err(out, v[:, :, nk - nq:])
-print(f"window (0, 0): output equals v[i + N_k - N_q] within {err:.1e}")
-assert err < 1e-6
+from exercises import check, show_solution  # noqa: E402,F401  (show_solution: when you are stuck)
+
+
+def causal_mask(seqlen_q, seqlen_k):
+    raise NotImplementedError  # your code here
+
+
+check("08.causal_mask", causal_mask)
 
 # %% [markdown]
-# 2. A sequence whose cache is empty (`cache_seqlens[b] = 0`) sees no key. What do `flash_decode`'s
-#    output and log-sum-exp give for it, with and without splits?
+# **2. The sliding window.** Write `window_mask(seqlen_q, seqlen_k, left, right)`: True where
+# $i + \mathrm{off} - \text{left} \le j \le i + \mathrm{off} + \text{right}$ with
+# $\mathrm{off} = N_k - N_q$, and $-1$ meaning no bound on that side (so `(-1, 0)` is causal and
+# `(-1, -1)` full attention).
 
 # %%
-empty = torch.tensor([0, 40], dtype=torch.int32, device=DEVICE)
-q = torch.randn(2, 4, 1, 32, device=DEVICE)
-kc, vc = (torch.randn(2, 2, 64, 32, device=DEVICE) for _ in range(2))
-for splits in (1, 3):
-    out, lse = flash_decode(q, kc, vc, empty, num_splits=splits, return_lse=True)
-    print(f"num_splits={splits}: output of the empty sequence all zero: {bool((out[0] == 0).all())}, "
-          f"lse: {lse[0].flatten().tolist()}")
-    assert (out[0] == 0).all() and torch.isneginf(lse[0]).all()
+def window_mask(seqlen_q, seqlen_k, left, right):
+    raise NotImplementedError  # your code here
+
+
+check("08.window_mask", window_mask)
+
+# %% [markdown]
+# **3. The split-KV merge.** Write `merge_splits(out_s, lse_s)`, the second kernel of
+# `flash_decode` in PyTorch: `out_s` `[num_splits, rows, d]`, each split's output normalised over
+# its own keys, `lse_s` `[num_splits, rows]` their log-sum-exp; return `(out, lse)` over all the
+# keys, `[rows, d]` and `[rows]`. A split where a row sees no key has `lse` $= -\infty$ and
+# `out` $= 0$; a row that sees no key in any split (an empty cache) must come out 0 and
+# $-\infty$, not NaN; and one case has scores near 1000, where $e^{\mathrm{lse}}$ overflows even
+# in float64. Do it as the kernel does, in one step: one max over the splits, one sum (a chain of
+# two-way merges passes too, at one log per split). Then compare with `_merge_splits` in
+# `kernels/decode.py`. The check is plain PyTorch: it means the same with or without Triton.
+
+# %%
+def merge_splits(out_s, lse_s):
+    raise NotImplementedError  # your code here
+
+
+check("08.merge_splits", merge_splits)
+
+# %% [markdown]
+# ## References
+#
+# * Vaswani, Shazeer, Parmar, Uszkoreit, Jones, Gomez, Kaiser, Polosukhin, "Attention Is All You
+#   Need", NeurIPS 2017, arXiv:1706.03762: the causal mask of a decoder.
+# * The bottom-right causal mask for $N_q \ne N_k$: flash-attn 2.1, release notes in the README of
+#   github.com/Dao-AILab/flash-attention.
+# * Child, Gray, Radford, Sutskever, "Generating Long Sequences with Sparse Transformers", 2019,
+#   arXiv:1904.10509: fixed sparse patterns (local and strided) in place of full attention.
+# * Beltagy, Peters, Cohan, "Longformer: The Long-Document Transformer", 2020, arXiv:2004.05150:
+#   sliding-window attention, whose cost grows linearly in $N$.
+# * Jiang et al., "Mistral 7B", 2023, arXiv:2310.06825: sliding-window attention in a released model.
+# * Shazeer, "Fast Transformer Decoding: One Write-Head is All You Need", 2019, arXiv:1911.02150
+#   (multi-query attention), and Ainslie, Lee-Thorp, de Jong, Zemlyanskiy, Lebrón, Sanghai, "GQA:
+#   Training Generalized Multi-Query Transformer Models from Multi-Head Checkpoints", 2023,
+#   arXiv:2305.13245.
+# * Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work Partitioning", 2023,
+#   arXiv:2307.08691: the forward kernel all of these variants reuse.
+# * Dao, Haziza, Massa, Sizov, "Flash-Decoding for long-context inference", 2023,
+#   crfm.stanford.edu/2023/10/12/flashdecoding.html: split-KV decoding and its log-sum-exp merge.
+# * Milakov, Gimelshein, "Online normalizer calculation for softmax", 2018, arXiv:1805.02867: the
+#   merge of partial softmaxes that split-KV decoding applies across programs.
 
 # %% [markdown]
 # ## What comes next
 #
 # This completes the tour of the kernels: the forward (05), its cost (06), the backward (07) and
-# the variants a real model needs (08). Notebook 09 closes the series; `minitransformer/` is a
-# small character-level Transformer that trains with these kernels, the place to see them at work
-# inside a model.
+# the variants a real model needs (08).
+# [09 · Training the mini Transformer](09_training_the_mini_transformer.ipynb) puts them to work:
+# `minitransformer/`, a small character-level Transformer, trains with these kernels (the same
+# loss curve as naive attention from the same seed) and generates text one query at a time against
+# its KV cache, with the bottom-right mask and `flash_decode` of this notebook. Then 10 (linear
+# attention, another way past $N^2$), 11 (beyond one GPU: ring attention) and 12 (performance:
+# does fewer bytes mean faster?).
