@@ -127,6 +127,7 @@ def solution(name: str) -> Callable:
 def show_solution(name: str) -> None:
     """Print the source of one correct answer to exercise ``name`` (Jupyter: ``%load`` the file)."""
     fn = solution(name)
+    fn = getattr(fn, "fn", fn)  # a @triton.jit kernel: the Python function inside it
     print(f"# {name}: from {inspect.getsourcefile(fn)}\n")
     print(inspect.getsource(fn))
 
