@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import exercises
 import pytest
 
-import exercises
 import kernels
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
