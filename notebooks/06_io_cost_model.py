@@ -22,7 +22,11 @@
 #   FlashAttention-1's loop order and FlashAttention-2's (this repository's kernels);
 # * that a simulator, running the algorithms through an SRAM that counts every element, agrees with
 #   those formulas *exactly*;
-# * how the traffic scales with the sequence length $N$, the SRAM size $M$ and the block size;
+# * to watch FlashAttention-1's and FlashAttention-2's loop orders step by step: which tiles stay on
+#   chip, which stream past, and what every step costs in HBM bytes;
+# * how the traffic scales with the sequence length $N$, the SRAM size $M$ and the block size, and
+#   the paper's Theorem 2 ($\Theta(N^2 d^2 / M)$) and Proposition 3 (nothing exact does better for
+#   every $M$), checked by the slopes the simulator measures;
 # * the roofline: when the bytes, and when the FLOPs, set the time;
 # * how the model compares with Nsight Compute measurements of these kernels on an H100, and
 #   what the L1 and L2 caches do to the numbers.
@@ -31,6 +35,8 @@
 # `kernels/iocost/` (plain NumPy: it runs anywhere in milliseconds); read its package docstring
 # for the conventions. The measurements come from `benchmarks/profile_iocost.py`, run on a GPU
 # and committed under `benchmarks/results/h100/`.
+#
+# Words: [glossary](GLOSSARY.md) (HBM, SRAM, L2, program, wave, lse, loop order, roofline).
 
 # %%
 import sys
@@ -54,11 +60,14 @@ from kernels import attention_reference
 from kernels.iocost import (
     H100_MEASURED,
     H100_SXM,
+    draw_frame,
+    draw_strip,
     flash1_block_sizes,
     flash1_io,
     flash2_dram_io,
     flash2_io,
     flops,
+    loop_frames,
     simulate_flash1,
     simulate_flash2,
     simulate_standard,
@@ -166,12 +175,97 @@ assert refused
 # attention.
 
 # %% [markdown]
-# ## 4. Bytes against $N$
+# ## 4. The two loop orders in motion
+#
+# Both orders compute the same pairs $(i, j)$: the score tile $S_{ij} = Q_i K_j^\top$ on chip,
+# folded into each query row's running max $m$, running sum $\ell$ and unnormalised output
+# $\mathrm{acc}$ by the online softmax of notebook 03 (Milakov and Gimelshein, 2018). What differs
+# is which tiles stay on chip.
+#
+# * **FlashAttention-1** (the paper's Algorithm 1) holds $K_j, V_j$ and streams every $Q_i$ past
+#   them. Between two visits of the same query rows their state waits in HBM, so every step reads
+#   $Q_i, O_i, \ell_i, m_i$ and writes $O_i, \ell_i, m_i$ back.
+# * **FlashAttention-2** holds $Q_i$ and its accumulator and streams every $K_j, V_j$ past them.
+#   $m$, $\ell$ and $\mathrm{acc}$ never leave the chip; $O_i$ and $\mathrm{lse}_i$ are written
+#   once, when the row of pairs ends.
+#
+# `loop_frames` runs both loops through the counting SRAM of section 3 and keeps one frame per
+# step: the tiles on chip, the tiles read and written at that step, $m$, $\ell$, $\mathrm{acc}$, and
+# the HBM traffic so far. Step 0 is the start; each later step is one pair. Here $N = 12$,
+# $d = 8$, blocks of 4 rows: nine pairs.
+
+# %%
+N_a, d_a, B_a = 12, 8, 4
+Q_a, K_a, V_a = (rng.standard_normal((N_a, d_a)) for _ in range(3))
+frames = loop_frames(Q_a, K_a, V_a, block_m=B_a, block_n=B_a)
+out_a = attention_reference(*(torch.from_numpy(x)[None, None] for x in (Q_a, K_a, V_a)))[0, 0].numpy()
+for order in ("FA-1", "FA-2"):
+    last = frames.of(order)[-1]
+    err = np.abs(last.out - out_a).max()
+    print(f"{order}: {last.step} pairs, {last.traffic.total:,} elements = {last.traffic.bytes():,} bytes "
+          f"(closed form {frames.closed_form(order).total:,}); O reads {last.traffic.reads.get('O', 0):,}; "
+          f"max error of O {err:.0e}")
+    assert last.traffic == frames.closed_form(order) and err < 1e-12
+assert sorted(f.pair for f in frames.fa1[1:]) == sorted(f.pair for f in frames.fa2[1:])  # same pairs
+
+# %% [markdown]
+# Move the slider to step through both orders at once (in Jupyter, with `ipywidgets`; a static page
+# shows the strip after it). Orange tiles are read from HBM at that step, blue ones are held on chip
+# from an earlier step, a red outline is a write to HBM. Below the tiles: the running $m$, $\ell$ and
+# $\mathrm{acc}$ of the query block being worked on; at the bottom, the bytes so far, which end on
+# the closed forms (dotted).
+
+# %%
+def show_step(step):
+    draw_frame(frames, step)
+    plt.show()
+
+
+try:
+    import ipywidgets
+except ImportError:
+    ipywidgets = None
+if ipywidgets is None:
+    print("ipywidgets is not installed (pip install ipywidgets): the strip below shows five steps")
+else:
+    ipywidgets.interact(show_step, step=ipywidgets.IntSlider(value=4, min=0, max=frames.steps - 1,
+                                                             description="step"))
+
+# %%
+STRIP = [0, 1, 3, 4, frames.steps - 1]
+draw_strip(frames, STRIP)
+plt.show()
+for t in STRIP:
+    print(f"step {t}: " + ", ".join(f"{o} {frames.at(o, t).traffic.bytes():>5,} bytes"
+                                    for o in ("FA-1", "FA-2")))
+
+# What the strip shows, asserted: FA-2 writes O_0 and lse_0 once, at the end of its first row of
+# pairs (step 3); at step 4 FA-1 starts its second pass over Q, reading Q_0 and the partial O_0 again.
+assert frames.fa2[3].stored == {("O", 0), ("lse", 0)}
+assert {("K", 1), ("V", 1), ("Q", 0), ("O", 0), ("l", 0), ("m", 0)} <= frames.fa1[4].loaded
+assert frames.fa2[4].loaded == {("Q", 1), ("K", 0), ("V", 0)}
+
+# %% [markdown]
+# Read the strip column by column. At step 1 both orders read $Q_0$ and $K_0, V_0$, but FA-1 also
+# reads the $O_0, \ell_0, m_0$ it zero-filled at step 0 and writes them back. At step 3 FA-2 has
+# seen every key for its first query block and writes $O_0$ and $\mathrm{lse}_0$, once; FA-1 has
+# made one pass over $Q$ with $K_0, V_0$. At step 4 FA-1 loads $K_1, V_1$ and reads $Q_0$ and the
+# partial $O_0$ again, while FA-2 loads $Q_1$ and streams $K_0, V_0$ a second time. Each order pays
+# for what it keeps outside: FA-1 for a round trip of $O, \ell, m$ per pair, FA-2 for re-reading
+# $K, V$ once per query block. To see the causal case, which skips the pairs above the diagonal,
+# set `frames = loop_frames(Q_a, K_a, V_a, block_m=4, block_n=4, causal=True)` and run the slider
+# cell again.
+#
+# **Takeaway.** The same pairs and the same arithmetic, in a different order, move different
+# bytes; both counts land exactly on the closed forms.
+
+# %% [markdown]
+# ## 5. Bytes against $N$
 #
 # Forward pass, $d = 64$, bf16, per (batch, head). FlashAttention-1 gets the H100's $M$;
 # FlashAttention-2 uses the blocks of this repository's kernel on an H100 (128 x 64). The dashed
 # line is FlashAttention-2's **DRAM** traffic when $K$ and $V$ stay in the 50 MiB L2 cache while
-# the query blocks of a head stream past them (`flash2_dram_io`); section 7 measures it.
+# the query blocks of a head stream past them (`flash2_dram_io`); section 9 measures it.
 
 # %%
 d, BM, BN = 64, 128, 64
@@ -237,12 +331,12 @@ for B in (32, 64, 128, 256):
 # DRAM when the cache holds $K$ and $V$.
 
 # %% [markdown]
-# ## 5. Bytes against $M$ and against the block size
+# ## 6. Bytes against $M$ and against the block size
 #
-# FlashAttention-1's traffic is $\Theta(N^2 d^2 / M)$: each doubling of SRAM halves it, down to
-# the floor where one key block holds the whole sequence. FlashAttention-2's is
-# $\Theta(N^2 d / B_m)$: each doubling of the query block halves the $K, V$ reads, as long as the
-# tiles ($2 B_m d + 2 B_n d$ elements) fit.
+# FlashAttention-1's traffic is $\Theta(N^2 d^2 / M)$ (Theorem 2 of the paper, section 7): each
+# doubling of SRAM halves it, down to the floor where one key block holds the whole sequence.
+# FlashAttention-2's is $\Theta(N^2 d / B_m)$: each doubling of the query block halves the $K, V$
+# reads, as long as the tiles ($2 B_m d + 2 B_n d$ elements) fit.
 
 # %%
 N, d = 4096, 64
@@ -291,7 +385,132 @@ assert fa1_M[-1] == fa1_M[-2]  # floor: one key block already holds the whole se
 # doubling of $B_m$.
 
 # %% [markdown]
-# ## 6. The roofline
+# ## 7. Theorem 2 and Proposition 3
+#
+# The FlashAttention paper (Dao et al. 2022, Section 3.2; the proofs are in its Appendix C) states:
+#
+# > **Theorem 2.** Let $N$ be the sequence length, $d$ be the head dimension, and $M$ be size of
+# > SRAM with $d \le M \le Nd$. Standard attention (Algorithm 0) requires $\Theta(Nd + N^2)$ HBM
+# > accesses, while FlashAttention (Algorithm 1) requires $\Theta(N^2 d^2 M^{-1})$ HBM accesses.
+#
+# **Proof idea** (the paper's). With an SRAM of size $M$, Algorithm 1 loads blocks of $K$ and $V$
+# of size $\Theta(M)$ each, $B_c = \Theta(M/d)$ rows. For each block of $K$ and $V$ it iterates
+# over all blocks of $Q$, so it makes $T_c = N / B_c = \Theta(Nd/M)$ passes over $Q$. Each pass
+# loads $\Theta(Nd)$ elements ($Q$, and the partial $O$, $\ell$, $m$, which it also writes back),
+# which amounts to $\Theta(Nd) \cdot \Theta(Nd/M) = \Theta(N^2 d^2 / M)$. $K$ and $V$ are read
+# once, $\Theta(Nd)$, which $M \le Nd$ keeps below that. A pass is one column of FA-1's pairs in
+# section 4. Standard attention writes $S$ and $P$ and reads them back: $\Theta(N^2)$ whatever $M$.
+# (FlashAttention-2's order meets the same bound with the roles swapped: query blocks of
+# $\Theta(M/d)$ rows, $\Theta(Nd/M)$ passes over $K$ and $V$.)
+#
+# The paper reads it this way: for typical $d$ (64-128) and $M$ (around 100 KB), $d^2$ is many
+# times smaller than $M$, so FlashAttention needs many times fewer HBM accesses: the ratio of
+# $N^2$ to $N^2 d^2 / M$ is $M / d^2$.
+
+# %%
+for hd in (64, 128):
+    print(f"d = {hd}: M / d^2 = {M_H100:,} / {hd * hd:,} = {M_H100 / hd**2:.1f} (H100 SRAM per block, bf16)")
+assert M_H100 / 128**2 > 7
+
+# %% [markdown]
+# **Checked by the simulator.** Run Algorithm 1 itself (`simulate_flash1`, blocks from $M$ by the
+# paper's rule) across the theorem's range of $M$ at fixed $N$, and across $N$ at fixed $M$. The
+# log-log slopes of the elements moved should be $-1$ in $M$ and $2$ in $N$. Standard attention
+# (`simulate_standard`, its GEMMs in row blocks of $d$) should not depend on $M$ at all; its
+# softmax holds a whole row of $S$, so it needs $M \ge N$. The block rule needs $M \ge 4d$, so the
+# sweep starts at $16d$.
+
+# %%
+def slope(x, y):
+    return np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0]
+
+
+d_t, N_t, M_t = 8, 256, 256
+Ms_t = [2**k for k in range(7, 12)]  # 16 d .. N d: key blocks B_c = M / 4d of 4 .. 64 rows
+Q_t, K_t, V_t = (rng.standard_normal((N_t, d_t)) for _ in range(3))
+fa1_vs_M = [simulate_flash1(Q_t, K_t, V_t, m).forward.total for m in Ms_t]
+std_vs_M = [simulate_standard(Q_t, K_t, V_t, m, block_r=d_t, block_c=d_t).forward.total
+            for m in Ms_t if m >= N_t]
+Ns_t = [64, 128, 256, 512]
+fa1_vs_N, std_vs_N = [], []
+for n in Ns_t:
+    q, k, v = (rng.standard_normal((n, d_t)) for _ in range(3))
+    fa1_vs_N.append(simulate_flash1(q, k, v, M_t).forward.total)
+    std_vs_N.append(simulate_standard(q, k, v, 2 * max(Ns_t), block_r=d_t, block_c=d_t).forward.total)
+
+# The counts are T_c N (3d + 4) + N (3d + 2): per pass, Q, O, l, m read and O, l, m written; once,
+# K, V read and O, l, m zero-filled. Above that Theta(N d) floor the slopes are exact.
+def floor(n):
+    return n * (3 * d_t + 2)
+
+
+slopes_t = {"FA-1 in M": slope(Ms_t, fa1_vs_M), "FA-1 in N": slope(Ns_t, fa1_vs_N),
+            "standard in N": slope(Ns_t, std_vs_N),
+            "FA-1 in M, above the floor": slope(Ms_t, [t - floor(N_t) for t in fa1_vs_M]),
+            "FA-1 in N, above the floor": slope(Ns_t, [t - floor(n) for t, n in zip(fa1_vs_N, Ns_t)])}
+print("log-log slopes measured on the simulator:", ", ".join(f"{k} {v:.3f}" for k, v in slopes_t.items()))
+print(f"standard attention, N = {N_t}, M = {[m for m in Ms_t if m >= N_t]}: {std_vs_M} elements")
+
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+ax1.loglog(Ms_t, fa1_vs_M, "s-", label="FA-1 (simulate_flash1)")
+ax1.loglog(Ms_t, [fa1_vs_M[0] * Ms_t[0] / m for m in Ms_t], ":", color="gray", label="slope -1")
+ax1.loglog([m for m in Ms_t if m >= N_t], std_vs_M, "o-", label="standard (simulate_standard)")
+ax1.axvspan(d_t, N_t * d_t, color="tab:green", alpha=0.07, label="theorem's range d <= M <= N d")
+ax1.set(xlabel="SRAM size M (elements)", ylabel="elements moved (forward)",
+        title=f"Against M: N = {N_t}, d = {d_t}")
+ax1.legend(fontsize=8)
+ax2.loglog(Ns_t, fa1_vs_N, "s-", label=f"FA-1, M = {M_t}")
+ax2.loglog(Ns_t, std_vs_N, "o-", label="standard")
+ax2.loglog(Ns_t, [fa1_vs_N[0] * (n / Ns_t[0]) ** 2 for n in Ns_t], ":", color="gray", label="slope 2")
+ax2.set(xlabel="sequence length N (tokens)", ylabel="elements moved (forward)",
+        title=f"Against N: d = {d_t}")
+ax2.set_xticks(Ns_t, [str(n) for n in Ns_t])
+ax2.minorticks_off()
+ax2.legend(fontsize=8)
+fig.suptitle("Theorem 2 on the simulator: FA-1 moves Theta(N^2 d^2 / M), standard attention Theta(N d + N^2)")
+fig.tight_layout()
+plt.show()
+
+assert abs(slopes_t["FA-1 in M"] + 1) < 0.1 and abs(slopes_t["FA-1 in N"] - 2) < 0.1
+assert abs(slopes_t["FA-1 in M, above the floor"] + 1) < 1e-9
+assert abs(slopes_t["FA-1 in N, above the floor"] - 2) < 1e-9
+assert len(set(std_vs_M)) == 1 and abs(slopes_t["standard in N"] - 2) < 0.1
+assert all(t == flash1_io(N_t, d_t, m).total for t, m in zip(fa1_vs_M, Ms_t))
+
+# %% [markdown]
+# The raw slopes sit a little inside $-1$ and $2$: the $\Theta(Nd)$ floor ($K$, $V$ read once,
+# $O, \ell, m$ zero-filled once) does not shrink with $M$ or grow like $N^2$, and the $\Theta$ of
+# the theorem absorbs it. Above the floor the slopes are exact.
+#
+# The second result of Section 3.2 is a lower bound:
+#
+# > **Proposition 3.** Let $N$ be the sequence length, $d$ be the head dimension, and $M$ be size
+# > of SRAM with $d \le M \le Nd$. There does not exist an algorithm to compute exact attention with
+# > $o(N^2 d^2 M^{-1})$ HBM accesses for all $M$ in the range $[d, Nd]$.
+#
+# The argument: at $M = \Theta(Nd)$ the bound is $\Theta(N^2 d^2 / (Nd)) = \Theta(Nd)$, and any
+# algorithm must read its input $Q, K, V$ (and write $O$), $\Omega(Nd)$ accesses; so none can beat
+# $N^2 d^2 / M$ by more than a constant there. It is a lower bound over a subrange of $M$; the
+# paper leaves parameterized lower bounds in terms of $M$ as future work. On the simulator, at
+# $M = Nd$ Algorithm 1
+# moves a fixed multiple of the $4Nd$ elements any algorithm must move, whatever $N$:
+
+# %%
+at_top = []
+for n in Ns_t:
+    q, k, v = (rng.standard_normal((n, d_t)) for _ in range(3))
+    at_top.append(simulate_flash1(q, k, v, n * d_t).forward.total / (4 * n * d_t))  # Q, K, V read; O written
+print("FA-1 at M = N d, elements / (4 N d):", ", ".join(f"N = {n}: {r:.3f}" for n, r in zip(Ns_t, at_top)))
+assert np.allclose(at_top, at_top[0]) and at_top[0] < 5
+
+# %% [markdown]
+# **Takeaway.** Theorem 2's $\Theta(N^2 d^2 / M)$ is the number of passes over $Q$, $\Theta(Nd/M)$,
+# times the $\Theta(Nd)$ each pass moves; the simulator measures slopes $-1$ in $M$ and $2$ in $N$.
+# Proposition 3 says no exact algorithm improves on it for every $M$, because at $M = \Theta(Nd)$ it
+# is already just the cost of reading the input.
+
+# %% [markdown]
+# ## 8. The roofline
 #
 # A kernel can be no faster than its arithmetic allows, nor than its bytes allow:
 #
@@ -350,7 +569,7 @@ assert all(H100_SXM.roofline(f, b).bound == "compute" for f, b in points["FA-2 D
 # FlashAttention-2 is compute-bound provided the L2 cache absorbs its re-reads.
 
 # %% [markdown]
-# ## 7. Measured on an H100
+# ## 9. Measured on an H100
 #
 # `benchmarks/profile_iocost.py` ran these Triton kernels (forward, and the three backward kernels
 # of notebook 07) under Nsight Compute on an H100, for $N$ from 1k to 16k, $d$ = 64 and 128,
@@ -518,6 +737,19 @@ assert write_share < 0.1
 # %% [markdown]
 # DRAM *writes* are not compared: L2 writes back lazily, so the outputs are mostly still in L2 when
 # a kernel ends (the median launch writes almost nothing to DRAM while it runs).
+#
+# The L2-reuse term assumes the re-read tensors of the heads in flight fit in L2. When L2 is smaller
+# than one head's $K$ and $V$, the model assumes every re-read misses, and DRAM traffic falls back to
+# the count at the SMs:
+
+# %%
+N, d = 8192, 64
+kv_bytes = 2 * N * d * 2  # one head's K and V in bf16
+small_l2 = flash2_dram_io(N, d, block_m=BM, block_n=BN, l2_bytes=kv_bytes // 2)["_attn_fwd"]
+big_l2 = flash2_dram_io(N, d, block_m=BM, block_n=BN, l2_bytes=kv_bytes)["_attn_fwd"]
+print(f"DRAM reads: L2 too small {small_l2.bytes_read():,} B, L2 large enough {big_l2.bytes_read():,} B")
+assert small_l2 == flash2_io(N, d, block_m=BM, block_n=BN)  # every re-read misses: the SM-level count
+assert big_l2.reads == {"K": N * d, "Q": N * d, "V": N * d}  # each input once
 
 # %%
 default = [r for r in launches
@@ -552,38 +784,81 @@ plt.show()
 # the bytes at DRAM. Between the two, caches remove most of the re-reads the model counts.
 
 # %% [markdown]
-# ## Try this
+# ## Exercises
 #
-# 1. `flash2_dram_io` assumes the re-read tensors of the heads in flight fit in L2. Shrink the L2
-#    (`l2_bytes`) below one head's $K$ and $V$ and predict what DRAM traffic the model gives; the
-#    check states it.
+# Write each function in the cell below its spec, then run the cell. `check` compares it with the
+# simulator of section 3 on awkward sizes (one row, primes, blocks that divide nothing, $N \ne N_k$
+# both ways) and prints `pass`, or the first case that differs with the simulator's count per
+# tensor; it never stops the notebook. Stuck? `show_solution("06.standard_forward_io")` prints one
+# answer (the answers live in `exercises/solutions/nb06.py`, out of sight).
+#
+# **1. Standard attention, counted.** Write `standard_forward_io(N, N_k, d, block_r)`, returning
+# `(elements read, elements written)` of the three kernels of section 2 for $N$ queries, $N_k$ keys
+# and head dimension $d$, when both GEMMs hold a row block of `block_r` queries on chip and stream
+# all of $K$ (for $S = QK^\top$) or of $V$ (for $O = PV$) past it; the last row block may be
+# ragged. Section 2's $4Nd + 4N^2$ is the case `block_r` $= N = N_k$.
 
 # %%
-N, d = 8192, 64
-kv_bytes = 2 * N * d * 2  # one head's K and V in bf16
-small_l2 = flash2_dram_io(N, d, block_m=BM, block_n=BN, l2_bytes=kv_bytes // 2)["_attn_fwd"]
-big_l2 = flash2_dram_io(N, d, block_m=BM, block_n=BN, l2_bytes=kv_bytes)["_attn_fwd"]
-no_cache = flash2_io(N, d, block_m=BM, block_n=BN)
-print(f"DRAM reads: L2 too small {small_l2.bytes_read():,} B, L2 large enough {big_l2.bytes_read():,} B")
-assert small_l2 == no_cache  # every re-read misses: back to the SM-level count
-assert big_l2.reads == {"K": N * d, "Q": N * d, "V": N * d}  # each input once
+from exercises import check, show_solution  # noqa: E402,F401  (show_solution: when you are stuck)
+
+
+def standard_forward_io(N, N_k, d, block_r):
+    raise NotImplementedError  # your code here
+
+
+check("06.standard_forward_io", standard_forward_io)
 
 # %% [markdown]
-# 2. The backward pass moves more than the forward. With `flash2_io(..., backward=True)`, find how
-#    many times more elements the backward moves at $N = 4096$, $d = 64$ (blocks 64 x 64 as the
-#    H100 config), and compare with standard attention's backward.
+# **2. FlashAttention-2's forward, causal or not.** Write
+# `fa2_forward_io(N, N_k, d, block_m, block_n, causal)`, returning `(elements read, elements
+# written)` of the forward kernel: one program per block of `block_m` queries reads its $Q$ block
+# once, loops over the $K/V$ blocks of `block_n` rows from the first to the last one any of its
+# queries can see, and writes its $O$ block and one $\mathrm{lse}$ per row once. The causal mask is
+# bottom-right (query $i$ sees key $j$ iff $j \le i + N_k - N$); a $Q$ block that sees no key loads
+# no $K/V$ block, and a ragged last $K/V$ block moves only the rows that exist.
 
 # %%
-N, d = 4096, 64
-fwd = flash2_io(N, d, block_m=BM, block_n=BN).total
-bwd = flash2_io(N, d, block_m=64, block_n=64, backward=True).total
-std_bwd = standard_attention_io(N, d, backward=True).total
-print(f"FA-2 backward / forward: {bwd / fwd:.2f}x; standard backward / FA-2 backward: {std_bwd / bwd:.2f}x")
-assert bwd > fwd and std_bwd > bwd
+def fa2_forward_io(N, N_k, d, block_m, block_n, causal):
+    raise NotImplementedError  # your code here
+
+
+check("06.fa2_forward_io", fa2_forward_io)
+
+# %% [markdown]
+# **3. The backward pass against the forward.** As $N$ grows (not causal, $N = N_k$), FA-2's
+# forward moves about $c_f N^2$ elements and its backward $c_b N^2$. Write
+# `backward_over_forward(d, block_m, block_n, fwd_block_m)` returning $c_b / c_f$. The forward's
+# programs hold `fwd_block_m` queries each and stream $K$ and $V$ past them. The backward (notebook
+# 07) has a preprocessing kernel that reads $O$ and $dO$ once, and two kernels that loop:
+# `_attn_bwd_dkdv`, one program per block of `block_n` keys, streams every row of $Q$ and $dO$
+# ($d$ numbers each) and of $\mathrm{lse}$ and $\delta$ (one number each) past its $K_j, V_j$;
+# `_attn_bwd_dq`, one program per block of `block_m` queries, streams $K$ and $V$ past its
+# $Q_i, dO_i$. The check takes both coefficients from the simulator's counts, for 64 x 64 backward
+# blocks beside section 5's 128 x 64 forward ($d = 64$), and for blocks that tell the loops apart.
+
+# %%
+def backward_over_forward(d, block_m, block_n, fwd_block_m):
+    raise NotImplementedError  # your code here
+
+
+check("06.backward_over_forward", backward_over_forward)
+
+# %% [markdown]
+# ## References
+#
+# * Dao, Fu, Ermon, Rudra, Ré, "FlashAttention: Fast and Memory-Efficient Exact Attention with
+#   IO-Awareness", 2022, arXiv:2205.14135: Algorithm 1 (FlashAttention-1's loop order), Theorem 2
+#   and Proposition 3 (Section 3.2; proofs in Appendix C).
+# * Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work Partitioning", 2023,
+#   arXiv:2307.08691: the loop order with query blocks outside, this repository's kernels.
+# * Milakov, Gimelshein, "Online normalizer calculation for softmax", 2018, arXiv:1805.02867: the
+#   running max and sum that both loop orders update.
+# * Williams, Waterman, Patterson, "Roofline: an insightful visual performance model for multicore
+#   architectures", CACM 2009.
 
 # %% [markdown]
 # ## What comes next
 #
-# The backward pass needs $P$, the very matrix we refused to store. [06 ·
+# The backward pass needs $P$, the very matrix we refused to store. [07 ·
 # Backward](07_backward.ipynb) recomputes it, tile by tile, from the log-sum-exp the forward
 # saved, and checks the Triton gradients against autograd.

@@ -67,12 +67,15 @@ from .closed_forms import (
     flash2_kernels_io,
     standard_attention_io,
 )
+from .frames import Frame, LoopFrames, draw_frame, draw_strip, loop_frames
 from .roofline import A100_SXM, GPU, H100_MEASURED, H100_SXM, Roofline, flops, roofline
 from .simulator import SRAM, Simulation, simulate_flash1, simulate_flash2, simulate_standard
 
 __all__ = [
     "A100_SXM",
     "FLASH2_KERNELS",
+    "Frame",
+    "LoopFrames",
     "GPU",
     "H100_MEASURED",
     "H100_SXM",
@@ -81,8 +84,11 @@ __all__ = [
     "STAT_TENSORS",
     "Simulation",
     "Traffic",
+    "draw_frame",
+    "draw_strip",
     "flash1_block_sizes",
     "flash1_io",
+    "loop_frames",
     "flash2_dram_io",
     "flash2_io",
     "flash2_kernels_io",
