@@ -38,6 +38,9 @@
 # attention calls the kernel of notebook 05 once per block and merges the results in PyTorch.
 # Without Triton (macOS, Windows) `flash_attention` is its plain-PyTorch twin, and everything
 # below runs on it but the one-GPU timing of section 2.
+#
+# **Words:** [glossary](GLOSSARY.md) (merge, lse, ring attention). The exercises at the end check
+# code you write: the ring's merge step, and the causal work of each rank in two layouts.
 
 # %%
 import sys
@@ -318,7 +321,7 @@ plt.show()
 # last rank: $W - 1$ full blocks and the diagonal, nearly as long as a ring without a mask.
 # The usual fix gives each rank two half-size blocks, $i$ and $2W - 1 - i$ ("zigzag"), so that
 # everyone holds one early and one late piece of the sequence; `kernels/ring.py` does not do it
-# (see Try this).
+# (exercise 2 counts what it would change).
 #
 # **Takeaway.** $W$ steps, one block in flight per rank per step, memory $O(n)$ per rank; a causal
 # mask removes almost half the pairs but, with contiguous blocks, not half the time.
@@ -680,41 +683,81 @@ else:
     print(f"not measured: {measured.relative_to(ROOT)} does not exist (no two-GPU machine was available)")
 
 # %% [markdown]
-# ## Try this
+# ## Exercises
 #
-# 1. **Zigzag.** Cut the sequence into $2W$ chunks and give rank $r$ chunks $r$ and $2W - 1 - r$.
-#    Count, for each rank, the (query chunk, key chunk) pairs a causal mask leaves to compute. Predict
-#    first: how many per rank, for $W = 4$?
+# Write each function in the cell below its spec, then run the cell. `check` runs it on awkward
+# cases against a float64 reference and prints `pass`, or the first wrong element and what it
+# should be; it never stops the notebook, and the rest of the notebook does not use your function.
+# Stuck? `show_solution("11.ring_merge")` prints one answer (the answers live in
+# `exercises/solutions/nb11.py`, out of sight).
+#
+# **1. The ring's step.** At every step a rank holds its running result over the blocks seen so far,
+# `out` `(batch, heads, n, head_dim)` and `lse` `(batch, heads, n)`, and the kernel hands it the
+# partial `(out_b, lse_b)` over the block just received, normalised over that block alone. Write
+# `ring_merge(out, lse, out_b, lse_b)`, returning the new `(out, lse)`; the ring starts from
+# `out = 0`, `lse = -inf`. The check runs whole rings of 1 to 5 ranks on one process, with ragged
+# blocks and causal masks with windows, and visits the future blocks too (a ring that does not skip
+# them): rows that see none of a block arrive with `lse_b = -inf`, and padding rows see no key at
+# all, so they must end as `out = 0`, `lse = -inf`, not NaN.
 
 # %%
-W_Z = 4
-owned = {r: (r, 2 * W_Z - 1 - r) for r in range(W_Z)}
-work = {r: sum(1 for i in owned[r] for j in range(2 * W_Z) if j <= i) for r in range(W_Z)}
-contiguous = {r: sum(1 for i in (2 * r, 2 * r + 1) for j in range(2 * W_Z) if j <= i) for r in range(W_Z)}
-print(f"chunk pairs per rank, zigzag: {work}; contiguous: {contiguous}")
-assert len(set(work.values())) == 1 and work[0] == 2 * W_Z + 1
-assert sum(work.values()) == sum(contiguous.values())  # the same work, spread evenly
+from exercises import check, show_solution  # noqa: E402,F401  (show_solution: when you are stuck)
+
+
+def ring_merge(out, lse, out_b, lse_b):
+    raise NotImplementedError  # your code here: section 2's formula, safe for rows with no key
+
+
+check("11.ring_merge", ring_merge)
 
 # %% [markdown]
-# 2. **GQA messages.** A model with 64 query heads sharing 8 key/value heads: at what block length
-#    does our kernel hide the transfer on PCIe 5? (Only the key/value heads travel.)
+# **2. Who waits in a causal ring.** Cut the sequence into $2W$ equal chunks; each rank holds two.
+# `"contiguous"`: rank $r$ holds chunks $2r$ and $2r + 1$ (section 3's blocks, halved);
+# `"zigzag"`: chunks $r$ and $2W - 1 - r$. At step $s$ rank $r$ computes its two query chunks
+# against the two key/value chunks of rank $(r - s) \bmod W$. Count the work in chunk pairs: a key
+# chunk wholly in the past of a query chunk costs 1, the same chunk (its diagonal) $\tfrac12$, a
+# chunk in the future 0. Write `causal_work(world_size, layout)`, returning a NumPy array `work`
+# of shape `(W, W)` with `work[r, s]` the work of rank $r$ at step $s$. Every step waits for its
+# busiest rank, so the ring's time follows `work.max(axis=0).sum()`, not the total: when it
+# passes, the check prints that pace for both layouts at $W = 8$.
 
 # %%
-n_gqa = crossover(OUR_FWD_FLOPS, PCIE5_X16_BYTES_PER_S, heads_q=64, heads_kv=8)
-print(f"64 query heads, 8 kv heads, PCIe 5: n* = {n_gqa:,.0f} tokens")
-assert np.isclose(n_gqa, n_star[pcie, ours] / 8)
+def causal_work(world_size, layout):
+    raise NotImplementedError  # your code here
+
+
+check("11.causal_work", causal_work)
+
+# %% [markdown]
+# ## References
+#
+# * Liu, Zaharia, Abbeel, "Ring Attention with Blockwise Transformers for Near-Infinite Context",
+#   2023, arXiv:2310.01889: key/value blocks passed around a ring of devices, each transfer hidden
+#   behind the computation on the block held (sections 3 to 5).
+# * Milakov, Gimelshein, "Online normalizer calculation for softmax", 2018, arXiv:1805.02867: the
+#   merge of partial softmaxes that makes the blocks combine exactly (section 2).
+# * Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work Partitioning", 2023,
+#   arXiv:2307.08691: the kernel each rank calls, and its log-sum-exp output.
+# * Jacobs, Tanaka, Zhang, Zhang, Song, Rajbhandari, He, "DeepSpeed Ulysses: System Optimizations
+#   for Enabling Training of Extreme Long Sequence Transformer Models", 2023, arXiv:2309.14509:
+#   sequence parallelism by all-to-all exchanges of heads instead of a ring.
+# * Li et al., "PyTorch Distributed: Experiences on Accelerating Data Parallel Training", VLDB 2020,
+#   arXiv:2006.15704: `DistributedDataParallel`, its gradient buckets and the all-reduce that
+#   overlaps the backward pass (section 6).
 
 # %% [markdown]
 # ## What comes next
 #
-# This is the last notebook of the series: from the $N \times N$ matrix of notebook 01 to attention
-# spread over several processes. Where to go from here:
+# From the $N \times N$ matrix of notebook 01 to attention spread over several processes, every
+# notebook so far has checked that the kernel computes the right thing and counted what it moves.
+# [12 · Performance](12_performance.ipynb) asks whether it is fast: the measured TFLOP/s of this
+# kernel against PyTorch's FlashAttention-2, cuDNN and FlexAttention, where each sits on the
+# roofline, and the block-size sweep behind the launch tables. Beyond the series:
 #
-# * implement the zigzag layout in `kernels/ring.py` (the exercise above gives the counts to check)
-#   and compare the per-rank work of the two layouts;
+# * implement the zigzag layout in `kernels/ring.py` (exercise 2 gives the counts to check) and
+#   compare the per-rank work of the two layouts;
 # * on a machine with two or more GPUs, run the `torchrun` command of section 6 with
 #   `--device cuda` and time ring attention per step, to put measured numbers where section 7 has
 #   none and to test the crossover estimate of section 5;
-# * read how ring attention (Liu, Zaharia and Abbeel, 2023) and the alternative that exchanges
-#   heads instead of sequence blocks with all-to-all collectives (DeepSpeed-Ulysses) trade
-#   communication for memory.
+# * read how ring attention and the alternative that exchanges heads instead of sequence blocks
+#   with all-to-all collectives (DeepSpeed-Ulysses) trade communication for memory.
