@@ -50,7 +50,6 @@ except ModuleNotFoundError:  # nbmake runs a notebook from notebooks/: the repos
     import kernels
 
 import ast
-import dataclasses
 import math
 import re
 import statistics
@@ -59,7 +58,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from kernels.iocost import H100_MEASURED, H100_SXM, flash2_dram_io, standard_attention_io
+from kernels.iocost import H100_MEASURED, H100_SXM, H200_SXM, flash2_dram_io, standard_attention_io
 from kernels.iocost import flops as flops_per_head
 
 ROOT = Path(kernels.__file__).resolve().parents[1]  # the checkout, wherever the notebook runs from
@@ -686,7 +685,6 @@ for d in (64, 128):
 # were timed on the H200 for the backward only, later (section 7).
 
 # %%
-H200_SXM = dataclasses.replace(H100_SXM, name="H200 SXM (datasheet)", bandwidth=4.8e12)  # same chip, HBM3e
 hmeta, hrows = read_rows(H200_DIR / "attention_layout_check.csv")
 H200 = index_rows(hrows)
 print(", ".join(f"{k}={v}" for k, v in hmeta.items()), f"; providers: {sorted({k[0] for k in H200})}")

@@ -68,7 +68,7 @@ from .closed_forms import (
     standard_attention_io,
 )
 from .frames import Frame, LoopFrames, draw_frame, draw_strip, loop_frames
-from .roofline import A100_SXM, GPU, H100_MEASURED, H100_SXM, Roofline, flops, roofline
+from .roofline import A100_SXM, GPU, H100_MEASURED, H100_SXM, H200_SXM, Roofline, flops, roofline
 from .simulator import SRAM, Simulation, simulate_flash1, simulate_flash2, simulate_standard
 
 __all__ = [
@@ -79,6 +79,7 @@ __all__ = [
     "GPU",
     "H100_MEASURED",
     "H100_SXM",
+    "H200_SXM",
     "Roofline",
     "SRAM",
     "STAT_TENSORS",

@@ -80,6 +80,11 @@ class GPU:
 H100_SXM = GPU("H100 SXM (datasheet)", peak_flops=989.4e12, bandwidth=3.35e12,
                l2_bytes=50 * 2**20, smem_bytes=227 * 2**10, num_sms=132)
 
+#: NVIDIA H200 SXM, datasheet figures: the H100's chip (same SMs, tensor cores, caches) with
+#: 141 GB of HBM3e at 4.8 TB/s.
+H200_SXM = GPU("H200 SXM (datasheet)", peak_flops=989.4e12, bandwidth=4.8e12,
+               l2_bytes=50 * 2**20, smem_bytes=227 * 2**10, num_sms=132)
+
 #: The H100 lent to this project, as measured there: an 8192^3 bf16 torch.matmul and a
 #: device-to-device copy (bytes read plus bytes written, per second).
 H100_MEASURED = GPU("H100 SXM (measured)", peak_flops=755e12, bandwidth=3.0e12,
