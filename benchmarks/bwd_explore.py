@@ -104,6 +104,26 @@ def compiled_stats(jit_fn) -> list[str]:
     return lines
 
 
+def shapes(args):
+    return [(d, causal, n) for d in args.head_dims for causal in (False, True) for n in args.seqlens]
+
+
+def problem(head_dim: int, causal: bool, n: int):
+    """One shape's inputs (bf16, TOKENS tokens, MODEL_DIM wide), its forward and our backward:
+    ``(batch, heads, q, k, v, do, band, scale, out, lse, (dq, dk, dv))``."""
+    from kernels.band import Band
+    from kernels.flash_bwd import attention_backward
+    from kernels.flash_fwd import attention_forward
+
+    torch.manual_seed(0)
+    b, h = max(1, TOKENS // n), MODEL_DIM // head_dim
+    q, k, v, do = (torch.randn(b, h, n, head_dim, device="cuda", dtype=torch.bfloat16) for _ in range(4))
+    band, scale = Band.from_window((-1, -1), causal), head_dim ** -0.5
+    out, lse = attention_forward(q, k, v, band, scale)
+    ref = attention_backward(do, q, k, v, out, lse, None, band, scale)
+    return b, h, q, k, v, do, band, scale, out, lse, ref
+
+
 # dK/dV launch configurations tried by --sweep (dQ stays at its default): BLOCK_M (streamed
 # queries), BLOCK_N (resident keys), warps, stages, and KV_B (k and v as the second operand)
 SWEEP = [(64, 128, 8, 2, False), (64, 64, 4, 2, False), (64, 64, 4, 2, True), (64, 64, 4, 3, True),
@@ -114,47 +134,37 @@ def sweep(args, flex, do_bench):
     """Each dK/dV configuration of SWEEP at each shape: the backward's time, against flex's in the
     same run, and the dK/dV kernel's registers and spills."""
     from kernels import flash_bwd
-    from kernels.band import Band
     from kernels.flash_bwd import attention_backward, bwd_config
-    from kernels.flash_fwd import attention_forward
 
     rows = []
-    for head_dim in args.head_dims:
-        for causal in (False, True):
-            for n in args.seqlens:
-                torch.manual_seed(0)
-                b, h = max(1, TOKENS // n), MODEL_DIM // head_dim
-                q, k, v, do = (torch.randn(b, h, n, head_dim, device="cuda", dtype=torch.bfloat16)
-                               for _ in range(4))
-                band, scale = Band.from_window((-1, -1), causal), head_dim ** -0.5
-                out, lse = attention_forward(q, k, v, band, scale)
-                ref = attention_backward(do, q, k, v, out, lse, None, band, scale)
-                leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-                out_flex = flex(*leaves, causal)
-                t_flex = do_bench(lambda: torch.autograd.grad(out_flex, leaves, do, retain_graph=True),
-                                  warmup=25, rep=100, return_mode="median")
-                dq_cfg = bwd_config(head_dim, torch.bfloat16, causal)["dq"]
-                for bm, bn, w, s, kv_b in SWEEP:
-                    cfg = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, KV_B=kv_b, dq=dq_cfg)
-                    seen = set(compiled_stats(flash_bwd._attn_bwd_dkdv))
-                    try:
-                        got = attention_backward(do, q, k, v, out, lse, None, band, scale, config=dict(cfg))
-                        errs = [((g.float() - r.float()).norm() / r.float().norm()).item()
-                                for g, r in zip(got, ref)]
-                        t = do_bench(lambda: attention_backward(do, q, k, v, out, lse, None, band, scale,
-                                                                config=dict(cfg)),  # noqa: B023
-                                     warmup=25, rep=100, return_mode="median")
-                    except Exception as err:  # out of shared memory, say
-                        print(f"  {cfg}: {type(err).__name__}: {str(err)[:80]}")
-                        continue
-                    stats = [x for x in compiled_stats(flash_bwd._attn_bwd_dkdv) if x not in seen]
-                    rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, block_m=bm,
-                                     block_n=bn, warps=w, stages=s, kv_b=int(kv_b), ms=f"{t:.4f}",
-                                     vs_flex=f"{t_flex / t:.3f}", max_rel_diff=f"{max(errs):.1e}",
-                                     dkdv_stats=(stats[0].split(": ", 1)[1] if stats else "")))
-                    print(f"d={head_dim} causal={int(causal)} N={n} {bm}x{bn} w{w} s{s} kv_b={int(kv_b)}: "
-                          f"{t_flex / t:.2f}x flex  {rows[-1]['dkdv_stats']}", flush=True)
-                write_csv(args.out / "bwd_sweep.csv", run_meta(), rows)
+    for head_dim, causal, n in shapes(args):
+        b, h, q, k, v, do, band, scale, out, lse, ref = problem(head_dim, causal, n)
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        out_flex = flex(*leaves, causal)
+        t_flex = do_bench(lambda: torch.autograd.grad(out_flex, leaves, do, retain_graph=True),
+                          warmup=25, rep=100, return_mode="median")
+        dq_cfg = bwd_config(head_dim, torch.bfloat16, causal)["dq"]
+        for bm, bn, w, s, kv_b in SWEEP:
+            cfg = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, KV_B=kv_b, dq=dq_cfg)
+            seen = set(compiled_stats(flash_bwd._attn_bwd_dkdv))
+            try:
+                got = attention_backward(do, q, k, v, out, lse, None, band, scale, config=dict(cfg))
+                errs = [((g.float() - r.float()).norm() / r.float().norm()).item()
+                        for g, r in zip(got, ref)]
+                t = do_bench(lambda: attention_backward(do, q, k, v, out, lse, None, band, scale,
+                                                        config=dict(cfg)),  # noqa: B023
+                             warmup=25, rep=100, return_mode="median")
+            except Exception as err:  # out of shared memory, say
+                print(f"  {cfg}: {type(err).__name__}: {str(err)[:80]}")
+                continue
+            stats = [x for x in compiled_stats(flash_bwd._attn_bwd_dkdv) if x not in seen]
+            rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, block_m=bm,
+                             block_n=bn, warps=w, stages=s, kv_b=int(kv_b), ms=f"{t:.4f}",
+                             vs_flex=f"{t_flex / t:.3f}", max_rel_diff=f"{max(errs):.1e}",
+                             dkdv_stats=(stats[0].split(": ", 1)[1] if stats else "")))
+            print(f"d={head_dim} causal={int(causal)} N={n} {bm}x{bn} w{w} s{s} kv_b={int(kv_b)}: "
+                  f"{t_flex / t:.2f}x flex  {rows[-1]['dkdv_stats']}", flush=True)
+        write_csv(args.out / "bwd_sweep.csv", run_meta(), rows)
 
 
 def main(argv=None):
@@ -167,9 +177,7 @@ def main(argv=None):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
 
-    from kernels.band import Band
     from kernels.flash_bwd import attention_backward
-    from kernels.flash_fwd import attention_forward
 
     start_gpu_run(p, args.out, "benchmarks.bwd_explore")
     flex = flex_provider()
@@ -177,48 +185,40 @@ def main(argv=None):
         return sweep(args, flex, do_bench)
     side = torch.cuda.Stream()
     rows, krows = [], []
-    for head_dim in args.head_dims:
-        for causal in (False, True):
-            for n in args.seqlens:
-                torch.manual_seed(0)
-                b, h = max(1, TOKENS // n), MODEL_DIM // head_dim
-                q, k, v, do = (torch.randn(b, h, n, head_dim, device="cuda", dtype=torch.bfloat16)
-                               for _ in range(4))
-                band, scale = Band.from_window((-1, -1), causal), head_dim ** -0.5
-                out, lse = attention_forward(q, k, v, band, scale)
-                ref = attention_backward(do, q, k, v, out, lse, None, band, scale)
-                variants = {
-                    "ours": lambda: attention_backward(do, q, k, v, out, lse, None, band, scale),
-                    "ours_flexcfg": lambda: attention_backward(do, q, k, v, out, lse, None, band, scale,
-                                                               config=flex_cfg()),
-                    "ours_streams": lambda: backward_two_streams(do, q, k, v, out, lse, band, scale, side),
-                }
-                for name in ("ours_flexcfg", "ours_streams"):  # same answer, or the timing is moot
-                    got = variants[name]()
-                    for g, r in zip(got, ref):
-                        err = ((g.float() - r.float()).norm() / r.float().norm()).item()
-                        assert err < 1e-2, f"{name}: relative difference {err:.2e} from ours"
-                leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-                out_flex = flex(*leaves, causal)
-                variants["flex"] = lambda: torch.autograd.grad(out_flex, leaves, do, retain_graph=True)
-                with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-                    out_cudnn = F.scaled_dot_product_attention(*leaves, is_causal=causal)
-                variants["cudnn"] = lambda: torch.autograd.grad(out_cudnn, leaves, do, retain_graph=True)
-                ms = {name: do_bench(fn, warmup=25, rep=100, return_mode="median")
-                      for name, fn in variants.items()}
-                tf = flops(b, h, n, head_dim, causal, "bwd")
-                for name, t in ms.items():
-                    rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, variant=name,
-                                     ms=f"{t:.4f}", tflops=f"{tf / t / 1e9:.1f}",
-                                     vs_flex=f"{ms['flex'] / t:.3f}", vs_cudnn=f"{ms['cudnn'] / t:.3f}"))
-                print(f"d={head_dim} causal={int(causal)} N={n}: " + "  ".join(
-                    f"{name} {ms['flex'] / t:.2f}x" for name, t in ms.items()) + "  (vs flex)", flush=True)
-                for name in ("ours", "flex", "cudnn"):
-                    for kern, t in kernel_times(variants[name]).items():
-                        krows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, variant=name,
-                                          kernel=kern, ms=f"{t:.4f}"))
-                write_csv(args.out / "bwd_explore.csv", run_meta(), rows)
-                write_csv(args.out / "bwd_kernels.csv", run_meta(), krows)
+    for head_dim, causal, n in shapes(args):
+        b, h, q, k, v, do, band, scale, out, lse, ref = problem(head_dim, causal, n)
+        variants = {
+            "ours": lambda: attention_backward(do, q, k, v, out, lse, None, band, scale),
+            "ours_flexcfg": lambda: attention_backward(do, q, k, v, out, lse, None, band, scale,
+                                                       config=flex_cfg()),
+            "ours_streams": lambda: backward_two_streams(do, q, k, v, out, lse, band, scale, side),
+        }
+        for name in ("ours_flexcfg", "ours_streams"):  # same answer, or the timing is moot
+            got = variants[name]()
+            for g, r in zip(got, ref):
+                err = ((g.float() - r.float()).norm() / r.float().norm()).item()
+                assert err < 1e-2, f"{name}: relative difference {err:.2e} from ours"
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        out_flex = flex(*leaves, causal)
+        variants["flex"] = lambda: torch.autograd.grad(out_flex, leaves, do, retain_graph=True)
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+            out_cudnn = F.scaled_dot_product_attention(*leaves, is_causal=causal)
+        variants["cudnn"] = lambda: torch.autograd.grad(out_cudnn, leaves, do, retain_graph=True)
+        ms = {name: do_bench(fn, warmup=25, rep=100, return_mode="median")
+              for name, fn in variants.items()}
+        tf = flops(b, h, n, head_dim, causal, "bwd")
+        for name, t in ms.items():
+            rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, variant=name,
+                             ms=f"{t:.4f}", tflops=f"{tf / t / 1e9:.1f}",
+                             vs_flex=f"{ms['flex'] / t:.3f}", vs_cudnn=f"{ms['cudnn'] / t:.3f}"))
+        print(f"d={head_dim} causal={int(causal)} N={n}: " + "  ".join(
+            f"{name} {ms['flex'] / t:.2f}x" for name, t in ms.items()) + "  (vs flex)", flush=True)
+        for name in ("ours", "flex", "cudnn"):
+            for kern, t in kernel_times(variants[name]).items():
+                krows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, variant=name,
+                                  kernel=kern, ms=f"{t:.4f}"))
+        write_csv(args.out / "bwd_explore.csv", run_meta(), rows)
+        write_csv(args.out / "bwd_kernels.csv", run_meta(), krows)
     from kernels import flash_bwd
 
     for fn in (flash_bwd._attn_bwd_dkdv, flash_bwd._attn_bwd_dq):

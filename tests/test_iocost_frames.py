@@ -3,26 +3,13 @@ lands on the closed form and on the simulator exactly, each step moves what it s
 the two orders hold and stream the tiles their names promise. CPU only, a few seconds.
 """
 
-import importlib.util
 import math
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-try:
-    from kernels import iocost
-except ImportError:  # iocost is plain NumPy: test it even where the Triton kernels cannot import
-    package = ROOT / "kernels" / "iocost"
-    spec = importlib.util.spec_from_file_location("kernels_iocost", package / "__init__.py",
-                                                  submodule_search_locations=[str(package)])
-    iocost = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = iocost
-    spec.loader.exec_module(iocost)
+from kernels import iocost
 
 # (N, N_k): length 1, primes, non-multiples of every block below, and N != N_k both ways
 # (45 queries, 20 keys: the first 25 queries see no key when causal).
