@@ -251,7 +251,7 @@ def check_decay(decay, heads: int, device, dtype=torch.float32):
         lo, hi = lo.item(), hi.item()
     else:
         lo = hi = float(decay)
-        decay = torch.full((heads,), lo, device=device)
+        decay = torch.full((heads,), lo, device=device, dtype=dtype)  # 0.9 stays 0.9 in float64
     if not (0.0 < lo and hi <= 1.0):  # also False for nan
         raise ValueError(f"decay: expected values in (0, 1] (1 = no decay), got values in [{lo}, {hi}]")
     return decay.to(dtype)

@@ -39,6 +39,9 @@
 # All the code is in `kernels/linear_attn.py` (read its docstring beside this notebook) and in the
 # model's `Config(attention="linear")`. Without Triton (macOS, Windows) `linear_attention` runs the
 # parallel form: every cell still runs, and the few that need the kernel itself say what they skip.
+#
+# **Words:** [glossary](GLOSSARY.md) (linear attention, KV cache). The exercises at the end check
+# code you write: one chunk step of the chunked form, with the normaliser and with a decay.
 
 # %%
 import sys
@@ -554,62 +557,56 @@ assert fewer == 64
 # columns), keeps an fp32 state, and with few sequences in a batch leaves multiprocessors idle
 # (see the end of the kernel's docstring). Where the *times* cross is a measurement.
 #
-# ### Measured on a GPU?
+# ### Measured on a GPU
 #
 # `benchmarks/bench_linear.py` times both kernels on a GPU, at a fixed number of tokens per
-# batch, and writes `benchmarks/results/h100/linear_vs_softmax.csv` (providers `flash`,
+# batch, and wrote `benchmarks/results/h100/linear_vs_softmax.csv` on an H100 (providers `flash`,
 # `sdpa-flash`, `linear`, `linear-elu1`; a median time per call `ms` and per token
-# `us_per_token` for each `seqlen`, `head_dim` and `mode`). The GPU was not available when this
-# notebook was written, so **that file may not exist yet**: the cell below plots it if it does,
-# and says so plainly if it does not. No number is made up.
+# `us_per_token` for each `seqlen`, `head_dim` and `mode`). The file is committed, so the cell
+# below plots it on any machine.
 
 # %%
 MEASURED = ROOT / "benchmarks" / "results" / "h100" / "linear_vs_softmax.csv"
 
+meta, rows, _ = read_csv(MEASURED)
+meta = ", ".join(f"{k}={v}" for k, v in meta.items())  # device, date, versions
+print(f"{MEASURED.relative_to(ROOT)}: {len(rows)} rows; {meta}")
+head_dims = sorted({int(r["head_dim"]) for r in rows})
+modes = [m for m in ("fwd", "fwd_bwd") if any(r["mode"] == m for r in rows)]
+fig, axes = plt.subplots(len(head_dims), len(modes), figsize=(6 * len(modes), 4 * len(head_dims)),
+                         squeeze=False)
+for i, hd in enumerate(head_dims):
+    for j, mode in enumerate(modes):
+        ax = axes[i][j]
+        for provider in dict.fromkeys(r["provider"] for r in rows):
+            pts = sorted((int(r["seqlen"]), float(r["us_per_token"])) for r in rows
+                         if (r["provider"], int(r["head_dim"]), r["mode"]) == (provider, hd, mode))
+            if pts:
+                ax.loglog(*zip(*pts), "o-", label=provider)
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="sequence length N (batch x N fixed)", ylabel="time per token (us, median)",
+               title=f"{mode}, head_dim {hd}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+fig.suptitle(f"measured: {meta}", fontsize=9)
+fig.tight_layout()
+plt.show()
 
-if MEASURED.exists():
-    meta, rows, _ = read_csv(MEASURED)
-    meta = ", ".join(f"{k}={v}" for k, v in meta.items())  # device, date, versions
-    print(f"{MEASURED.relative_to(ROOT)}: {len(rows)} rows; {meta}")
-    head_dims = sorted({int(r["head_dim"]) for r in rows})
-    modes = [m for m in ("fwd", "fwd_bwd") if any(r["mode"] == m for r in rows)]
-    fig, axes = plt.subplots(len(head_dims), len(modes), figsize=(6 * len(modes), 4 * len(head_dims)),
-                             squeeze=False)
-    for i, hd in enumerate(head_dims):
-        for j, mode in enumerate(modes):
-            ax = axes[i][j]
-            for provider in dict.fromkeys(r["provider"] for r in rows):
-                pts = sorted((int(r["seqlen"]), float(r["us_per_token"])) for r in rows
-                             if (r["provider"], int(r["head_dim"]), r["mode"]) == (provider, hd, mode))
-                if pts:
-                    ax.loglog(*zip(*pts), "o-", label=provider)
-            ax.set_xscale("log", base=2)
-            ax.set(xlabel="sequence length N (batch x N fixed)", ylabel="time per token (us, median)",
-                   title=f"{mode}, head_dim {hd}")
-            ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=8)
-    fig.suptitle(f"measured: {meta}", fontsize=9)
-    fig.tight_layout()
-    plt.show()
+def ms(provider, hd, n, mode="fwd"):
+    return next(float(r["ms"]) for r in rows if (r["provider"], int(r["head_dim"]), int(r["seqlen"]),
+                                                 r["mode"]) == (provider, hd, n, mode))
 
-    def ms(provider, hd, n, mode="fwd"):
-        return next(float(r["ms"]) for r in rows if (r["provider"], int(r["head_dim"]), int(r["seqlen"]),
-                                                     r["mode"]) == (provider, hd, n, mode))
-
-    n_max = max(int(r["seqlen"]) for r in rows)
-    for hd in head_dims:
-        ns = sorted({int(r["seqlen"]) for r in rows if int(r["head_dim"]) == hd})
-        first = next((n for n in ns if ms("linear", hd, n) <= ms("flash", hd, n)), None)
-        print(f"head_dim {hd}: linear no slower than flash from N = {first} on (FLOP model: "
-              f"N* = {2 * DEFAULT_CHUNK + 2 * hd}); at N = {n_max:,}: flash / linear = "
-              f"{ms('flash', hd, n_max) / ms('linear', hd, n_max):.1f}x forward, "
-              f"{ms('flash', hd, n_max, 'fwd_bwd') / ms('linear', hd, n_max, 'fwd_bwd'):.1f}x fwd+bwd")
-        # the claim of this section, checked on the measurement: at long N linear attention wins
-        assert ms("linear", hd, n_max) < ms("flash", hd, n_max)
-        assert ms("linear", hd, n_max, "fwd_bwd") < ms("flash", hd, n_max, "fwd_bwd")
-else:
-    print(f"not measured: {MEASURED.relative_to(ROOT)} does not exist. Run "
-          "`python -m benchmarks.bench_linear --out benchmarks/results/h100` on a GPU to make it.")
+n_max = max(int(r["seqlen"]) for r in rows)
+for hd in head_dims:
+    ns = sorted({int(r["seqlen"]) for r in rows if int(r["head_dim"]) == hd})
+    first = next((n for n in ns if ms("linear", hd, n) <= ms("flash", hd, n)), None)
+    print(f"head_dim {hd}: linear no slower than flash from N = {first} on (FLOP model: "
+          f"N* = {2 * DEFAULT_CHUNK + 2 * hd}); at N = {n_max:,}: flash / linear = "
+          f"{ms('flash', hd, n_max) / ms('linear', hd, n_max):.1f}x forward, "
+          f"{ms('flash', hd, n_max, 'fwd_bwd') / ms('linear', hd, n_max, 'fwd_bwd'):.1f}x fwd+bwd")
+    # the claim of this section, checked on the measurement: at long N linear attention wins
+    assert ms("linear", hd, n_max) < ms("flash", hd, n_max)
+    assert ms("linear", hd, n_max, "fwd_bwd") < ms("flash", hd, n_max, "fwd_bwd")
 
 # %% [markdown]
 # With a GPU in this session (not in the interpreter), the cell below also times a few sizes
@@ -650,7 +647,7 @@ else:
 # %% [markdown]
 # **Takeaway.** Per token, causal softmax attention costs $2Nd$ FLOPs and chunked linear attention
 # $4Cd + 4d^2$: equal at $N^* = 2C + 2d$, a few hundred tokens. The clock agrees in kind but not in
-# degree: on the H100 the crossover came at about 512 tokens for head dim 64 and 1.4k for 128
+# degree: on the H100 the crossover came at 512 tokens for head dim 64 and 2,048 for 128
 # (forward), later than $N^*$, because our flash kernel runs its matmuls at a far higher fraction
 # of the tensor cores' peak than the linear kernel, whose programs walk their chunks one after
 # another and multiply by an fp32 state. At 64k tokens linear attention was 3.6x (d = 64) and
@@ -827,27 +824,77 @@ assert max(soft_err.values()) < 1e-3  # softmax stays near zero at every n
 # remembered: one reason why hybrid models keep a few softmax layers.
 
 # %% [markdown]
-# ## Try this
+# ## Exercises
 #
-# 1. Section 6 says the `elu1` form's extra column nearly doubles the value side of the kernel. For
-#    which head dims is it cheapest, relative to the plain form? Predict (think of the padding),
-#    then check.
+# Write each function in the cell below its spec, then run the cell. `check` runs it on awkward
+# cases against a reference and prints `pass`, or the first wrong case and what it should be; it
+# never stops the notebook, and the rest of the notebook does not use your function. Stuck?
+# `show_solution("10.chunk_step")` prints one answer (the answers live in
+# `exercises/solutions/nb10.py`, out of sight).
+#
+# Both exercises are one iteration of the kernel's loop over chunks, in PyTorch on one head: what
+# the earlier chunks left in the state comes in, one chunk of tokens is processed (its own keys
+# through a causal $C \times C$ tile, the earlier ones through the state), and the state goes out
+# for the next chunk. The check cuts a sequence into chunks of ragged sizes (1 to 13 tokens,
+# including a single-token chunk), carries *your* state from one call to the next, and compares
+# every chunk's outputs and state with the package's recurrence (`linear_attention_recurrent`,
+# section 2) in float64.
+#
+# **1. A chunk with the normaliser.** The `elu1` form without decay. Write `chunk_step(q, k, v,
+# S, z)`: `q`, `k` `(C, d)` are already feature-mapped ($\phi(q_t)$, $\phi(k_t)$), `v` `(C, d)`;
+# `S` `(d, d)` is $\sum_s \phi(k_s) v_s^\top$ and `z` `(d,)` is $\sum_s \phi(k_s)$ over every token of
+# the earlier chunks (zeros before the first). Return `(out, S, z)`: `out` `(C, d)` with row $i$
+# equal to $o_t$ of section 2 (numerator over denominator, every key up to and including token
+# $t$ counted once), and the state after the chunk's last token. Row $i$ must not see the keys
+# after it in its own chunk.
 
 # %%
-ratios = {d: linear_flops_per_token(d, dim_v=d + 1) / linear_flops_per_token(d)
-          for d in (16, 32, 48, 64, 96, 128)}
-print({d: round(r, 2) for d, r in ratios.items()})
-assert min(ratios, key=ratios.get) in (48, 96)  # not powers of two: the padding already exists
+from exercises import check, show_solution  # noqa: E402,F401  (show_solution: when you are stuck)
+
+
+def chunk_step(q, k, v, S, z):
+    raise NotImplementedError  # your code here
+
+
+check("10.chunk_step", chunk_step)
 
 # %% [markdown]
-# 2. The decay gives each token a half-life. With $g = 0.95$, how many
-#    characters back does a key weigh half as much, and does `decay_matrix` agree?
+# **2. A chunk with a decay.** The kernel's core of section 4: no feature map and no normaliser,
+# a decay `g` (a float in (0, 1]) and a `scale`. Write `chunk_step_decay(q, k, v, H, g, scale)`:
+# `q`, `k`, `v` `(C, d)` one chunk, `H` `(d, d)` the state after the previous chunk's last token.
+# Return `(out, H)`: `out` `(C, d)`, row $i$ being
+# $\mathrm{scale}\,(g^{i+1} q_i^\top H + \sum_{j \le i} g^{i-j} (q_i \cdot k_j)\, v_j)$, and the
+# state after this chunk's last token. The last chunk of a sequence can be shorter than the
+# others: use the chunk's own length `C = len(q)`. The check uses `g` = 1, 0.9 and 0.5.
 
 # %%
-half_life = math.log(2) / math.log(1 / 0.95)
-D95 = decay_matrix(40, torch.tensor([0.95]))[0]
-print(f"half-life {half_life:.1f} tokens; D[20, 20 - 14] = {D95[20, 6]:.3f}")
-assert 13 < half_life < 14 and abs(D95[20, 6] - 0.5) < 0.02
+def chunk_step_decay(q, k, v, H, g, scale):
+    raise NotImplementedError  # your code here
+
+
+check("10.chunk_step_decay", chunk_step_decay)
+
+# %% [markdown]
+# ## References
+#
+# * Katharopoulos, Vyas, Pappas, Fleuret, "Transformers are RNNs: Fast Autoregressive Transformers
+#   with Linear Attention", ICML 2020, arXiv:2006.16236: the feature map $\mathrm{elu}(x) + 1$, the
+#   normaliser, and causal linear attention as a recurrence (sections 1 and 2).
+# * Sun, Dong, Huang, Ma, Xia, Xue, Wang, Wei, "Retentive Network: A Successor to Transformer for
+#   Large Language Models", 2023, arXiv:2307.08621: the decay per head and the chunkwise form
+#   (sections 3 and 4).
+# * Choromanski et al., "Rethinking Attention with Performers", ICLR 2021, arXiv:2009.14794: random
+#   features that approximate softmax's kernel (section 1).
+# * Yang, Wang, Shen, Panda, Kim, "Gated Linear Attention Transformers with Hardware-Efficient
+#   Training", ICML 2024, arXiv:2312.06635: chunked linear attention on tensor cores, and
+#   data-dependent decays (sections 4 and 7).
+# * Schlag, Irie, Schmidhuber, "Linear Transformers Are Secretly Fast Weight Programmers", ICML
+#   2021, arXiv:2102.11174: the state's limited capacity and the delta rule (section 7).
+# * Dao, Gu, "Transformers are SSMs: Generalized Models and Efficient Algorithms Through Structured
+#   State Space Duality", ICML 2024, arXiv:2405.21060: Mamba-2 (section 7).
+# * Dao, Fu, Ermon, Rudra, Ré, "FlashAttention: Fast and Memory-Efficient Exact Attention with
+#   IO-Awareness", 2022, arXiv:2205.14135, and Dao, "FlashAttention-2", 2023, arXiv:2307.08691: the
+#   softmax kernel compared against in section 6.
 
 # %% [markdown]
 # ## What comes next

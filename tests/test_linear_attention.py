@@ -379,3 +379,11 @@ def test_non_finite_values_do_not_flow_back_in_time(which, value):
             assert bad_rows == want_rows, f"{feature_map=} {position=}: {bad_rows} vs {want_rows}"
             assert torch.equal(torch.isfinite(out), torch.isfinite(ref))
             assert want_rows and want_rows[0] == position  # the reference does see the value
+
+
+def test_float_decay_keeps_its_precision():
+    """Regression: a Python-float decay was made in float32 before the cast, so a float64
+    oracle ran with 0.8999999762 instead of 0.9."""
+    from kernels._checks import check_decay
+
+    assert check_decay(0.9, 3, "cpu", torch.float64).tolist() == [0.9] * 3
