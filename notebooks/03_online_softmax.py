@@ -29,7 +29,10 @@
 #
 # **Read first:** [01](01_naive_attention.ipynb) (the safe softmax) and [02](02_tiling.ipynb)
 # (why we want to see a row one tile at a time). This is the heart of FlashAttention: after this
-# notebook, the algorithm of notebook 05 is bookkeeping.
+# notebook, the algorithm of notebook 05 is bookkeeping. **Words:** [glossary](GLOSSARY.md).
+#
+# The online softmax is Milakov and Gimelshein's (2018): they computed the max and the sum in one
+# pass to save a read of the row; FlashAttention carries the output along with them.
 
 # %%
 import sys
@@ -422,6 +425,20 @@ if prediction is None:
     print("write your prediction first")
 else:
     print("bit-for-bit identical:", same, "- your prediction was", "right" if prediction == same else "wrong")
+
+# %% [markdown]
+# ## References
+#
+# * Milakov, Gimelshein, "Online normalizer calculation for softmax", 2018, arXiv:1805.02867: the
+#   running max and rescaled sum of sections 1 and 2, and their merge of partial results.
+# * Rabe, Staats, "Self-attention Does Not Need O(n^2) Memory", 2021, arXiv:2112.05682: attention
+#   over chunks of keys, merged with the same rescaling.
+# * Dao, Fu, Ermon, Rudra, Ré, "FlashAttention: Fast and Memory-Efficient Exact Attention with
+#   IO-Awareness", 2022, arXiv:2205.14135: the online softmax with the output accumulator, tiled
+#   on chip (Algorithm 1).
+# * Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work Partitioning", 2023,
+#   arXiv:2307.08691: the unnormalised accumulator divided by $\ell$ once at the end, and the
+#   log-sum-exp kept for the backward.
 
 # %% [markdown]
 # ## What comes next
