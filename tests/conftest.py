@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 
@@ -11,6 +12,12 @@ import torch
 import kernels
 from minitransformer import train
 from minitransformer.model import GPT, Config
+
+# The notebooks pytest executes (nbmake, whose kernels inherit this environment) run each exercise
+# check on its solution where the stub stands, so a wrong solution fails the suite
+# (notebooks/exercises/__init__.py). Not a conftest.py in notebooks/: a second module named
+# conftest would shadow this one for the tests that import from it.
+os.environ.setdefault("EXERCISES_SOLUTIONS", "1")
 
 ON_GPU = torch.cuda.is_available() and not kernels.INTERPRET
 DEVICE = "cuda" if ON_GPU else "cpu"
