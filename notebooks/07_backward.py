@@ -226,7 +226,7 @@ assert err < 1e-5
 # %% [markdown]
 # ## 4. The tiled backward, in NumPy, with its traffic
 #
-# `kernels/iocost.simulate_flash2` runs the repository's backward kernels in NumPy through a
+# `kernels.iocost.simulate_flash2` runs the repository's backward kernels in NumPy through a
 # counting SRAM. Its gradients must equal autograd's, and its traffic must involve no $N \times N$
 # tensor at all:
 
@@ -283,10 +283,11 @@ show_source("kernels.flash_bwd:attention_backward", "if dlse is not None:", "del
 # $P^\top = \exp_2(S^\top - \mathrm{lse})$, then $dV \mathrel{+}= P^\top dO$, $dP^\top = V dO^\top$,
 # $dS^\top = P^\top \circ (dP^\top - \delta)$, $dK \mathrel{+}= dS^\top Q$. With `KV_B` it keeps
 # the forward's orientation, $S = QK^\top$, and transposes $P$ and $dS$ for the two accumulations,
-# so that $K$ and $V$ are only ever the second operand of a dot; the launch table (`bwd_config`)
-# picks it for some block shapes on Hopper, where it measured faster. The outer `for g` loop runs
-# over the query heads that share this kv head (GQA, notebook 08), so their contributions add up
-# on chip too.
+# so that $K$ and $V$ are only ever the second operand of a dot. The launch table (`bwd_config`)
+# picks it for one entry only, head dim 128 without a mask on Hopper (64 x 64 blocks, 4 warps,
+# 2 stages), where it measured faster; everywhere else it was slower (`benchmarks/NOTES.md`,
+# step 5; notebook 12). The outer `for g` loop runs over the query heads that share this kv head
+# (GQA, notebook 08), so their contributions add up on chip too.
 
 # %%
 show_source("kernels.flash_bwd:_attn_bwd_dkdv", "lo = 0", "hi = tl.minimum((pid_n + 1)")
@@ -409,7 +410,8 @@ assert max(errs) < 1e-4
 # **1. One tile of the backward.** Write `backward_tile(q_i, k_j, v_j, do_i, lse_i, delta_i,
 # softmax_scale)`: query tile `q_i`, `do_i` `[block_m, d]`, key tile `k_j`, `v_j` `[block_n, d]`,
 # `lse_i` and `delta_i` `[block_m]` (the forward's log-sum-exp and $\mathrm{rowsum}(dO \circ O)$
-# of those rows). Recompute $P_{ij}$ from the lse, then return the tile's contributions
+# of those rows). No mask: every query of the tile sees every key of it (the check's heads are
+# not causal). Recompute $P_{ij}$ from the lse, then return the tile's contributions
 # `(dq_i, dk_j, dv_j)` to $dQ_i$, $dK_j$, $dV_j$. The check cuts each head into tiles, square
 # and ragged, calls your function on every one and compares the sums with autograd's gradients.
 

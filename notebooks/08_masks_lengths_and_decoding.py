@@ -28,10 +28,11 @@
 #
 # **Read first:** [03](03_online_softmax.ipynb) (merging partial softmaxes) and
 # [05](05_flash_attention_forward.ipynb) (the kernel and its key range). All of these features are
-# the same kernel `_attn_fwd` with a different flag or grid, so this notebook is about semantics
-# and checks, not new kernels. Without Triton, `flash_attention` & co. are the plain-PyTorch twin
-# (`kernels/flash_torch.py`, same semantics and checks): every check runs on it, and only the live
-# GPU timing at the end of section 5 is skipped.
+# the same kernel `_attn_fwd` with a different flag or grid (split-KV decoding adds one small
+# merge kernel), so this notebook is about semantics and checks, not new kernels. Without Triton,
+# `flash_attention` & co. are the plain-PyTorch twin (`kernels/flash_torch.py`, same semantics and
+# checks): every check runs on it, and only the live GPU timing at the end of section 5 is
+# skipped.
 #
 # **Words:** [glossary](GLOSSARY.md) (causal bottom-right, window, GQA, varlen, KV cache, split-KV
 # decoding). The exercises at the end check code you write: the two masks and the split-KV merge.
@@ -170,7 +171,7 @@ print(f"window (0, 0), {nq} queries, {nk} keys: output equals v[i + N_k - N_q] w
 assert err < 1e-6
 
 # %% [markdown]
-# The kernel's key range (`_key_range`, notebook 05) covers only the band, so a program visits a
+# The kernel's key range (`key_range`, notebook 05) covers only the band, so a program visits a
 # fixed number of key blocks whatever $N$: the work is **linear** in $N$. Count the visited tiles
 # (those with any visible score) for full, causal and windowed attention:
 
@@ -244,7 +245,7 @@ assert err < 1e-5
 # ## 4. Packed batches of different lengths
 #
 # A batch of sequences of lengths 5, 37, 0, 64 and 19 padded to 64 would spend most of its slots,
-# and more of its score tiles, on padding. Instead, concatenate them into one
+# and more of its score entries, on padding. Instead, concatenate them into one
 # `(total_tokens, heads, head_dim)` tensor and describe the boundaries by `cu_seqlens`, the running
 # sum of the lengths starting at 0. Each program of the kernel reads where its sequence starts, and
 # programs past the end of a short sequence exit at once. Every sequence attends only within
@@ -528,7 +529,8 @@ def causal_mask(seqlen_q, seqlen_k):
 check("08.causal_mask", causal_mask)
 
 # %% [markdown]
-# **2. The sliding window.** Write `window_mask(seqlen_q, seqlen_k, left, right)`: True where
+# **2. The sliding window.** Write `window_mask(seqlen_q, seqlen_k, left, right)`: a boolean
+# `[seqlen_q, seqlen_k]` tensor, True where
 # $i + \mathrm{off} - \text{left} \le j \le i + \mathrm{off} + \text{right}$ with
 # $\mathrm{off} = N_k - N_q$, and $-1$ meaning no bound on that side (so `(-1, 0)` is causal and
 # `(-1, -1)` full attention).

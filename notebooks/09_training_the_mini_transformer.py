@@ -27,7 +27,7 @@
 # * what gradient clipping (`--grad-clip` of `minitransformer/train.py`) does, on a run that
 #   diverges without it and trains with it, and why it matters less with AdamW;
 # * what the kernel buys on a GPU: memory that stays flat as the context grows, where naive
-#   attention grows as $N^2$ and runs out;
+#   attention's grows with it ($N^2$ per sequence) and runs out;
 # * how generation uses the kernel's bottom-right causal alignment and split-KV decoding: each new
 #   token is one query against the cached keys.
 #
@@ -100,8 +100,8 @@ print(inspect.getsource(model_module.attention))
 # We train twice from one seed, on the same batches: once through our FlashAttention (`flash`),
 # once through naive attention (`reference`). On a GPU `flash` is the Triton kernel; on a CPU, with
 # or without Triton, it is the kernel's plain-PyTorch twin (the same tiled algorithm; Triton's
-# interpreter would be about 100 times slower), and the training log says which ran. The model is
-# tiny on a CPU and larger on a GPU. The corpus is the source of Python's standard library, read
+# interpreter would be far slower), and the training log says which ran. The model is tiny on a
+# CPU and larger on a GPU. The corpus is the source of Python's standard library, read
 # from this machine's Python installation: nothing is downloaded.
 
 # %%
@@ -156,8 +156,9 @@ plt.show()
 # about 0.4% (float32 keeps 24 bits: $6 \cdot 10^{-8}$). The two backends round in different
 # places:
 #
-# * naive attention under autocast computes $S = QK^\top$ as a bf16 matrix, and the exponentials,
-#   their row sums and the division that make $P$ run on bf16 tensors before $PV$;
+# * naive attention under autocast computes $S = QK^\top$ as a bf16 matrix (its row max and the
+#   subtraction too); CUDA autocast runs `exp` and sums in float32, so the exponentials, their row
+#   sums and the division are float32, and the normalised $P$ is rounded to bf16 for $PV$;
 # * the kernel keeps $S$, the running max $m$ and sum $\ell$ and each tile of $P$ in fp32
 #   registers, rounds a tile of *unnormalised* $P$ to bf16 just before its $PV$ product
 #   (`tl.dot(p.to(v.dtype), v, acc)` in `kernels/flash_fwd.py`), divides by the fp32 $\ell$ at the
@@ -257,10 +258,13 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# On this CPU, `flash` is the kernel's plain-PyTorch twin, which computes its tiles in fp32 and
-# rounds only its output to bf16: it does not round $P$ the way the GPU kernel does, but it still
-# rounds differently from naive attention, and that is enough. On a GPU section 2 itself ran in
-# bf16 with the Triton kernel, at the larger size: its curve in this figure is the drift there.
+# On this CPU, `flash` is the kernel's plain-PyTorch twin. It reads its tiles in fp32, but CPU
+# autocast casts its tile products to bf16 (so $S$ and the unnormalised $P$ are rounded to bf16)
+# while its running max, sum and accumulator stay fp32; naive attention under CPU autocast runs
+# its whole softmax on bf16 tensors (CPU autocast, unlike CUDA's, leaves `exp` and sums in bf16).
+# Neither rounds exactly like its GPU counterpart, but the two round differently from each other,
+# and that is enough. On a GPU section 2 itself ran in bf16 with the Triton kernel, at the larger
+# size: its curve in this figure is the drift there.
 #
 # **Takeaway:** the curves of two exact algorithms part in bf16 because each rounds in its own
 # places and training compounds the differences; the check that the kernel is right is the
@@ -320,10 +324,10 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Without clipping the gradient norm grows by orders of magnitude within a few steps and the
-# loss leaves the float range. Clipped, no gradient is longer than $c$, so no step is longer than
-# $\mathrm{lr} \cdot c / (1 - 0.9)$ (the momentum adds up at most ten of them), and the same
-# learning rate trains.
+# Without clipping the gradient norm grows by orders of magnitude, step after step, until the
+# loss is NaN (the first line above says at which step). Clipped, no gradient is longer than
+# $c$, so no step is longer than $\mathrm{lr} \cdot c / (1 - 0.9)$ (the momentum adds up at most
+# ten of them), and the same learning rate trains.
 #
 # **With AdamW, as `train.py` trains, clipping matters less.** Adam divides each coordinate of
 # the gradient by a running root mean square of its recent values, so multiplying every gradient
@@ -390,7 +394,7 @@ print(f"flash: peak memory {min(flash_mem):.0f}..{max(flash_mem):.0f} MiB over a
 print(f"reference: {growth:.1f}x more memory from N={ref_ok[0]['seqlen']} to N={ref_ok[-1]['seqlen']}, "
       f"out of memory at N = {ref_oom}")
 assert max(flash_mem) / min(flash_mem) < 1.1  # flat: O(N) memory at a fixed number of tokens
-assert ref_oom and growth > 8  # quadratic: the naive matrices dominate
+assert ref_oom and growth > 8  # tokens x N per layer at fixed tokens: the naive matrices dominate
 speedup = [float(f["tokens_per_s"]) / float(r["tokens_per_s"])
            for f, r in zip(by_backend["flash"], by_backend["reference"]) if r["status"] == "ok"]
 print("flash / reference tokens per second:", [f"{s:.1f}" for s in speedup])
@@ -398,11 +402,12 @@ assert speedup[-1] > speedup[0] > 1  # the advantage grows with N
 
 # %% [markdown]
 # At a fixed number of tokens per step, the kernel's memory does not depend on the sequence
-# length at all, while naive attention's grows as $N^2$ (its score and probability matrices are
-# kept for the backward pass) until it no longer fits in 80 GB. PyTorch's own FlashAttention-2
-# (`sdpa`) shares the flat memory; at this tiny single-head width it is still faster than our
-# kernel at long N. Where the kernel's time goes, and how its block sizes were tuned, is the
-# subject of [12 · Performance](12_performance.ipynb).
+# length at all, while naive attention's grows in proportion to $N$: its score and probability
+# matrices, kept for the backward pass, each hold batch $\times N^2$ = tokens $\times N$ entries
+# per layer, until they no longer fit in 80 GB. PyTorch's own FlashAttention-2 (`sdpa`) shares
+# the flat memory; at this tiny single-head width it is still faster than our kernel at long N.
+# Where the kernel's time goes, and how its block sizes were tuned, is the subject of
+# [12 · Performance](12_performance.ipynb).
 #
 # **Takeaway:** the IO-aware algorithm turns an $O(N^2)$ memory cost into $O(N)$, which is what
 # makes long contexts trainable at all.

@@ -342,7 +342,7 @@ plt.show()
 # and three ranks with a causal mask and grouped-query attention (4 query heads sharing 2 key/value
 # heads: only keys and values travel, so GQA also shrinks the messages). Each run takes seconds,
 # most of them spent starting processes that import PyTorch and Triton; the kernel calls, run by
-# the interpreter on these small blocks, take about a tenth of a second each. Without Triton the
+# the interpreter on these small blocks, take a fraction of a second each. Without Triton the
 # ranks run the same ring on the plain-PyTorch twin: the same messages, no interpreter.
 #
 # **On a GPU machine** the ranks are CPU processes all the same (gloo passes CPU tensors, and NCCL

@@ -121,7 +121,7 @@ assert worst <= 1.001
 # %% [markdown]
 # The rate is a derived number; the measurement is the time, and a time means little without the
 # machine, the date and the versions beside it (the first line of every CSV). Two runs on the same
-# shared machine differ by a few percent (`benchmarks/NOTES.md`, step 3), so **speeds are compared
+# shared machine differ by a few percent (`benchmarks/NOTES.md`, step 1), so **speeds are compared
 # as ratios to a reference measured in the same process**, never as absolute numbers from two
 # runs. The reference here is SDPA's FlashAttention-2 backend: `F.scaled_dot_product_attention`
 # with `SDPBackend.FLASH_ATTENTION`, the kernel of the FlashAttention-2 paper as PyTorch ships it.
@@ -274,7 +274,7 @@ if COMMITTED_RUN:
 #
 # Which bytes? Every exact attention kernel must read $Q$, $K$, $V$ and write $O$ at least once:
 # the compulsory traffic. The FlashAttention-style kernels move about that much to and from DRAM,
-# because the L2 cache serves the re-reads of one head's $K$ and $V$ (notebook 06, section 7,
+# because the L2 cache serves the re-reads of one head's $K$ and $V$ (notebook 06, section 9,
 # measured this for our kernel; `flash2_dram_io` is that model). Standard attention, SDPA's `math`
 # backend, also writes $S$ and $P$ ($N \times N$ each) and reads them back:
 # `standard_attention_io`, the fewest bytes that chain of kernels can move. Each point below is one
@@ -343,7 +343,7 @@ if COMMITTED_RUN:
 # does is keeping the tensor cores busy: how the softmax between the two matrix products overlaps
 # them, how many registers each tile needs, how the last wave of programs fills the SMs.
 #
-# The roof is a ceiling, not a forecast. Our kernel under Nsight Compute (notebook 06, section 7:
+# The roof is a ceiling, not a forecast. Our kernel under Nsight Compute (notebook 06, section 9:
 # batch 1 and 4 heads, so grids too small to fill the 132 SMs, up to a few waves) measured its DRAM
 # bytes directly: far right of the ridge, and far below the roof.
 
@@ -580,7 +580,7 @@ assert min(narrow) > 1.2
 # And the backward's dK/dV kernel at head dim 128 (on the H200, issue 20) holds two float32
 # accumulators ($dK$, $dV$: $\text{BLOCK\_N} \times d$ each), its $K$ and $V$ tiles and four
 # $\text{BLOCK\_N} \times \text{BLOCK\_M}$ float32 tiles ($S$, $P$, $dP$, $dS$): every configuration
-# tried uses all 255 registers, and spills.
+# tried uses all 255 registers, and all but one of them spill.
 
 # %%
 spill = re.search(r"the varlen kernel spills (\d+) registers, the dense one none", NOTES.replace("\n", " "))
@@ -624,6 +624,7 @@ print(f"rank correlation of spills and speed: {rho:.2f}; the fastest ({fastest['
       f"{fastest['speed']:.2f}x FlexAttention; the fewest spills ({least['spills']}, {least['tile']}) "
       f"run at {least['speed']:.2f}x")
 assert all(r["regs"] == MAX_REGISTERS for r in dkdv)  # every configuration at the limit
+assert sum(r["spills"] == 0 for r in dkdv) == 1  # and all but one spill
 assert -0.7 < rho < 0 and fastest["spills"] > 100 and least["speed"] < fastest["speed"] - 0.1
 
 # %% [markdown]
@@ -873,8 +874,8 @@ check("12.attention_flops", attention_flops)
 # queries), with the bytes of notebook 06's model of our forward kernel: one program per block of
 # `block_m` queries (the last one may be ragged) reads its $Q$ block once and all of $K$ and $V$,
 # writes its $O$ block once and one float32 `lse` per row; $Q$, $K$, $V$, $O$ take `dtype_bytes`
-# per element. (The answer comes out near `block_m` for long sequences, below the H100's ridge:
-# what saves the kernel is that L2, not DRAM, serves those re-reads of $K$ and $V$.)
+# per element. (In bf16 the answer comes out near `block_m` for long sequences, below the H100's
+# ridge: what saves the kernel is that L2, not DRAM, serves those re-reads of $K$ and $V$.)
 
 # %%
 def forward_intensity(seqlen, head_dim, block_m, dtype_bytes):
@@ -887,9 +888,10 @@ check("12.forward_intensity", forward_intensity)
 # **3. Which tiles fit.** Write `fits_in_smem(block_m, block_n, head_dim, num_stages, dtype_bytes,
 # smem_bytes)`: `True` when the forward's tiles fit in `smem_bytes` of shared memory, counting the
 # $Q$ tile ($\text{BLOCK\_M} \times d$) once and, for each of the `num_stages` pipeline stages, one
-# $K$ and one $V$ tile ($\text{BLOCK\_N} \times d$ each), `dtype_bytes` per element. The check
-# compares your answer with every forward configuration of the sweep of section 4 (bf16 on the
-# H100): it must say "does not fit" for exactly the eight that failed to launch.
+# $K$ and one $V$ tile ($\text{BLOCK\_N} \times d$ each), `dtype_bytes` per element (a budget met to
+# the byte fits). The check compares your answer with every forward configuration of the sweep
+# of section 4 (bf16 on the H100): it must say "does not fit" for exactly the eight that failed to
+# launch.
 
 # %%
 def fits_in_smem(block_m, block_n, head_dim, num_stages, dtype_bytes=2, smem_bytes=H100_SXM.smem_bytes):
@@ -922,10 +924,11 @@ else:
 # * Williams, Waterman, Patterson, "Roofline: an insightful visual performance model for multicore
 #   architectures", Communications of the ACM, 2009: the roofline and the ridge point (section 3).
 # * Dao, Fu, Ermon, Rudra, Ré, "FlashAttention: Fast and Memory-Efficient Exact Attention with
-#   IO-Awareness", 2022, arXiv:2205.14135: the FLOP count and the benchmark shapes (16k tokens,
-#   width 2048) used here.
+#   IO-Awareness", 2022, arXiv:2205.14135: fewer HBM bytes as the way to faster attention, the
+#   question of this notebook.
 # * Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work Partitioning", 2023,
-#   arXiv:2307.08691: the loop order of this kernel and of SDPA's flash backend, and the
+#   arXiv:2307.08691: the FLOP count (section 1) and the benchmark shapes (16k tokens, width 2048)
+#   used here (its section 4.1), the loop order of this kernel and of SDPA's flash backend, and the
 #   single-kernel backward with atomic $dQ$ (section 7).
 # * Shah, Bikshandi, Zhang, Thakkar, Ramani, Dao, "FlashAttention-3: Fast and Accurate Attention
 #   with Asynchrony and Low-precision", 2024, arXiv:2407.08608: warp specialisation and the overlap
