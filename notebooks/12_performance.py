@@ -941,11 +941,11 @@ else:
 # %% [markdown]
 # ## What comes next
 #
-# This is the last notebook of the series for now. It leaves the kernel faster than PyTorch's
-# FlashAttention-2 and slower than cuDNN, and says where the difference lies: not in the bytes
-# moved, but in how the Hopper GPU's tensor cores are fed. What Hopper adds for that (TMA copies
-# through tensor descriptors, asynchronous warpgroup matrix products, warp specialisation, see the
-# glossary's last section) is the subject of a possible notebook 13. Until then:
+# The kernel is faster than PyTorch's FlashAttention-2 and slower than cuDNN, and this notebook
+# says where the difference lies: not in the bytes moved, but in how the Hopper GPU's tensor
+# cores are fed. [13 · What Hopper adds](13_what_hopper_adds.ipynb) takes that up: TMA copies
+# through tensor descriptors, asynchronous warpgroup matrix products, warp specialisation, what
+# FlashAttention-3 does with them, and what this repository has measured so far. Beside it:
 #
 # * run `make bench` on your GPU and read your ratios in section 6;
 # * try the single-kernel backward of FlashAttention-2 (`NOTES.md`, "What was not done") and

@@ -1,0 +1,937 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 13 · What Hopper adds: asynchrony, and what it would buy this kernel
+#
+# **What you will learn**
+#
+# * where this repository's backward stands on an H200 against FlexAttention and cuDNN, on the
+#   roofline and kernel by kernel: its dK/dV kernel is the gap, and it runs out of registers;
+# * what the Hopper GPU adds for feeding its tensor cores: the tensor memory accelerator (TMA),
+#   asynchronous warpgroup matrix multiplies (wgmma), warp specialisation with a producer/consumer
+#   pipeline, and register reallocation between warpgroups (`setmaxnreg`);
+# * what FlashAttention-3 builds from them: producer and consumer warpgroups, ping-pong scheduling
+#   of two consumers, the softmax of one tile overlapped with the matrix products of the next, and
+#   fp8 with block quantisation and incoherent processing;
+# * each step this repository has tried so far on the H200, measured against FlexAttention and
+#   cuDNN in the same run, and the steps not measured yet;
+# * what Triton can express of this, and what it leaves to its compiler.
+#
+# **Read first:** [07 · Backward](07_backward.ipynb) (the three backward kernels) and
+# [12 · Performance](12_performance.ipynb) (how speed is counted, the roofline, registers and
+# spills). Like 12, this notebook runs no kernel: it reads the CSV files that
+# `benchmarks/bwd_explore.py` wrote on a lent H200, so it runs on any CPU in seconds, with or
+# without Triton.
+#
+# **Words:** [glossary](GLOSSARY.md) (its last section: TMA, WGMMA, warp specialisation). The
+# exercises at the end check code you write: the dK/dV kernel's shared memory, the backward's time
+# if its dK/dV kernel ran at the dQ kernel's rate, and how FlashAttention-3 shares the register
+# file between its warpgroups.
+
+# %%
+import sys
+from pathlib import Path
+
+try:
+    import kernels
+except ModuleNotFoundError:  # nbmake runs a notebook from notebooks/: the repository is one up
+    sys.path.insert(0, str(Path.cwd().parent))
+    import kernels
+
+import inspect
+import math
+import re
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from kernels.iocost import H200_SXM, flash2_dram_io
+from kernels.iocost import flops as flops_per_head
+
+ROOT = Path(kernels.__file__).resolve().parents[1]  # the checkout, wherever the notebook runs from
+if str(ROOT) not in sys.path:  # benchmarks/ is not installed: its readers come from the checkout
+    sys.path.insert(0, str(ROOT))
+from benchmarks.bench_attention import MODEL_DIM, TOKENS  # noqa: E402
+from benchmarks.bench_attention import flops as bench_flops  # noqa: E402
+from benchmarks.results_csv import read_csv  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+H100_DIR, H200_DIR = RESULTS / "h100", RESULTS / "h200"
+NOTES = (ROOT / "benchmarks" / "NOTES.md").read_text()
+PEAK = H200_SXM.peak_flops / 1e12  # dense bf16, TFLOP/s (datasheet; the H100's chip)
+MAX_REGISTERS = 255  # 32-bit registers one thread can address
+REGISTERS_PER_SM = 65536  # the register file of one SM (H100 and H200)
+NAMES = {"ours": "this kernel", "flex": "FlexAttention", "cudnn": "SDPA cuDNN", "triton": "this kernel",
+         "sdpa-flash": "SDPA FlashAttention-2"}
+
+
+def shape_of(r):
+    """(head_dim, causal, seqlen) of a CSV row, as ints."""
+    return int(r["head_dim"]), int(r["causal"]), int(r["seqlen"])
+
+
+def label(d, causal, n=None):
+    return f"d={d} {'causal' if causal else 'full'}" + ("" if n is None else f" N={n // 1024}k")
+
+
+emeta, explore, _ = read_csv(H200_DIR / "bwd_explore.csv")
+print(", ".join(f"{k}={v}" for k, v in emeta.items()))
+SHAPES = sorted({shape_of(r) for r in explore})
+BWD = {(shape_of(r), r["variant"]): r for r in explore}
+print(f"{len(explore)} rows: {len(SHAPES)} shapes x {sorted({r['variant'] for r in explore})}")
+assert emeta["device"] == "NVIDIA H200" and len(SHAPES) == 12
+
+# %% [markdown]
+# ## 1. Where the backward stands on the H200
+#
+# `benchmarks/bwd_explore.py` (step 5 of `benchmarks/NOTES.md`, issue 20) timed, in one run on an
+# H200, the backward alone of this kernel, of FlexAttention (PyTorch's attention compiled to Triton)
+# and of SDPA's cuDNN backend (NVIDIA's kernel, the same class of Hopper kernel as FlashAttention-3,
+# see section 2), on the same inputs: bf16, 16k tokens per call, model width 2048, head dims 64 and
+# 128, causal or not, $N$ = 1k, 4k, 16k. Speeds are ratios of times measured in the same run
+# (notebook 12, section 1).
+
+# %%
+print(f"{'backward':>18} {'TFLOP/s: ours':>14} {'Flex':>6} {'cuDNN':>6} {'ours/Flex':>10} {'ours/cuDNN':>11}")
+for s in SHAPES:
+    o, f, c = (BWD[s, v] for v in ("ours", "flex", "cudnn"))
+    print(f"{label(*s):>18} {float(o['tflops']):>14.0f} {float(f['tflops']):>6.0f} {float(c['tflops']):>6.0f}"
+          f" {float(o['vs_flex']):>10.2f} {float(o['vs_cudnn']):>11.2f}")
+vs = {v: {s: float(BWD[s, "ours"][f"vs_{v}"]) for s in SHAPES} for v in ("flex", "cudnn")}
+d128 = [s for s in SHAPES if s[0] == 128]
+print(f"head dim 128: ours / Flex {min(vs['flex'][s] for s in d128):.2f}-"
+      f"{max(vs['flex'][s] for s in d128):.2f}, ours / cuDNN {min(vs['cudnn'][s] for s in d128):.2f}-"
+      f"{max(vs['cudnn'][s] for s in d128):.2f}")
+print(f"head dim 64:  ours / Flex {min(vs['flex'][s] for s in SHAPES if s[0] == 64):.2f}-"
+      f"{max(vs['flex'][s] for s in SHAPES if s[0] == 64):.2f}")
+print(f"FlexAttention / ours at head dim 128: {1 / max(vs['flex'][s] for s in d128):.2f}x-"
+      f"{1 / min(vs['flex'][s] for s in d128):.2f}x")
+flex_over_cudnn = [float(BWD[s, "flex"]["vs_cudnn"]) for s in SHAPES]
+print(f"cuDNN / Flex: {1 / max(flex_over_cudnn):.2f}x-{1 / min(flex_over_cudnn):.2f}x at every shape")
+assert all(vs["flex"][s] < 1 for s in d128) and all(vs["flex"][s] > 1 for s in SHAPES if s[0] == 64)
+assert all(vs["cudnn"][s] < 1 for s in SHAPES) and all(1.2 < 1 / x < 1.5 for x in flex_over_cudnn)
+
+# %% [markdown]
+# At head dim 64 this kernel's backward beats FlexAttention's everywhere; at head dim 128 it is
+# behind it everywhere, and cuDNN is ahead of both at every shape. Where do the three sit on the
+# roofline? The FLOPs are the papers' count (notebook 12, section 1); the bytes are the compulsory
+# traffic, every input read once and every output written once (`flash2_dram_io`, the model that
+# notebook 06 checked against Nsight Compute), the same floor for every provider. The forward rows
+# come from the layout check of the same week (`attention_layout_check.csv`: this kernel and SDPA's
+# FlashAttention-2 only).
+
+# %%
+def dram_bytes(n, d, causal, backward):
+    """The compulsory DRAM traffic of one head (bf16, float32 statistics), as notebook 12 counts it."""
+    per_kernel = flash2_dram_io(n, d, block_m=128, block_n=64, causal=bool(causal), backward=backward,
+                                l2_bytes=H200_SXM.l2_bytes)
+    return sum(t.bytes(2) for t in per_kernel.values())
+
+
+def intensity(d, causal, n, backward):
+    return flops_per_head(n, d, causal=bool(causal), backward=backward) / dram_bytes(n, d, causal, backward)
+
+
+lmeta, layout_rows, _ = read_csv(H200_DIR / "attention_layout_check.csv")
+points = {"fwd": {}, "bwd": {}}
+for r in layout_rows:
+    points[r["mode"]].setdefault(r["provider"], []).append((intensity(*shape_of(r), r["mode"] == "bwd"),
+                                                           float(r["tflops"])))
+for r in explore:
+    if r["variant"] in ("ours", "flex", "cudnn"):
+        points["bwd"].setdefault(r["variant"], []).append((intensity(*shape_of(r), True), float(r["tflops"])))
+points["bwd"].pop("triton")  # the same kernel as "ours", in another run: one set of points is enough
+
+STYLE = {"triton": dict(color="C0", marker="o"), "ours": dict(color="C0", marker="o"),  # one style per kernel
+         "sdpa-flash": dict(color="C1", marker="s"), "flex": dict(color="C2", marker="D"),
+         "cudnn": dict(color="C3", marker="^")}
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True)
+x = np.logspace(1, 4.4, 300)
+for ax, mode in zip(axes, ("fwd", "bwd")):
+    ax.loglog(x, np.minimum(H200_SXM.peak_flops, x * H200_SXM.bandwidth) / 1e12, "k-", lw=1,
+              label=f"roof: {H200_SXM.name}, ridge {H200_SXM.ridge:.0f} FLOP/byte")
+    for name, pts in points[mode].items():
+        ax.loglog(*zip(*pts), ls="", ms=6, alpha=0.8, label=NAMES[name], **STYLE[name])
+    ax.axvline(H200_SXM.ridge, color="gray", ls=":")
+    ax.set(xlabel="FLOPs per compulsory DRAM byte (N grows to the right)", ylim=(50, 1500),
+           title=f"{'Forward' if mode == 'fwd' else 'Backward'}, bf16, d = 64 and 128, causal or not, "
+                 "N = 1k, 4k, 16k")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+axes[0].set_ylabel("measured TFLOP/s")
+fig.suptitle(f"{emeta['device']}: the backward on {emeta['date']}, the forward on {lmeta['date']}")
+fig.tight_layout()
+plt.show()
+
+for mode in ("fwd", "bwd"):
+    for name, pts in points[mode].items():
+        share = [t / PEAK for _, t in pts]
+        print(f"{mode} {NAMES[name]:>22}: {min(i for i, _ in pts):5.0f}-{max(i for i, _ in pts):5.0f} "
+              f"FLOP/byte, {min(share):.0%}-{max(share):.0%} of the peak")
+for n in (1024, 4096, 16384):
+    lowest = min(intensity(d, c, n, bw) for d in (64, 128) for c in (0, 1) for bw in (False, True))
+    print(f"N = {n:>5}: the lowest intensity of any forward or backward {lowest:5.0f} FLOP/byte, "
+          f"{lowest / H200_SXM.ridge:.2f}x the ridge ({H200_SXM.ridge:.0f})")
+assert all(intensity(d, c, n, bw) > 3 * H200_SXM.ridge for d in (64, 128) for c in (0, 1)
+           for n in (4096, 16384) for bw in (False, True))
+assert 0.9 * H200_SXM.ridge < min(intensity(d, 1, 1024, True) for d in (64, 128)) < H200_SXM.ridge
+assert max(t for m in points for pts in points[m].values() for _, t in pts) < 0.6 * PEAK
+assert all(float(BWD[s, "cudnn"]["tflops"]) > max(float(BWD[s, v]["tflops"]) for v in ("ours", "flex"))
+           for s in SHAPES)
+
+# %% [markdown]
+# From $N = 4$k on, every point sits at least three times the ridge point to the right, where the
+# roof is flat: the bytes are not what sets these times (notebook 12 found the same on the H100,
+# and that the H200's extra bandwidth bought nothing). Only the causal backward at $N = 1$k sits at
+# the ridge, just left of it. None reaches 60% of the peak; at the same bytes, cuDNN's backward is
+# the fastest at every shape. For the forward, cuDNN was measured on the H100 only
+# (`h100/attention_tflops.csv`), against the same kernel:
+
+# %%
+_, h100_rows, _ = read_csv(H100_DIR / "attention_tflops.csv")
+h100 = {(r["provider"], r["dtype"], *shape_of(r), r["mode"]): float(r["tflops"]) for r in h100_rows}
+for d in (64, 128):
+    for mode in ("fwd", "bwd"):
+        rs = [h100["triton", "bf16", d, c, n, mode] / h100["sdpa-cudnn", "bf16", d, c, n, mode]
+              for (p, dt, dd, c, n, m) in h100 if (p, dt, dd, m) == ("sdpa-cudnn", "bf16", d, mode)
+              and n >= 1024 and ("triton", "bf16", d, c, n, mode) in h100]
+        print(f"H100, d={d:>3} {mode}: ours / cuDNN {min(rs):.2f}-{max(rs):.2f} over {len(rs)} shapes "
+              "(N >= 1k)")
+        assert max(rs) < 1.0
+
+# %% [markdown]
+# **Takeaway.** On the H200, this kernel's backward is ahead of FlexAttention's at head dim 64 and
+# behind it at 128; cuDNN's is ahead of both at every shape, and cuDNN's forward is ahead of this
+# kernel's too (on the H100). All of them are compute-bound from $N = 4$k on and far below the
+# roof: the difference is how well each keeps the tensor cores busy.
+
+# %% [markdown]
+# ## 2. Where the time goes, kernel by kernel
+#
+# The same run profiled each backward with `torch.profiler` (`bwd_kernels.csv`): the time of every
+# kernel it launches. Ours is three (notebook 07): a preprocess ($\delta = \mathrm{rowsum}(dO \circ
+# O)$), the dK/dV kernel (one program per key block, query blocks streaming past) and the dQ kernel
+# (one program per query block, key blocks streaming past). FlexAttention is a preprocess and one
+# launch whose programs do either job. cuDNN:
+
+# %%
+_, kernel_rows, _ = read_csv(H200_DIR / "bwd_kernels.csv")
+KERNELS = {}  # (shape, variant) -> {kernel: ms}
+for r in kernel_rows:
+    KERNELS.setdefault((shape_of(r), r["variant"]), {})[r["kernel"]] = float(r["ms"])
+cudnn_kernels = KERNELS[(128, 0, 16384), "cudnn"]
+for name, ms in cudnn_kernels.items():
+    print(f"  cuDNN, d=128 full N=16k: {ms:7.4f} ms  {name}")
+main = max(cudnn_kernels, key=cudnn_kernels.get)
+assert "sm90" in main and "wgmma" in main and any("convert_dq" in k for k in cudnn_kernels)
+
+# %% [markdown]
+# One main kernel whose name says what it is built on (`sm90`: Hopper; `wgmma`: its warpgroup
+# matrix multiply, section 4), beside a kernel computing $\delta$ and one that converts $dQ$ to
+# 16 bits at the end: $dQ$ is accumulated in 32 bits first. That is the signature of the
+# single-kernel layout of FlashAttention-2's backward, which FlashAttention-3 keeps (we did not
+# look inside cuDNN's kernel): each program owns a key block, keeps $dK$ and $dV$ on chip, and
+# *adds* each tile's share of $dQ$ into a float32 buffer in memory, instead of recomputing $S$ and
+# $dP$ in a second kernel as ours does (notebook 12, section 7: 7 matrix products per tile pair
+# where the count credits 5).
+#
+# Side by side at $N = 16$k (the other lengths look the same):
+
+# %%
+COLOURS = {"_attn_bwd_preprocess": "tab:gray", "_attn_bwd_dkdv": "tab:red", "_attn_bwd_dq": "tab:blue"}
+
+
+def kernel_label(variant, name):
+    if variant == "ours":
+        return {"_attn_bwd_preprocess": "ours: preprocess", "_attn_bwd_dkdv": "ours: dK/dV",
+                "_attn_bwd_dq": "ours: dQ"}[name]
+    if variant == "flex":
+        return "Flex: preprocess" if "per_fused" in name else "Flex: dK/dV + dQ (one launch)"
+    return "cuDNN: main (sm90 wgmma)" if name == main else "cuDNN: delta, dQ to 16 bits, memset"
+
+
+fig, ax = plt.subplots(figsize=(11, 4.8))
+yticks, seen = [], set()
+for i, (d, causal) in enumerate([(64, 0), (64, 1), (128, 0), (128, 1)]):
+    for j, variant in enumerate(("ours", "flex", "cudnn")):
+        y = i * 4 + j
+        left = 0.0
+        for name, ms in sorted(KERNELS[(d, causal, 16384), variant].items(), key=lambda kv: -kv[1]):
+            lab = kernel_label(variant, name)
+            colour = COLOURS.get(name, {"flex": "tab:purple", "cudnn": "tab:green"}.get(variant))
+            small = lab.endswith(("preprocess", "memset"))
+            ax.barh(y, ms, left=left, color=colour, alpha=0.45 if small else 0.9, edgecolor="white",
+                    label=None if lab in seen else lab)
+            seen.add(lab)
+            left += ms
+        yticks.append((y, f"{label(d, causal)}: {NAMES[variant]}"))
+ax.set_yticks(*zip(*yticks), fontsize=8)
+ax.invert_yaxis()
+ax.set(xlabel="ms per backward (torch.profiler, kernel times summed)",
+       title=f"The backward's kernels at N = 16k, bf16 ({emeta['device']}, {emeta['date']})")
+ax.legend(fontsize=7, loc="lower right")
+ax.grid(alpha=0.3, axis="x")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The dK/dV kernel takes about two thirds of our time at every shape (printed below). It does more
+# work than the dQ kernel (4 matrix products per tile pair: $S^\top$, $dV$, $dP^\top$, $dK$,
+# against dQ's 3: $S$, $dP$, $dQ$), so compare the **time per matrix product**, each kernel's time
+# divided by its products per tile pair (FlexAttention's one launch does all 7):
+
+# %%
+MATMULS = {"_attn_bwd_dkdv": 4, "_attn_bwd_dq": 3}  # products per (query block, key block) pair
+FLEX_MATMULS = 7
+per_matmul = {}
+print(f"{'ms per product':>18} {'ours dK/dV':>11} {'ours dQ':>8} {'Flex':>6}   dK/dV / Flex   dQ / Flex")
+for s in SHAPES:
+    ours = KERNELS[s, "ours"]
+    flex_main = max(KERNELS[s, "flex"].values())  # its one launch (the preprocess is the other)
+    p = {k: ours[k] / m for k, m in MATMULS.items()} | {"flex": flex_main / FLEX_MATMULS}
+    per_matmul[s] = p
+    print(f"{label(*s):>18} {p['_attn_bwd_dkdv']:>11.3f} {p['_attn_bwd_dq']:>8.3f} {p['flex']:>6.3f}"
+          f"   {p['_attn_bwd_dkdv'] / p['flex']:>12.2f}   {p['_attn_bwd_dq'] / p['flex']:>9.2f}")
+dkdv_share = [KERNELS[s, "ours"]["_attn_bwd_dkdv"] / sum(KERNELS[s, "ours"].values()) for s in SHAPES]
+print(f"the dK/dV kernel's share of our backward: {min(dkdv_share):.0%}-{max(dkdv_share):.0%}")
+assert all(0.6 < x < 0.72 for x in dkdv_share)
+long128 = [s for s in d128 if s[2] >= 4096]
+assert all(per_matmul[s]["_attn_bwd_dq"] < per_matmul[s]["flex"] < per_matmul[s]["_attn_bwd_dkdv"]
+           for s in long128)
+assert all(per_matmul[s]["_attn_bwd_dq"] < 1.05 * per_matmul[s]["flex"] for s in d128)
+assert all(per_matmul[s]["_attn_bwd_dq"] < per_matmul[s]["flex"] for s in SHAPES if s[0] == 64)
+assert all(per_matmul[s]["_attn_bwd_dkdv"] > 1.2 * per_matmul[s]["flex"] for s in d128)
+
+# %% [markdown]
+# Per matrix product, our dQ kernel is as fast as FlexAttention's launch or faster (within 5% at
+# $N = 1$k, head dim 128; faster everywhere else), and our dK/dV kernel is at least 1.2 times
+# slower at head dim 128. **The gap to FlexAttention is the dK/dV kernel.** (How close would the
+# backward come if dK/dV ran at dQ's rate? Exercise 2.)
+
+# %% [markdown]
+# ## 3. What the dK/dV kernel runs out of: registers
+#
+# A Triton program is one group of warps in which every thread does everything: it computes
+# addresses, issues loads, runs its share of each matrix product and of the element-wise work, and
+# holds its share of every live tile in registers. The dK/dV kernel holds two float32 accumulators
+# of $\text{BLOCK\_N} \times d$ ($dK$ and $dV$) for the whole loop, besides $K$, $V$ and the tiles of
+# each step ($S^\top$, $P^\top$, $dP^\top$, $dS^\top$, $\text{BLOCK\_N} \times \text{BLOCK\_M}$,
+# float32). The H200 sweeps (`bwd_sweep_1.csv`, `bwd_sweep_2.csv`, head dim 128) timed six to eight
+# dK/dV configurations per shape and kept ptxas's report for each (at $N = 4096$): registers per
+# thread, registers spilled to local memory, shared memory. `KV_B` is the second arrangement of the
+# loop (step 5): $S = Q K^\top$ as in the forward, $K$ and $V$ read from shared memory as the second
+# operand of each product, $P$ and $dS$ transposed for the two accumulations.
+
+# %%
+dkdv = []
+for name in ("bwd_sweep_1.csv", "bwd_sweep_2.csv"):
+    smeta, srows, _ = read_csv(H200_DIR / name)
+    for r in srows:
+        stats = {k: int(v) for k, v in re.findall(r"([a-z]+) (\d+)", r["dkdv_stats"])}
+        if stats:
+            bm, bn, w, st = (int(r[k]) for k in ("block_m", "block_n", "warps", "stages"))
+            dkdv.append(dict(stats, bm=bm, bn=bn, st=st, run=name[-5], causal=int(r["causal"]),
+                             kv_b=int(r["kv_b"]), speed=float(r["vs_flex"]),
+                             acc=2 * bn * int(r["head_dim"]) / (32 * w),  # dK, dV: fp32 per thread
+                             tile=f"{bm}x{bn} {w}w {st}s{' KV_B' if int(r['kv_b']) else ''}"))
+print(", ".join(f"{k}={v}" for k, v in smeta.items()))
+print(f"{'configuration':>22} {'sweep':>5} {'mask':>6} {'dK+dV regs/thread':>18} {'regs':>5} {'spills':>7} "
+      f"{'shared KiB':>11} {'speed / Flex':>13}")
+for r in sorted(dkdv, key=lambda r: (r["causal"], -r["speed"])):
+    print(f"{r['tile']:>22} {r['run']:>5} {'causal' if r['causal'] else 'full':>6} {r['acc']:>18.0f} "
+          f"{r['regs']:>5} {r['spills']:>7} {r['shared'] / 1024:>11.1f} {r['speed']:>13.2f}")
+over = {r["tile"] for r in dkdv if r["acc"] > MAX_REGISTERS}
+slowest = {min((r for r in dkdv if r["causal"] == c), key=lambda r: r["speed"])["tile"] for c in (0, 1)}
+print(f"accumulators alone over {MAX_REGISTERS} registers per thread: {over}; the slowest, per mask: "
+      f"{slowest}")
+assert all(r["regs"] == MAX_REGISTERS for r in dkdv)  # every configuration at the limit
+assert sum(r["spills"] == 0 for r in dkdv) == 1 and all(r["shared"] < H200_SXM.smem_bytes for r in dkdv)
+assert over == slowest == {"32x128 4w 3s KV_B"}
+
+# %% [markdown]
+# Every configuration uses all 255 registers a thread can address, and all but one spill. The one
+# whose two accumulators alone need more than 255 registers per thread (128 keys at head dim 128
+# on 4 warps, 128 threads: 256 each) is the slowest with either mask. Speed against spills,
+# and against shared memory:
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.6), sharey=True)
+for ax, key, xlabel in ((axes[0], "spills", "registers spilled per thread (ptxas; each uses all 255)"),
+                        (axes[1], "shared", "shared memory per program (KiB, ptxas)")):
+    for causal in (0, 1):
+        for kv_b, marker in ((0, "o"), (1, "^")):
+            pts = [(r[key] / (1024 if key == "shared" else 1), r["speed"]) for r in dkdv
+                   if (r["causal"], r["kv_b"]) == (causal, kv_b)]
+            ax.plot(*zip(*pts), marker, ls="", ms=8, alpha=0.8, color=("tab:blue", "tab:orange")[causal],
+                    label=f"{'causal' if causal else 'no mask'}, {'KV_B' if kv_b else 'default'} loop")
+    ax.set(xlabel=xlabel)
+    ax.grid(alpha=0.3)
+axes[1].axvline(H200_SXM.smem_bytes / 1024, color="k", ls=":", label="the most one program may use")
+best = max(dkdv, key=lambda r: r["speed"])
+axes[0].annotate(best["tile"], (best["spills"], best["speed"]), xytext=(8, -12), textcoords="offset points",
+                 fontsize=8)
+axes[0].set_ylabel("backward speed / FlexAttention's (same run)")
+axes[1].legend(fontsize=8, loc="lower right")
+fig.suptitle(f"dK/dV configurations at head dim 128, N = 4096, bf16 ({smeta['device']}, {smeta['date']})")
+fig.tight_layout()
+plt.show()
+
+kv_b_shared = [r["shared"] - (2 * r["bn"] + 2 * r["st"] * r["bm"]) * 128 * 2 for r in dkdv if r["kv_b"]]
+print(f"KV_B: ptxas's shared memory minus the K, V, Q and dO tiles {min(kv_b_shared) / 1024:+.1f} to "
+      f"{max(kv_b_shared) / 1024:+.1f} KiB; the fastest: "
+      f"{best['tile']}, {best['spills']} spills, {best['speed']:.2f}x Flex")
+assert best["kv_b"] and best["spills"] > 100
+
+# %% [markdown]
+# The fastest configuration spills over a hundred registers per thread; the shared memory is far
+# from the limit everywhere. (`KV_B`'s transposes go through shared memory, and the compiler
+# arranges those buffers its own way: its shared memory differs from the count of the tiles by the
+# range printed above, while the default loop's matches it, exercise 1.) Notebook 12 drew the same
+# spills and noted that their count does not rank the configurations: what a spill costs depends
+# on where in the loop it falls. The pattern
+# is the one FlashAttention-3 was designed around: **registers, not bytes or shared memory, are
+# what the dK/dV kernel lacks**, because every thread must hold a share of everything. Hopper lets
+# a kernel divide that work between warps instead.
+#
+# **Takeaway.** The backward's gap to FlexAttention is its dK/dV kernel, and that kernel's compiled
+# form is at the register limit in every configuration tried.
+
+# %% [markdown]
+# ## 4. What Hopper adds
+#
+# Four features of the H100 and H200 (compute capability 9.0) change how a kernel feeds its tensor
+# cores. Each removes work from the threads that do the arithmetic, or lets it run at the same time.
+#
+# * **TMA, the tensor memory accelerator.** A copy unit in each SM. One thread hands it a
+#   *tensor descriptor* (base address, shape, strides, tile shape, made once on the host or the
+#   device) and a tile coordinate; the TMA copies the whole tile from global to shared memory (or
+#   back), computing every address and the bounds itself, and signals completion on a barrier in
+#   shared memory (an *mbarrier*, which counts the bytes that arrived). The threads that would
+#   have computed pointers and issued loads are free, and need no registers for addresses.
+# * **wgmma, the warpgroup matrix multiply.** A *warpgroup* is four consecutive warps, 128 threads.
+#   One wgmma instruction, issued by the whole warpgroup at once, adds the product of a
+#   $64 \times 16$ and a $16 \times n$ tile ($n$ up to 256, for 16-bit inputs) to a $64 \times n$
+#   float32 accumulator held in the warpgroup's registers; the operand $B$ (and optionally $A$) is
+#   read directly from shared memory. It is **asynchronous**: the threads issue it, go on with other
+#   work, and wait for it only when they need the result (`wgmma.wait_group`). The A100's
+#   `mma.sync` is synchronous: each warp waits for its product.
+# * **Warp specialisation.** Because loads (TMA) and products (wgmma) are both asynchronous, a
+#   kernel can give warps different jobs: a *producer* warpgroup that only issues TMA copies into a
+#   ring of shared-memory buffers, and *consumer* warpgroups that only compute. Two barriers per
+#   buffer make the pipeline: "full" (the consumer waits until the TMA has filled it) and "empty"
+#   (the producer waits until every consumer is done with it). The loads of the next tiles are in
+#   flight while the current ones are multiplied, without the consumers spending an instruction on
+#   them.
+# * **`setmaxnreg`, register reallocation.** A warpgroup can give registers back to the SM's pool
+#   (`setmaxnreg.dec`) or take more (`setmaxnreg.inc`), in multiples of 8 from 24 to 256 per thread.
+#   A producer that only issues copies needs few; the consumers, which hold the accumulators, take
+#   what it gives up.
+#
+# The register file is the budget all of them share: 65,536 32-bit registers per SM, at most 255
+# per thread. With one program of 8 warps per SM, an even split gives each of its 256 threads
+# $65536 / 256 = 256$, capped at 255; with 4 warps a thread still cannot address more than 255.
+# Every dK/dV configuration of section 3 uses exactly that many.
+
+# %% [markdown]
+# ## 5. What FlashAttention-3 does with them
+#
+# FlashAttention-3 (Shah, Bikshandi, Zhang, Thakkar, Ramani and Dao, 2024) is the FlashAttention-2
+# algorithm (the loop order of notebook 05) rebuilt on these features for Hopper, in CUDA with
+# NVIDIA's CUTLASS library:
+#
+# 1. **Producer/consumer warp specialisation.** One producer warpgroup loads $Q$ once and $K$, $V$
+#    tile after tile through TMA into a ring of shared-memory stages; one to three consumer
+#    warpgroups compute, each on its own rows of the query block. The producer drops its registers with
+#    `setmaxnreg` and the consumers take them. Its forward kernel
+#    (`hopper/flash_fwd_kernel_sm90.h` in Dao-AILab/flash-attention) sets:
+
+# %%
+FA3_REGISTERS = {  # (consumer warpgroups, K/V loads) -> (producer, each consumer), registers per thread
+    (1, "TMA"): (56, 256), (2, "TMA"): (24, 240), (2, "cp.async"): (40, 232), (3, "TMA"): (32, 160)}
+for (consumers, loads), (p, c) in FA3_REGISTERS.items():
+    used = 128 * (p + consumers * c)
+    print(f"{consumers} consumer warpgroup(s), {loads:>8} loads: producer {p:>3}, consumers {c:>3} registers "
+          f"per thread: {used:,} of the SM's {REGISTERS_PER_SM:,}")
+    assert used <= REGISTERS_PER_SM and c % 8 == 0 and p % 8 == 0
+print(f"an even split of 384 threads (one producer and two consumer warpgroups): "
+      f"{REGISTERS_PER_SM // 384} registers each")
+
+# %% [markdown]
+#    With two consumer warpgroups each consumer thread holds 240 registers, and the 128 producer
+#    threads 24 each; an even split of the same 384 threads would give every thread 170. Exercise 3
+#    asks you for the rule behind these numbers.
+#
+# 2. **Ping-pong scheduling.** The softmax between the two products of each tile runs on the
+#    special-function units, not the tensor cores, and the exponential is slow: the paper gives the
+#    H100 SXM5 989 TFLOP/s of 16-bit matrix products but only 3.9 TFLOP/s of special functions such
+#    as `exp`. Per score, the forward does $4d$ FLOPs of products and one exponential:
+
+# %%
+MATMUL_RATE, EXP_RATE = 989e12, 3.9e12  # FLOP/s and exp/s of the H100 SXM5, as FlashAttention-3 gives them
+for d in (64, 128):
+    for mode, products, exps in (("forward", 2, 1), ("backward, as counted (5 products)", 5, 1),
+                                 ("backward, ours (7 products, P twice)", 7, 2)):
+        exp_time = exps / EXP_RATE
+        matmul_time = products * 2 * d / MATMUL_RATE
+        print(f"d={d:>3} {mode:>36}: the exponentials take {exp_time / matmul_time:.0%} of the products' "
+              "time")
+fwd128 = (1 / EXP_RATE) / (4 * 128 / MATMUL_RATE)
+assert 0.45 < fwd128 < 0.55
+
+# %% [markdown]
+#    At head dim 128 the forward's exponentials take about half as long as its products (at head
+#    dim 64 as long as them): run one after the other, the tensor cores idle a third of the time.
+#    FlashAttention-3 has two consumer warpgroups take turns, with barriers between them: while one
+#    computes the softmax of its tile, the other runs its products, so the tensor cores always have
+#    work. A model of it, with the
+#    times above (one tile: the two products $g$ each, the softmax $s = g$, as $s / 2g \approx 0.5$):
+
+# %%
+g, s = 1.0, 2 * fwd128  # one product's time, and the softmax's between the two, in units of g
+TILES = 3
+fig, axes = plt.subplots(2, 1, figsize=(11, 3.6), sharex=True, height_ratios=(1, 2))
+for j in range(TILES):  # one warpgroup, no overlap: S, softmax, PV, one after the other
+    t = j * (2 * g + s)
+    for what, start, length, colour in (("S = QK^T", t, g, "tab:blue"), ("softmax", t + g, s, "tab:orange"),
+                                        ("PV", t + g + s, g, "tab:green")):
+        axes[0].barh(0, length, left=start, color=colour, edgecolor="white", label=what if j == 0 else None)
+for wg in (0, 1):  # ping-pong: each warpgroup's two products run while the other computes its softmax
+    for j in range(TILES):
+        t = j * 4 * g + wg * 2 * g
+        axes[1].barh(wg, 2 * g, left=t, color="tab:cyan", edgecolor="white",
+                     label="PV of the last tile + S of the next" if (wg, j) == (0, 0) else None)
+        axes[1].barh(wg, s, left=t + 2 * g, color="tab:orange", edgecolor="white")
+axes[0].set_yticks([0], ["one warpgroup"])
+axes[1].set_yticks([0, 1], ["warpgroup 1", "warpgroup 2"])
+axes[0].set_title("no overlap: the tensor cores idle during each softmax", fontsize=9)
+axes[1].set_title("ping-pong: the tensor cores alternate between the warpgroups", fontsize=9)
+axes[1].set_xlabel("time, in units of one product of one tile (a model, d = 128)")
+for ax in axes:
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+fig.tight_layout()
+plt.show()
+print(f"tensor cores busy: no overlap {2 * g / (2 * g + s):.0%} of the time, ping-pong "
+      f"{min(1.0, 2 * g / s):.0%} (while the softmax takes no longer than the two products)")
+
+# %% [markdown]
+#    (A model, not a measurement: it leaves out the loads, the rescaling of the accumulator and the
+#    reductions.) FlashAttention-3's backward is built the same way (`hopper/flash_bwd_kernel_sm90.h`):
+#    consumer warpgroups keep $dK$ and $dV$ in registers; in the producer warpgroup one warp loads
+#    $K$, $V$ and streams $Q$, $dO$ through TMA, and another adds each tile's $dQ$ into float32
+#    memory, so the consumers issue none of that traffic themselves.
+#
+# 3. **Overlap within a warpgroup.** Inside one consumer, the softmax of tile $j$ runs while the
+#    asynchronous wgmma of tile $j + 1$'s $S = QK^\top$ (and tile $j - 1$'s $PV$) is in flight: a
+#    two-stage pipeline across loop iterations. It costs registers, since two score tiles are alive
+#    at once: one more reason the consumers need the registers the producer gives up.
+#
+# 4. **fp8.** Hopper's tensor cores run e4m3 (4 exponent bits, 3 mantissa bits) at twice the bf16
+#    rate. Two things keep its error in check: **block quantisation**, one scale per tile (a block
+#    of $Q$ rows, of $K$ rows) instead of one per tensor, applied to the tile's product in float32;
+#    and **incoherent processing**, multiplying $Q$ and $K$ by the same random orthogonal matrix $M$
+#    (a Hadamard matrix times random signs, applied in $O(d \log d)$) before quantising:
+#    $(QM)(KM)^\top = QK^\top$ exactly, and an outlier in one coordinate is spread over all $d$.
+#    A small experiment on the CPU: one head, $N = 1024$, $d = 128$, standard normal $Q$, $K$, $V$
+#    with 0.1% of their entries ten times larger, quantised each way, the attention computed in
+#    float64 from the quantised values, against the exact one:
+
+# %%
+E4M3 = torch.float8_e4m3fn
+E4M3_MAX = torch.finfo(E4M3).max  # 448: the largest finite e4m3
+
+
+def quantise(x, block=None):
+    """x rounded to e4m3 with one scale per block of rows (None: one for the tensor), back in float64."""
+    blocks = x.reshape(-1, block or x.shape[0], x.shape[1])
+    scale = blocks.abs().amax(dim=(1, 2), keepdim=True) / E4M3_MAX
+    return ((blocks / scale).to(E4M3).to(torch.float64) * scale).reshape(x.shape)
+
+
+def hadamard(d):
+    """The d x d Hadamard matrix (Sylvester's construction), scaled to be orthogonal."""
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < d:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)])
+    return h / math.sqrt(d)
+
+
+def attention64(q, k, v):
+    return torch.softmax(q @ k.T / math.sqrt(q.shape[1]), dim=-1) @ v
+
+
+gen = torch.Generator().manual_seed(0)
+N_FP8, D_FP8, OUTLIERS = 1024, 128, 0.001
+
+
+def with_outliers():
+    x = torch.randn(N_FP8, D_FP8, generator=gen, dtype=torch.float64)
+    x[torch.rand(N_FP8, D_FP8, generator=gen) < OUTLIERS] *= 10
+    return x
+
+
+q8, k8, v8 = with_outliers(), with_outliers(), with_outliers()
+signs = torch.where(torch.rand(D_FP8, generator=gen) < 0.5, -1.0, 1.0).to(torch.float64)
+rotation = torch.diag(signs) @ hadamard(D_FP8)
+exact = attention64(q8, k8, v8)
+
+
+def rel(o):
+    return ((o - exact).norm() / exact.norm()).item()
+
+
+fp8_err = {
+    "bf16 (for scale)": rel(attention64(*(t.bfloat16().double() for t in (q8, k8, v8)))),
+    "e4m3, one scale per tensor": rel(attention64(quantise(q8), quantise(k8), quantise(v8))),
+    "e4m3, one scale per 64 rows": rel(attention64(quantise(q8, 64), quantise(k8, 64), quantise(v8, 64))),
+    "e4m3, 64-row scales, Q and K rotated": rel(attention64(quantise(q8 @ rotation, 64),
+                                                            quantise(k8 @ rotation, 64), quantise(v8, 64)))}
+for name, e in fp8_err.items():
+    print(f"{name:>38}: relative error of the output {e:.2e}")
+print(f"rotation alone, no rounding: {rel(attention64(q8 @ rotation, k8 @ rotation, v8)):.1e}; "
+      f"e4m3 keeps {E4M3_MAX:.0f} as its largest value and 3 mantissa bits at every magnitude")
+errs = list(fp8_err.values())
+assert rel(attention64(q8 @ rotation, k8 @ rotation, v8)) < 1e-12  # exact up to float64 rounding
+print(f"e4m3 / bf16: {min(errs[1:]) / errs[0]:.0f}x-{max(errs[1:]) / errs[0]:.0f}x; per-block scales "
+      f"change the error by {errs[2] / errs[1] - 1:+.0%}, the rotation by {errs[3] / errs[2] - 1:+.0%}")
+assert min(errs[1:]) > 5 * errs[0] and abs(errs[2] / errs[1] - 1) < 0.05 and errs[3] < 0.7 * errs[2]
+
+# %% [markdown]
+#    In this setting e4m3's error is 8 to 12 times bf16's, however it is scaled; per-block scales
+#    alone barely change the error (e4m3 is a floating-point format: a scale buys
+#    range, not precision), and the rotation cuts it by about a third. One synthetic setting, not a
+#    property of every input: an fp8 kernel must be measured on the data it will see, and this
+#    repository has no fp8 kernel yet (the issue's fourth step).
+#
+# **Takeaway.** FlashAttention-3 takes the loads and the bookkeeping away from the threads that
+# hold the accumulators, gives those threads the registers, and keeps the tensor cores busy while
+# the softmax runs; none of it changes the arithmetic.
+
+# %% [markdown]
+# ## 6. The steps tried so far, measured
+#
+# Issue 20 lists the paths towards FlexAttention's backward and cuDNN's; `benchmarks/NOTES.md`,
+# step 5, records each one tried: a prediction, the measurement, and why they differ. Each row below
+# is one variant, timed in one run against FlexAttention and cuDNN (the `KV_B` rows come from the
+# sweep, which timed FlexAttention but not cuDNN: their ratio to cuDNN goes through FlexAttention's,
+# two runs, marked ≈).
+
+# %%
+_, rows_after, _ = read_csv(H200_DIR / "bwd_explore_rows.csv")
+AFTER = {(shape_of(r), r["variant"]): r for r in rows_after}
+_, sweep2, _ = read_csv(H200_DIR / "bwd_sweep_2.csv")
+_, sweep1, _ = read_csv(H200_DIR / "bwd_sweep_1.csv")
+KV_B_CFG = ("64", "64", "4", "2", "1")  # block_m, block_n, warps, stages, kv_b
+
+
+def kv_b_rows(rows):
+    return {shape_of(r): r for r in rows
+            if (r["block_m"], r["block_n"], r["warps"], r["stages"], r["kv_b"]) == KV_B_CFG}
+
+
+def tflops_of(shape, ms):
+    d, causal, n = shape
+    return bench_flops(TOKENS // n, MODEL_DIM // d, n, d, causal, "bwd") / (ms * 1e-3) / 1e12
+
+
+STEPS = {  # name -> (kept?, {shape: (ratio to Flex, ratio to cuDNN, TFLOP/s)})
+    "before step 5": ("the start", {s: BWD[s, "ours"] for s in SHAPES}),
+    "FlexAttention's blocks": ("no", {s: BWD[s, "ours_flexcfg"] for s in SHAPES}),
+    "dK/dV and dQ on two streams": ("no", {s: BWD[s, "ours_streams"] for s in SHAPES}),
+    "q, k, v loaded as rows": ("yes", {s: AFTER[s, "ours"] for s in {k for k, _ in AFTER}}),
+}
+ABLATION = {name: (kept, {s: (float(r["vs_flex"]), float(r["vs_cudnn"]), float(r["tflops"]))
+                          for s, r in rows.items()})
+            for name, (kept, rows) in STEPS.items()}
+flex_cudnn = {s: float(AFTER[s, "flex"]["vs_cudnn"]) for s in {k for k, _ in AFTER}}  # cuDNN time / Flex time
+ABLATION["KV_B loop, 64x64, 4 warps, 2 stages"] = (
+    "d=128 full only", {s: (float(r["vs_flex"]), float(r["vs_flex"]) * flex_cudnn[s],
+                            tflops_of(s, float(r["ms"]))) for s, r in kv_b_rows(sweep2).items()})
+NOT_MEASURED = ["fused backward, atomic dQ (5 products per tile pair)",
+                "TMA loads (tensor descriptors), persistent grid", "warp specialisation",
+                "fp8 (e4m3) forward"]
+COLUMNS = [(128, 0, 4096), (128, 0, 16384), (128, 1, 4096), (128, 1, 16384)]
+print(f"{'backward / FlexAttention (/ cuDNN)':>40} " + " ".join(f"{label(*s):>20}" for s in COLUMNS)
+      + f" {'d=64, 4k-16k':>12}  kept")
+for name, (kept, res) in ABLATION.items():
+    approx = "≈" if name.startswith("KV_B") else ""
+    cells = [f"{res[s][0]:.2f} ({approx}{res[s][1]:.2f})" if s in res else "-" for s in COLUMNS]
+    d64 = [res[s][0] for s in res if s[0] == 64 and s[2] >= 4096]
+    print(f"{name:>40} " + " ".join(f"{c:>20}" for c in cells)
+          + f" {f'{min(d64):.2f}-{max(d64):.2f}' if d64 else '-':>12}  {kept}")
+for name in NOT_MEASURED:
+    print(f"{name:>40} " + " ".join(f"{'not measured':>20}" for _ in COLUMNS))
+
+# %% [markdown]
+# The same ratios to FlexAttention as bars, with the goal (1.0, FlexAttention's speed) and cuDNN's
+# level in the same run:
+
+# %%
+fig, ax = plt.subplots(figsize=(11, 4.6))
+width = 0.8 / len(ABLATION)
+for i, (name, (kept, res)) in enumerate(ABLATION.items()):
+    xs = [j + (i - (len(ABLATION) - 1) / 2) * width for j in range(len(COLUMNS))]
+    ax.bar(xs, [res[s][0] for s in COLUMNS], width, label=f"{name} (kept: {kept})",
+           hatch="//" if kept in ("yes", "d=128 full only") else None, edgecolor="white")
+for j, s in enumerate(COLUMNS):
+    ax.plot([j - 0.45, j + 0.45], [1 / flex_cudnn[s]] * 2, "k--", lw=1.5,
+            label="cuDNN (same run as the rows)" if j == 0 else None)
+ax.axhline(1.0, color="k", lw=1, label="FlexAttention: the goal")
+ax.set_xticks(range(len(COLUMNS)), [label(*s) for s in COLUMNS])
+ax.set(ylabel="backward speed / FlexAttention's (same run)", ylim=(0.6, 1.5),
+       title=f"Head dim 128, bf16: each step of NOTES.md step 5 ({emeta['device']}, {emeta['date']})")
+ax.legend(fontsize=7, ncol=2, loc="upper left")
+ax.grid(alpha=0.3, axis="y")
+plt.show()
+
+base = ABLATION["before step 5"][1]
+same_cfg = {}  # the configurations both sweeps timed: how much one measurement moves between two runs
+for r in sweep1 + sweep2:
+    cfg = (shape_of(r), r["block_m"], r["block_n"], r["warps"], r["stages"], r["kv_b"])
+    same_cfg.setdefault(cfg, []).append(float(r["vs_flex"]))
+drift = max(max(v) - min(v) for v in same_cfg.values() if len(v) == 2)
+print(f"the same dK/dV configuration in the two sweeps: ratios to Flex up to {drift:.3f} apart")
+moved = {name: max(abs(res[s][0] - base[s][0]) for s in COLUMNS) for name, (_, res) in ABLATION.items()
+         if name in ("FlexAttention's blocks", "dK/dV and dQ on two streams", "q, k, v loaded as rows")}
+kv_b = ABLATION["KV_B loop, 64x64, 4 warps, 2 stages"][1]
+sweep1_kv_b = {s: float(r["vs_flex"]) for s, r in kv_b_rows(sweep1).items()}
+print("largest change against 'before', head dim 128: " + ", ".join(f"{k} {v:.3f}" for k, v in moved.items()))
+print(f"KV_B without a mask: {kv_b[COLUMNS[0]][0]:.2f} / {kv_b[COLUMNS[1]][0]:.2f} (sweep 2), "
+      f"{sweep1_kv_b[COLUMNS[0]]:.2f} / {sweep1_kv_b[COLUMNS[1]]:.2f} (sweep 1); causal "
+      f"{kv_b[COLUMNS[2]][0]:.2f} / {kv_b[COLUMNS[3]][0]:.2f}")
+best_share = max(res[s][2] for _, res in ABLATION.values() for s in COLUMNS) / PEAK
+print(f"the fastest head-dim-128 backward of any step: {best_share:.0%} of the peak; cuDNN's: "
+      f"{max(float(BWD[s, 'cudnn']['tflops']) for s in COLUMNS) / PEAK:.0%}")
+assert all(v <= 0.05 for v in moved.values()) and 0.01 < drift < 0.05
+signs = {name: {np.sign(res[s][0] - base[s][0]) for s in COLUMNS}
+         for name, (_, res) in ABLATION.items() if name in moved}
+assert all(v == {-1.0, 1.0} for v in signs.values())  # each moved the ratio up at some shapes, down at others
+assert all(kv_b[s][0] > max(res[s][0] for name, (_, res) in ABLATION.items() if not name.startswith("KV_B"))
+           for s in COLUMNS[:2])  # KV_B: the best without a mask...
+assert all(kv_b[s][0] < base[s][0] for s in COLUMNS[2:])  # ...and worse than before with the causal mask
+assert all(res[s][0] < 1.0 and res[s][1] < 0.75 for _, res in ABLATION.values() for s in COLUMNS)
+assert all(ABLATION["FlexAttention's blocks"][1][s][0] < base[s][0] - 0.1 for s in SHAPES if s[0] == 64)
+
+# %% [markdown]
+# What the measurements say, step by step (NOTES.md gives each prediction):
+#
+# * **FlexAttention's launch configuration** and **two streams** (so that the dK/dV and dQ kernels
+#   share the GPU as FlexAttention's single launch does) moved the ratio at head dim 128 by at most
+#   0.04, up at some shapes and down at others, where the same configuration measured in two runs
+#   differs by up to 0.02 (both printed above); FlexAttention's blocks made head dim 64 slower by
+#   more than a tenth. So the gap is in the dK/dV kernel's code, not in how it is launched.
+# * **Loading $q$, $k$, $v$ as rows** (the products take their transposes): the same speed, simpler
+#   code; kept.
+# * **`KV_B`** (section 3): the best dK/dV loop without a mask at head dim 128, worse with the causal
+#   mask; kept for the first only.
+# * **Not reached:** the goal, at least FlexAttention's speed at every shape. At head dim 128 every
+#   step stays below it, and below three quarters of cuDNN's speed: the fastest reaches 39% of the
+#   H200's peak, cuDNN's backward 55%.
+# * **Not measured yet** (issue 20's other paths): the fused backward with atomic $dQ$
+#   (FlashAttention-2's and -3's layout, section 2), TMA loads through tensor descriptors with a
+#   persistent grid, warp specialisation, and an fp8 forward. No number on this page says what
+#   they would give; section 5 says why FlashAttention-3 expected each to help.
+#
+# **Takeaway.** Launch configurations and scheduling did not close the gap; a change to the loop's
+# arithmetic arrangement moved it by the most (without a mask only). The remaining candidates change
+# the kernel's structure.
+
+# %% [markdown]
+# ## 7. What Triton can express, and what it leaves to the compiler
+#
+# Our kernels are written in `triton.language` (`tl`), which describes what one program computes
+# on whole tiles; the compiler chooses the layouts (which thread holds which element), the
+# register allocation, the instructions, and how the loop is pipelined. FlexAttention is generated
+# `tl` code too, and is 1.06 to 1.27 times faster than our backward at head dim 128 (section 1):
+# part of the gap is reachable in `tl` today. Triton also ships **Gluon**
+# (`triton.experimental.gluon`), an experimental lower-level language in the same wheel, in which the
+# programmer writes the layouts, the barriers and the warp partitions. As of Triton 3.6 (the GPU
+# image) and 3.7.1 (`requirements.txt`), read from their sources:
+#
+# * **TMA.** FlashAttention-3: TMA copies, completion on an mbarrier. `tl`: tensor descriptors
+#   (`tl.make_tensor_descriptor`, or the host's `TensorDescriptor`), whose loads and stores the
+#   compiler lowers to TMA from sm_90 on (to plain loads below it). Gluon:
+#   `tma.async_copy_global_to_shared(desc, coord, barrier, dest)` and explicit `mbarrier`s.
+# * **wgmma.** FlashAttention-3: issued and waited for explicitly. `tl`: `tl.dot`; the compiler
+#   picks the instruction (wgmma on sm_90 where the tile allows) and how many stay in flight.
+#   Gluon: `warpgroup_mma(..., is_async=True)` and `warpgroup_mma_wait(n)`.
+# * **Producer and consumer warpgroups.** `tl`: `tl.range(..., warp_specialize=True)`, a request to
+#   the compiler, whose docstring says Blackwell only, simple matmul loops; on sm_90 the compiler
+#   runs a separate pass for it (`add_hopper_warpspec`). Gluon: `warp_specialize(...)`, the
+#   programmer writing each partition.
+# * **`setmaxnreg` between warpgroups.** `tl`: none (a launch's `maxnreg` caps every thread alike).
+#   Gluon: `worker_num_regs=` of `warp_specialize`.
+# * **Named barriers for ping-pong.** `tl`: none. Gluon: mbarriers.
+# * **Layouts and register allocation.** `tl`: the compiler's. Gluon: written out (`BlockedLayout`,
+#   `NVMMASharedLayout`, ...).
+#
+# When Triton is installed, the next cell checks the Triton entries of this list against the version
+# you have; it also checks that our kernels use none of these features yet.
+
+# %%
+SOURCES = {p.name: p.read_text() for p in (ROOT / "kernels").glob("*.py")}
+uses = {feature: sorted(name for name, text in SOURCES.items() if feature in text)
+        for feature in ("make_tensor_descriptor", "TensorDescriptor", "warp_specialize", "gluon")}
+print(f"kernels/*.py using each feature: {uses}")
+assert not any(uses.values())
+
+if kernels.HAS_TRITON:
+    import triton
+    import triton.backends.nvidia.compiler as nvidia_compiler
+    import triton.language as tl
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia import hopper
+
+    compiler_source = inspect.getsource(nvidia_compiler)
+    found = {
+        "tl.make_tensor_descriptor": hasattr(tl, "make_tensor_descriptor"),
+        "tl.range(warp_specialize=)": "warp_specialize" in inspect.signature(tl.range.__init__).parameters,
+        "tl.range docstring: Blackwell only": "only supported on Blackwell" in (tl.range.__doc__ or ""),
+        "sm_90: add_hopper_warpspec pass": "add_hopper_warpspec" in compiler_source,
+        "sm_90: descriptors lowered to TMA": "add_tma_lowering" in compiler_source,
+        "triton.Config(maxnreg=)": "maxnreg" in inspect.signature(triton.Config).parameters,
+        "gluon hopper: warpgroup_mma, mbarrier, tma": all(hasattr(hopper, n)
+                                                          for n in ("warpgroup_mma", "mbarrier", "tma")),
+        "gluon warp_specialize(worker_num_regs=)":
+            "worker_num_regs" in inspect.signature(gl.warp_specialize).parameters,
+    }
+    print(f"Triton {triton.__version__}:")
+    for what, ok in found.items():
+        print(f"  {what:>45}: {'yes' if ok else 'no'}")
+    if triton.__version__ in ("3.6.0", "3.7.1"):  # the two versions the table was read from
+        assert all(found.values())
+else:
+    print("Triton is not installed here: the table was read from the sources of Triton 3.6.0 and 3.7.1")
+
+# %% [markdown]
+# So, plainly:
+#
+# * **`tl` can** use TMA (tensor descriptors, from Triton 3.6 on the GPU and 3.7 in the
+#   interpreter), ask for warp specialisation (`warp_specialize=True`, documented for Blackwell; on
+#   Hopper it goes through a separate compiler pass whose effect on our loops nobody has measured),
+#   run a persistent grid (a loop over tiles inside each program), and use fp8 tiles in `tl.dot`.
+# * **`tl` cannot** say which warps do what, move registers between them, place named barriers, or
+#   choose a layout or a register allocation: FlashAttention-3's ping-pong and its intra-warpgroup
+#   overlap are schedules, and in `tl` the schedule is the compiler's.
+# * **Gluon can** write FlashAttention-3's structure in Python (warp partitions with their own
+#   registers, mbarriers, asynchronous wgmma, TMA), at the price of writing the layouts and
+#   synchronisation by hand, as in CUDA. Whether a Gluon kernel would reach cuDNN on the H200 is
+#   not something this repository has measured.
+#
+# **Takeaway.** The steps left in issue 20 are of two kinds: those `tl` can express (the fused
+# backward, tensor descriptors, a persistent grid, `warp_specialize`), which must be measured one
+# at a time; and FlashAttention-3's schedule itself, which needs Gluon or CUDA.
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function in the cell below its spec, then run the cell. `check` runs it on awkward
+# cases against a reference and prints `pass`, or the first wrong case and what it should be; it
+# never stops the notebook, and the rest of the notebook does not use your function. Stuck?
+# `show_solution("13.dkdv_smem_bytes")` prints one answer (the answers live in
+# `exercises/solutions/nb13.py`, out of sight).
+#
+# **1. The dK/dV kernel's shared memory.** Its default loop keeps one $K$ and one $V$ tile
+# ($\text{BLOCK\_N} \times d$ each) in shared memory for the whole loop, and pipelines the query side:
+# each of the `num_stages` stages holds one $Q$ and one $dO$ tile ($\text{BLOCK\_M} \times d$ each).
+# Write `dkdv_smem_bytes(block_m, block_n, head_dim, num_stages, dtype_bytes)`, the bytes of those
+# tiles. The check compares it with the shared memory ptxas reported for every default-loop
+# configuration of section 3 (your count must be at most 1 KiB below it: the compiler adds a little
+# scratch of its own), then with cases where `block_m > block_n`, one stage, fp32 and fp8 elements.
+
+# %%
+from exercises import check, show_solution  # noqa: E402,F401  (show_solution: when you are stuck)
+
+
+def dkdv_smem_bytes(block_m, block_n, head_dim, num_stages, dtype_bytes=2):
+    raise NotImplementedError  # your code here
+
+
+check("13.dkdv_smem_bytes", dkdv_smem_bytes)
+
+# %% [markdown]
+# **2. The backward at the dQ kernel's rate.** Write `backward_at_dq_rate(kernel_ms)`: given one
+# shape's kernel times of our backward, a dict `{"_attn_bwd_preprocess": ms, "_attn_bwd_dkdv": ms,
+# "_attn_bwd_dq": ms}` like `KERNELS[shape, "ours"]` of section 2, return the backward's time in ms if
+# the dK/dV kernel ran at the dQ kernel's time per matrix product (`MATMULS` holds the counts), the
+# other two kernels unchanged. The check runs it on the twelve shapes of `bwd_kernels.csv` and on
+# made-up profiles, and then tells you how far that would take the backward at head dim 128.
+
+# %%
+def backward_at_dq_rate(kernel_ms):
+    raise NotImplementedError  # your code here
+
+
+check("13.backward_at_dq_rate", backward_at_dq_rate)
+
+# %% [markdown]
+# **3. FlashAttention-3's register split.** One producer warpgroup and `consumer_warpgroups` consumer
+# warpgroups (128 threads each) share one SM's 65,536 registers. The producer sets itself to
+# `producer_registers` per thread; write `consumer_registers(consumer_warpgroups,
+# producer_registers)`, the most registers per thread each consumer can then take with
+# `setmaxnreg`: a multiple of 8, at most 256, such that all the threads together fit in the
+# register file. The check starts with the four settings of FlashAttention-3's forward (section 5),
+# then tries one to seven consumers.
+
+# %%
+def consumer_registers(consumer_warpgroups, producer_registers):
+    raise NotImplementedError  # your code here
+
+
+check("13.consumer_registers", consumer_registers)
+
+# %% [markdown]
+# ## References
+#
+# * Dao, Fu, Ermon, Rudra, Ré, "FlashAttention: Fast and Memory-Efficient Exact Attention with
+#   IO-Awareness", 2022, arXiv:2205.14135: tiling and recomputation, the FLOP count used here.
+# * Dao, "FlashAttention-2: Faster Attention with Better Parallelism and Work Partitioning", 2023,
+#   arXiv:2307.08691: the loop order of our kernels, and the single-kernel backward that adds each
+#   tile's $dQ$ into memory (section 2).
+# * Shah, Bikshandi, Zhang, Thakkar, Ramani, Dao, "FlashAttention-3: Fast and Accurate Attention with
+#   Asynchrony and Low-precision", 2024, arXiv:2407.08608: producer/consumer warp specialisation,
+#   ping-pong scheduling, the overlap of softmax and products within a warpgroup, fp8 with block
+#   quantisation and incoherent processing, and the exponential's rate (section 5). Its code:
+#   https://github.com/Dao-AILab/flash-attention (`hopper/`).
+# * Dong, Feng, Guessous, Liang, He, "Flex Attention: A Programming Model for Generating Optimized
+#   Attention Kernels", 2024, arXiv:2412.05496: FlexAttention.
+# * Tillet, Kung, Cox, "Triton: an intermediate language and compiler for tiled neural network
+#   computations", MAPL 2019: the language; https://triton-lang.org for its documentation (`tl.range`,
+#   tensor descriptors) and its sources for Gluon.
+# * NVIDIA, *CUDA C++ Programming Guide* (https://docs.nvidia.com/cuda/cuda-c-programming-guide/),
+#   the sections on the tensor memory accelerator and asynchronous data copies; *Parallel Thread
+#   Execution ISA* (https://docs.nvidia.com/cuda/parallel-thread-execution/), the sections on
+#   `wgmma`, `cp.async.bulk.tensor` and `setmaxnreg`; *Hopper Tuning Guide*
+#   (https://docs.nvidia.com/cuda/hopper-tuning-guide/).
+# * Williams, Waterman, Patterson, "Roofline: an insightful visual performance model for multicore
+#   architectures", Communications of the ACM, 2009: the roofline (section 1).
+
+# %% [markdown]
+# ## What comes next
+#
+# This is the last notebook of the series for now. The work it describes is not finished:
+# `benchmarks/NOTES.md` gets a step for each remaining path of issue 20, and section 6 is where
+# their measurements belong when they land. To go further yourself:
+#
+# * on a GPU, run `python -m benchmarks.bwd_explore --out DIR` (and `--sweep`) and compare your
+#   ratios with section 6's;
+# * write the fused backward of FlashAttention-2 (one program per key block, $dQ$ added with
+#   `tl.atomic_add` in float32) and time it against the two kernels, as section 2 suggests;
+# * read FlashAttention-3's `hopper/flash_fwd_kernel_sm90.h` with section 5 beside it, and Triton's
+#   Gluon tutorials (`python/tutorials/gluon/` in triton-lang/triton: TMA, wgmma, warp
+#   specialisation);
+# * go back to [01](01_naive_attention.ipynb): whatever the schedule, the arithmetic is the one the
+#   first notebooks checked.
