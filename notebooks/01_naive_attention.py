@@ -244,7 +244,8 @@ assert misfit < 0.02
 #   less time than that. So the time first sits on a *launch floor*: doubling $N$ leaves it
 #   nearly flat (slope near 0) up to a few thousand tokens, and only past that does it turn up
 #   to slope 2. (On an H200, the floor was about half a millisecond up to $N = 4096$; from there
-#   the slope was about 1.5, 1.8 and 1.9 between successive sizes.)
+#   the slope was about 1.6, 1.8 and 1.8 between successive sizes:
+#   `benchmarks/results/h200/notebooks/01_naive_attention.txt`.)
 #
 # So we print the slope between successive sizes, to show where the floor ends, and fit both
 # slopes over the three largest sizes. Memory is exact and asserted tightly. Time, measured on a

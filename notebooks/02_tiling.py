@@ -71,9 +71,9 @@ assert 500 < 2 * flops_per_byte < 700
 # %% [markdown]
 # Every number fetched from HBM must take part in about 600 floating-point operations, or the
 # arithmetic units wait for memory. Data brought into SRAM (a few hundred KiB per multiprocessor,
-# and about ten times faster than HBM: the FlashAttention paper quotes 19 TB/s against 1.5 TB/s on
-# an A100) is cheap to reuse; the whole game is to **reuse each number many times while it sits in
-# SRAM**.
+# and about ten times faster than HBM: the FlashAttention paper quotes about 19 TB/s against
+# 1.5-2.0 TB/s on an A100) is cheap to reuse; the whole game is to **reuse each number many times
+# while it sits in SRAM**.
 #
 # **Takeaway.** Computation is cheap; moving data from HBM is not. Count the elements moved.
 
@@ -85,8 +85,9 @@ assert 500 < 2 * flops_per_byte < 700
 # $2n^3$ in all, and every number of $A$ is loaded $n$ times.
 #
 # Tiled: split the matrices into $T \times T$ tiles. An output tile $C_{IJ} = \sum_K A_{IK}
-# B_{KJ}$ stays in fast memory while pairs of input tiles stream past it. Each loaded tile is used
-# for $T^3$ multiply-adds instead of $T$, and the loads drop to
+# B_{KJ}$ stays in fast memory while pairs of input tiles stream past it. Each pair of loaded tiles
+# ($2T^2$ numbers) feeds $T^3$ multiply-adds, so every number loaded is used $T$ times instead of
+# once, and the loads drop to
 #
 # $$ \underbrace{(n/T)^2}_{\text{output tiles}} \times \underbrace{(n/T)}_{\text{steps}}
 #    \times \underbrace{2T^2}_{A_{IK},\,B_{KJ}} = \frac{2n^3}{T}. $$
@@ -189,8 +190,8 @@ plt.show()
 # Hold $Q_i$ and stream every $K_j$ past it: $Q$ is loaded once, $K$ once per query block,
 # $N d + \lceil N / B_r \rceil N d$ elements, and no tile of $S$ ever needs to leave the chip *if
 # the next step can consume it there*. Doubling $B_r$ halves the loads of $K$: a taller query
-# block reuses each key tile more. (This is the $2N^2 d / B_m$ term, for $K$ and $V$, of the IO
-# model of notebook 06.)
+# block reuses each key tile more. (The IO model of notebook 06 calls the query block $B_m$, after
+# the kernel's `BLOCK_M`: this is its $2N^2 d / B_m$ term, for $K$ and $V$.)
 
 # %%
 N, d, Br, Bc = 200, 64, 64, 32  # N deliberately not a multiple of the blocks
@@ -377,7 +378,7 @@ check("02.softmax_stats", softmax_stats)
 #   square tiles of side about $\sqrt{M/3}$ attain up to a constant factor.
 # * Dao, Fu, Ermon, Rudra, Ré, "FlashAttention: Fast and Memory-Efficient Exact Attention with
 #   IO-Awareness", 2022, arXiv:2205.14135: attention counted in HBM accesses, and the SRAM and HBM
-#   bandwidths of an A100 (19 and 1.5 TB/s).
+#   bandwidths of an A100 (about 19 and 1.5-2.0 TB/s).
 # * Milakov, Gimelshein, "Online normalizer calculation for softmax", 2018, arXiv:1805.02867: the
 #   safe softmax reads its input twice before writing, and the two passes fuse into one.
 # * Tillet, Kung, Cox, "Triton: an intermediate language and compiler for tiled neural network

@@ -51,6 +51,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from kernels import attention_mask, attention_reference, flash_attention_torch
+
 torch.manual_seed(0)
 random.seed(0)
 
@@ -292,6 +294,7 @@ for b in blocks:
           f"(torch.softmax float32: {torch_err:.1e})")
     assert errors[-1] < 4 * torch_err
 assert max(errors[2:5]) <= torch_err  # blocks of 16 to 256 keys
+assert errors[0] == max(errors)  # a block of one key: the most rescales, the largest error
 
 fig, ax = plt.subplots(figsize=(6, 3.6))
 ax.loglog(blocks, errors, "o-", label="online softmax, float32")
@@ -326,36 +329,38 @@ print("first block fully masked:", out_nan)
 assert torch.isnan(out_nan).all()
 
 # %% [markdown]
-# The fix used by the kernel (`kernels/flash_fwd.py`, look for `m_safe`): subtract $0$ instead
-# of $m'$ while $m'$ is still $-\infty$. Then $e^{-\infty - 0} = 0$, $\ell$ stays 0, and the row
-# carries on unharmed; a row that never sees any key ends with $\ell = 0$ and is given output 0
-# and $\mathrm{lse} = -\infty$.
+# The fix used by the kernel (`kernels/flash_fwd.py` and its PyTorch twin `kernels/flash_torch.py`,
+# look for `m_safe`): subtract $0$ instead of $m'$ while $m'$ is still $-\infty$. Then
+# $e^{-\infty - 0} = 0$, $\ell$ stays 0, and the row carries on unharmed; a row that never sees
+# any key ends with $\ell = 0$ and is given output 0 and $\mathrm{lse} = -\infty$. Exercise 2 asks
+# you to write it into the block update of section 2.
+#
+# Here the twin (`flash_attention_torch`) meets both cases. A causal window of 8 keys over 128
+# tokens, in tiles of 64 queries by 64 keys: query $i$ sees keys $i - 8$ to $i$, so the second
+# query block must visit key block 0 for its first rows (64 to 71), and rows 72 to 127 find that
+# block fully masked. And a causal mask with more queries than keys, bottom-right aligned: the
+# first queries see no key at all.
 
 # %%
-def online_attention_safe(s, v, block):
-    rows, n = s.shape
-    m = torch.full((rows,), -math.inf)
-    l = torch.zeros(rows)
-    acc = torch.zeros(rows, v.shape[1])
-    for start in range(0, n, block):
-        s_blk = s[:, start:start + block]
-        m_new = torch.maximum(m, s_blk.max(dim=1).values)
-        m_safe = torch.where(m_new == -math.inf, 0.0, m_new)  # the fix
-        alpha = torch.exp(m - m_safe)
-        p = torch.exp(s_blk - m_safe[:, None])
-        l = alpha * l + p.sum(dim=1)
-        acc = alpha[:, None] * acc + p @ v[start:start + block]
-        m = m_new
-    empty = l == 0
-    return torch.where(empty[:, None], 0.0, acc / torch.where(empty, 1.0, l)[:, None])
+n_w, d_w, left, blk = 128, 16, 8, 64
+q_w, k_w, v_w = (torch.randn(1, 1, n_w, d_w) for _ in range(3))
+visible = attention_mask(n_w, n_w, window_size=(left, 0))  # (N, N): query i sees keys i - 8 .. i
+first_block_masked = blk + torch.nonzero(~visible[blk:, :blk].any(dim=1)).flatten()
+print(f"query block 1 (rows {blk}..{n_w - 1}): rows {first_block_masked[0]}..{first_block_masked[-1]} "
+      f"see no key of key block 0")
+assert first_block_masked.tolist() == list(range(blk + left, n_w))
+out_w = flash_attention_torch(q_w, k_w, v_w, window_size=(left, 0), block_m=blk, block_n=blk)
+ref_w = attention_reference(q_w.double(), k_w.double(), v_w.double(), window_size=(left, 0))
+err_w = (out_w.double() - ref_w).abs().max().item()
+print(f"with m_safe, window of {left}: max error {err_w:.1e}")
+assert torch.isfinite(out_w).all() and err_w < 1e-5
 
-
-fixed = online_attention_safe(s_row, v_row, block=2)
-expected = torch.softmax(s_row, dim=1) @ v_row
-print("with m_safe:", fixed)
-assert torch.allclose(fixed, expected)
-no_key = online_attention_safe(torch.full((1, 4), -math.inf), v_row, block=2)
-assert torch.equal(no_key, torch.zeros(1, 4))
+out_e, lse_e = flash_attention_torch(q_w[:, :, :6], k_w[:, :, :4], v_w[:, :, :4], causal=True,
+                                     return_lse=True)  # 6 queries, 4 keys: queries 0 and 1 see none
+print("6 queries, 4 keys, causal: output rows 0, 1 =", out_e[0, 0, :2].abs().max().item(),
+      "; lse =", [round(x, 3) for x in lse_e[0, 0].tolist()])
+assert (out_e[0, 0, :2] == 0).all() and torch.isneginf(lse_e[0, 0, :2]).all()
+assert torch.isfinite(lse_e[0, 0, 2:]).all()
 
 # %% [markdown]
 # ## Exercises
@@ -443,7 +448,9 @@ else:
 # %% [markdown]
 # ## What comes next
 #
-# [05 · The FlashAttention forward pass](05_flash_attention_forward.ipynb) puts tiling (notebook
-# 02) and the online softmax together: one program per block of queries, keys and values streamed
-# past it, $m$, $\ell$ and the accumulator kept on chip. First in NumPy, then line by line in the
-# Triton kernel of this repository.
+# [04 · A Triton primer](04_triton_primer.ipynb) introduces the language of the kernels (programs
+# and the grid, pointers, masked loads, `tl.dot`) and ends with this notebook's block update as a
+# one-head Triton kernel. Then [05 · The FlashAttention forward pass](05_flash_attention_forward.ipynb)
+# puts tiling (notebook 02) and the online softmax together: one program per block of queries, keys
+# and values streamed past it, $m$, $\ell$ and the accumulator kept on chip. First in NumPy, then
+# line by line in the Triton kernel of this repository.

@@ -28,7 +28,7 @@
 #   FlashAttention-2's forward for one head, diffed line by line against NumPy.
 #
 # At the end you write a tile's offsets, a masked kernel, a row log-sum-exp kernel and the loop of
-# the attention kernel yourself, and run them in Triton's interpreter.
+# a causal attention kernel yourself, and run them in Triton's interpreter.
 #
 # **Read first:** [03 · Online softmax](03_online_softmax.ipynb): the attention kernel here is its
 # block update in Triton. **Words:** [glossary](GLOSSARY.md) (kernel, program, grid, constexpr,
@@ -36,9 +36,9 @@
 #
 # **Where it runs.** Triton compiles kernels for a GPU. On a machine without one, `import kernels`
 # sets `TRITON_INTERPRET=1` before Triton is first imported, and the same kernels run on CPU tensors
-# through Triton's interpreter: exact, but slow, so the sizes here are tiny. Without Triton (it
-# ships Linux wheels only), this notebook still shows every kernel's source, runs the NumPy
-# versions, and the exercises that launch a kernel say `skip`.
+# through Triton's interpreter, which executes each block operation in NumPy: slowly, so the sizes
+# here are tiny. Without Triton (it ships Linux wheels only), this notebook still shows every
+# kernel's source, runs the NumPy versions, and the exercises that launch a kernel say `skip`.
 
 # %%
 import sys
@@ -448,7 +448,8 @@ assert kernel_lines <= 30
 #
 # No row ever sees only masked keys here (every row sees key 0 in the first block), so the
 # running max is finite after the first block and $e^{-\infty - (-\infty)}$ never happens. With a
-# causal mask it can: 05's kernel adds the `m_safe` guard of notebook 03 for that.
+# sliding window, or a causal mask with more queries than keys, it can: exercise 4 and 05's kernel
+# add the `m_safe` guard of notebook 03 for that.
 #
 # Run both on ragged sizes against naive attention in float64 (`attention_reference`):
 
@@ -564,14 +565,17 @@ def row_lse_kernel(*args, **kwargs):
 check("04.row_lse_kernel", row_lse_kernel)
 
 # %% [markdown]
-# **4. FlashAttention's forward from a skeleton, with its log-sum-exp.** The skeleton below is the
-# kernel of section 5 with one more output, `lse` (natural log, one value per query row), and a
-# hole where the loop body was. Write the loop body (load $K_j$ and $V_j$, the scores in base-2
-# units, the padded keys' mask, the update of `m_i`, `l_i`, `acc`) and the line that computes
-# `lse`. Try it before you scroll up to section 5. The check launches it on `cdiv(seqlen_q, 16)`
-# programs with `BLOCK_M = BLOCK_N = 16`, `HEAD_DIM = d`, `qk_scale` $= \log_2 e / \sqrt d$,
-# against float64 attention, for (`seqlen_q`, `seqlen_k`) = (1, 1), (5, 37), (33, 16), (20, 50),
-# with transposed and sliced inputs.
+# **4. FlashAttention's forward from a skeleton, causal or not, with its log-sum-exp.** The
+# skeleton below is the kernel of section 5 with a flag `CAUSAL: tl.constexpr`, one more output,
+# `lse` (natural log, one value per query row), and holes where the loop body and the epilogue
+# were. Write the loop body (load $K_j$ and $V_j$, the scores in base-2 units, the mask, the update
+# of `m_i`, `l_i`, `acc`) and the epilogue (`out` and `lse`). With `CAUSAL`, query $i$ sees key $j$
+# only when $j \le i + N_k - N_q$ (bottom-right, as in notebook 01's exercise 1): with more queries
+# than keys the first rows see no key at all, so the update needs the `m_safe` guard of notebook 03
+# and those rows must end with `out` = 0 and `lse` = $-\infty$, not NaN. The check launches it on
+# `cdiv(seqlen_q, 16)` programs with `BLOCK_M = BLOCK_N = 16`, `HEAD_DIM = d`, `qk_scale`
+# $= \log_2 e / \sqrt d$, against float64 attention, for (`seqlen_q`, `seqlen_k`) = (1, 1), (5, 37),
+# (33, 16), (20, 50), each with `CAUSAL` False and True, on transposed and sliced inputs.
 
 # %%
 def attention_lse_kernel(*args, **kwargs):
@@ -583,7 +587,8 @@ def attention_lse_kernel(*args, **kwargs):
 #                          stride_qm, stride_qd, stride_kn, stride_kd,  # strides
 #                          stride_vn, stride_vd, stride_om, stride_od,
 #                          seqlen_q, seqlen_k, qk_scale,  # sizes; softmax_scale * log2(e)
-#                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr):
+#                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+#                          CAUSAL: tl.constexpr):  # bottom-right causal mask
 #     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
 #     offs_d = tl.arange(0, HEAD_DIM)
 #     mask_m = offs_m < seqlen_q
@@ -595,9 +600,10 @@ def attention_lse_kernel(*args, **kwargs):
 #     for start_n in range(0, seqlen_k, BLOCK_N):
 #         offs_n = start_n + tl.arange(0, BLOCK_N)
 #         mask_n = offs_n < seqlen_k
-#         ...  # your code here: K_j and V_j, the scores s, the mask, m_new, p, alpha, l_i, acc, m_i
-#     out = acc / l_i[:, None]
-#     lse = ...  # your code here (ln 2 = 0.6931471805599453)
+#         ...  # your code here: K_j and V_j, the scores s, the mask (the padded keys; with CAUSAL
+#         ...  # also the keys after each row's diagonal), m_new, m_safe, p, alpha, l_i, acc, m_i
+#     out = ...  # your code here: acc / l_i, and 0 for a row with l_i = 0
+#     lse = ...  # your code here: natural log, -inf for a row with l_i = 0 (ln 2 = 0.6931471805599453)
 #     tl.store(o_ptr + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od, out,
 #              mask=mask_m[:, None])
 #     tl.store(lse_ptr + offs_m, lse, mask=mask_m)

@@ -719,8 +719,8 @@ for n_seq, blk in ((256, 32), (4096, 64), (4096, 128)):
 # Measured on an H100 (`benchmarks/NOTES.md`, step 1, bf16, $N = 4096$, the same block sizes
 # before and after): the split raised the causal forward from 316 to 394 TFLOP/s at head dim 128
 # (+25%) and from 263 to 345 at head dim 64 (+31%), more than the 10-20% predicted; non-causal was
-# unchanged. At head dim 64 each tile's matmuls are half as long, so the mask was a larger share of
-# each iteration.
+# unchanged within the machine's run-to-run drift. At head dim 64 each tile's matmuls are half as
+# long, so the mask was a larger share of each iteration.
 #
 # With more queries than keys, the first $N_q - N_k$ queries see nothing; the kernel runs an
 # empty loop for them and writes zeros with $\mathrm{lse} = -\infty$:
@@ -864,11 +864,13 @@ check("05.flash_forward_local", flash_forward_local)
 # **2. Skip, mask or run plainly.** Write `tile_kind(i, j, seqlen_q, seqlen_k, block_m, block_n,
 # causal)`: what the forward does with the tile of query block `i` and key block `j`. Return
 # `"skip"` if no query of the block sees any key of it, `"full"` if every query of the block sees
-# every key and the block has all `block_n` keys (no padding), `"masked"` otherwise. Masks are
-# bottom-right aligned. Work it out from the tile's corners: the first and last query of the block,
-# its first and last key. (Section 5's `kernel_stretch` answers the same question from the helpers;
-# don't call it.) The check runs every tile of 25 shapes in four tile sizes, causal and not, where
-# the diagonal meets a tile's corner exactly.
+# every key and the block has all `block_n` keys (no padding), `"masked"` otherwise. Only real
+# queries count: the last query block may be ragged, and its missing rows are not queries (unlike
+# the kernel's `row_hi`, which counts them). Masks are bottom-right aligned. Work it out from the
+# tile's corners: the first and last query of the block, its first and last key. (Section 5's
+# `kernel_stretch` answers the same question from the helpers; don't call it.) The check runs
+# every tile of 25 shapes in four tile sizes, causal and not, where the diagonal meets a tile's
+# corner exactly.
 
 # %%
 def tile_kind(i, j, seqlen_q, seqlen_k, block_m, block_n, causal):

@@ -1,5 +1,5 @@
 """Checks for notebook 04 (the Triton primer): a tile's offsets and mask, a masked kernel, a row
-log-sum-exp kernel, and FlashAttention's forward for one head, with its log-sum-exp.
+log-sum-exp kernel, and FlashAttention's forward for one head, causal or not, with its log-sum-exp.
 
 The kernels' checks launch the reader's ``@triton.jit`` function with the signature that the
 notebook's spec gives (through the interpreter on a CPU, compiled on a GPU). This module imports
@@ -144,7 +144,7 @@ def _row_lse_kernel(row_lse_kernel) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# 4. FlashAttention's forward for one head, with the log-sum-exp
+# 4. FlashAttention's forward for one head, causal or not, with the log-sum-exp
 # --------------------------------------------------------------------------------------------
 def _strided(rows: int, cols: int, how: str, gen, device) -> torch.Tensor:
     """A (rows, cols) float32 tensor stored contiguously, transposed, or as half of a wider one."""
@@ -159,7 +159,9 @@ def _strided(rows: int, cols: int, how: str, gen, device) -> torch.Tensor:
 def _attention_lse_kernel(attention_lse_kernel) -> str:
     """attention_lse_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, stride_qm, stride_qd, stride_kn,
     stride_kd, stride_vn, stride_vd, stride_om, stride_od, seqlen_q, seqlen_k, qk_scale, BLOCK_M,
-    BLOCK_N, HEAD_DIM), one program per BLOCK_M queries: out and lse of softmax(q k^T / sqrt(d)) v."""
+    BLOCK_N, HEAD_DIM, CAUSAL), one program per BLOCK_M queries: out and lse of
+    softmax(q k^T / sqrt(d)) v, with CAUSAL the bottom-right causal mask (rows that see no key:
+    out 0, lse -inf)."""
     import kernels
     from kernels import attention_reference
 
@@ -175,13 +177,16 @@ def _attention_lse_kernel(attention_lse_kernel) -> str:
         q = _strided(nq, d, layouts[i % 3], gen, device)
         k = _strided(nk, d, layouts[(i + 1) % 3], gen, device)
         v = _strided(nk, d, layouts[(i + 2) % 3], gen, device)
-        out = torch.full((nq, d), math.nan, device=device)
-        lse = torch.full((nq,), math.nan, device=device)
-        _launch(attention_lse_kernel, (-(-nq // 16),), q, k, v, out, lse, *q.stride(), *k.stride(),
-                *v.stride(), *out.stride(), nq, nk, LOG2E / math.sqrt(d), BLOCK_M=16, BLOCK_N=16, HEAD_DIM=d)
-        out_ref, lse_ref = attention_reference(*(t.double()[None, None] for t in (q, k, v)), return_lse=True)
-        where = f"case {describe(case)}, blocks 16 x 16"
-        expect_close(f"{where}: out", out, out_ref[0, 0], rtol=tol, atol=tol)
-        expect_close(f"{where}: lse", lse, lse_ref[0, 0], rtol=tol, atol=tol)
-    return (f"{len(cases)} cases: one query and one key, seqlen_q != seqlen_k both ways, ragged last "
-            "blocks, transposed and sliced inputs")
+        for causal in (False, True):  # causal (33, 16): the first 17 queries see no key
+            out = torch.full((nq, d), math.nan, device=device)
+            lse = torch.full((nq,), math.nan, device=device)
+            _launch(attention_lse_kernel, (-(-nq // 16),), q, k, v, out, lse, *q.stride(), *k.stride(),
+                    *v.stride(), *out.stride(), nq, nk, LOG2E / math.sqrt(d), BLOCK_M=16, BLOCK_N=16,
+                    HEAD_DIM=d, CAUSAL=causal)
+            out_ref, lse_ref = attention_reference(*(t.double()[None, None] for t in (q, k, v)),
+                                                   causal=causal, return_lse=True)
+            where = f"case {describe(dict(case, causal=causal))}, blocks 16 x 16"
+            expect_close(f"{where}: out", out, out_ref[0, 0], rtol=tol, atol=tol)
+            expect_close(f"{where}: lse", lse, lse_ref[0, 0], rtol=tol, atol=tol)
+    return (f"{len(cases)} cases, causal and not: one query and one key, seqlen_q != seqlen_k both ways "
+            "(rows that see no key), ragged last blocks, transposed and sliced inputs")

@@ -52,7 +52,8 @@ def attention_lse_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,  # pointers
                          stride_qm, stride_qd, stride_kn, stride_kd,  # strides
                          stride_vn, stride_vd, stride_om, stride_od,
                          seqlen_q, seqlen_k, qk_scale,  # sizes; softmax_scale * log2(e)
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr):
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+                         CAUSAL: tl.constexpr):  # bottom-right causal mask
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_DIM)
     mask_m = offs_m < seqlen_q
@@ -70,15 +71,22 @@ def attention_lse_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,  # pointers
         v = tl.load(v_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                     mask=mask_n[:, None], other=0.0)
         s = tl.dot(q, kt, input_precision="ieee") * qk_scale  # [BLOCK_M, BLOCK_N], base-2 units
-        s = tl.where(mask_n[None, :], s, float("-inf"))  # the ragged last block's padded keys
+        valid = mask_n[None, :]  # the ragged last block's padded keys
+        if CAUSAL:  # query i sits at key position i + seqlen_k - seqlen_q and sees the keys up to it
+            valid = valid & (offs_n[None, :] <= offs_m[:, None] + (seqlen_k - seqlen_q))
+        s = tl.where(valid, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        p = tl.exp2(s - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: exp2(-inf - 0) = 0
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
         m_i = m_new
-    out = acc / l_i[:, None]
-    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # base 2 back to natural log: times ln(2)
+    empty = l_i == 0.0  # rows that saw no key: out 0, lse -inf
+    l_safe = tl.where(empty, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    # base 2 back to natural log: times ln(2)
+    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)
     tl.store(o_ptr + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od, out, mask=mask_m[:, None])
     tl.store(lse_ptr + offs_m, lse, mask=mask_m)
 
@@ -178,7 +186,7 @@ if kernels.HAS_TRITON:  # the kernels' mistakes run only with Triton (their chec
                                 stride_vn, stride_vd, stride_om, stride_od,
                                 seqlen_q, seqlen_k, qk_scale,
                                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
-                                MISTAKE: tl.constexpr):
+                                CAUSAL: tl.constexpr, MISTAKE: tl.constexpr):
         """attention_lse_kernel with one mistake, chosen by MISTAKE (see _MISTAKE_DOCS)."""
         offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_d = tl.arange(0, HEAD_DIM)
@@ -196,33 +204,52 @@ if kernels.HAS_TRITON:  # the kernels' mistakes run only with Triton (their chec
             v = tl.load(v_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
                         mask=mask_n[:, None], other=0.0)
             s = tl.dot(q, tl.trans(k), input_precision="ieee") * qk_scale
+            valid = offs_n[None, :] >= 0  # every key
             if MISTAKE != 1:
-                s = tl.where(mask_n[None, :], s, float("-inf"))
+                valid = valid & mask_n[None, :]
+            if CAUSAL:
+                if MISTAKE == 4:
+                    valid = valid & (offs_n[None, :] <= offs_m[:, None])
+                else:
+                    valid = valid & (offs_n[None, :] <= offs_m[:, None] + (seqlen_k - seqlen_q))
+            s = tl.where(valid, s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
-            if MISTAKE == 2:
-                p = tl.exp(s - m_new[:, None])
-                alpha = tl.exp(m_i - m_new)
+            if MISTAKE == 5:
+                m_safe = m_new
             else:
-                p = tl.exp2(s - m_new[:, None])
-                alpha = tl.exp2(m_i - m_new)
+                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            if MISTAKE == 2:
+                p = tl.exp(s - m_safe[:, None])
+                alpha = tl.exp(m_i - m_safe)
+            else:
+                p = tl.exp2(s - m_safe[:, None])
+                alpha = tl.exp2(m_i - m_safe)
             l_i = l_i * alpha + tl.sum(p, axis=1)
             if MISTAKE == 0:
                 acc = acc + tl.dot(p, v, input_precision="ieee")
             else:
                 acc = acc * alpha[:, None] + tl.dot(p, v, input_precision="ieee")
             m_i = m_new
-        out = acc / l_i[:, None]
-        if MISTAKE == 3:
-            lse = m_i + tl.log2(l_i)
+        empty = l_i == 0.0
+        l_safe = tl.where(empty, 1.0, l_i)
+        if MISTAKE == 6:
+            out = acc / l_i[:, None]
         else:
-            lse = (m_i + tl.log2(l_i)) * 0.6931471805599453
+            out = acc / l_safe[:, None]
+        if MISTAKE == 3:
+            lse = tl.where(empty, float("-inf"), m_i + tl.log2(l_safe))
+        else:
+            lse = tl.where(empty, float("-inf"), (m_i + tl.log2(l_safe)) * 0.6931471805599453)
         tl.store(o_ptr + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od, out, mask=mask_m[:, None])
         tl.store(lse_ptr + offs_m, lse, mask=mask_m)
 
     _MISTAKE_DOCS = ["Forgets to rescale acc by alpha when the running max grows (l_i is rescaled).",
                      "Does not mask the scores of the ragged last key block: padded keys get weight.",
                      "Uses exp instead of exp2 on scores that qk_scale put in base-2 units.",
-                     "Stores the log-sum-exp in base 2 (m_i + log2(l_i)), not multiplied by ln(2)."]
+                     "Stores the log-sum-exp in base 2 (m_i + log2(l_i)), not multiplied by ln(2).",
+                     "Causal mask aligned top-left (key j visible when j <= i), not bottom-right.",
+                     "No m_safe guard: exp2(-inf - (-inf)) = NaN for a row that has seen no key.",
+                     "Divides by l_i without a guard: out = 0 / 0 = NaN for a row that sees no key."]
 
     class _Mistaken(KernelInterface):
         """A kernel launched with its MISTAKE flag set: ``self[grid](...)`` runs
