@@ -13,7 +13,9 @@ not) this times, in one run and on the same inputs:
 and, through ``torch.profiler``, each backward's time per kernel. Rows go to ``bwd_explore.csv``
 (``--out``), the per-kernel breakdown to ``bwd_kernels.csv``.
 
-Usage (GPU only): ``python -m benchmarks.bwd_explore --out DIR [--seqlens 1024 4096 16384]``.
+Usage (GPU only): ``python -m benchmarks.bwd_explore --out DIR [--seqlens 1024 4096 16384]``;
+``--sweep`` times the dK/dV configurations instead; ``--plot-only`` redraws the plot from the CSVs
+in ``--out`` (no GPU needed).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.bench_attention import flex_provider, flops
-from benchmarks.results_csv import run_meta, start_gpu_run, write_csv
+from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv
 
 TOKENS, MODEL_DIM = 16384, 2048
 
@@ -167,13 +169,61 @@ def sweep(args, flex, do_bench):
         write_csv(args.out / "bwd_sweep.csv", run_meta(), rows)
 
 
+def plot(out: Path) -> Path:
+    """The backward's speed relative to FlexAttention's, per shape, for each variant of
+    ``bwd_explore.csv`` and the kept ``KV_B`` configuration of ``bwd_sweep_2.csv`` (both in
+    ``out``), and cuDNN's: ``bwd_explore.png`` beside them (``--plot-only DIR`` redraws it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    meta, rows, _ = read_csv(out / "bwd_explore.csv")
+    kept = {(r["head_dim"], r["causal"], r["seqlen"]): float(r["vs_flex"])
+            for r in read_csv(out / "bwd_sweep_2.csv")[1]
+            if (r["block_m"], r["block_n"], r["warps"], r["stages"], r["kv_b"])
+            == ("64", "64", "4", "2", "1")}
+    shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
+                    key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
+    variants = ["ours", "ours_flexcfg", "ours_streams", "cudnn"]
+    labels = {"ours": "ours before step 5", "ours_flexcfg": "ours, FlexAttention's blocks",
+              "ours_streams": "ours, dK/dV and dQ on two streams", "cudnn": "cuDNN"}
+    ratio = {(r["variant"], r["head_dim"], r["causal"], r["seqlen"]): float(r["vs_flex"]) for r in rows}
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    width = 0.8 / (len(variants) + 1)
+    for i, name in enumerate(variants + ["kept"]):
+        ys = [kept.get(s, float("nan")) if name == "kept" else ratio[(name, *s)] for s in shapes]
+        ax.bar([x + (i - len(variants) / 2) * width for x in range(len(shapes))], ys, width,
+               label="ours, KV_B 64x64 (kept for d=128 without a mask; other run)" if name == "kept"
+               else labels[name])
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(shapes)))
+    ax.set_xticklabels([f"d={d}\n{'causal' if c == '1' else 'full'}\nN={int(n) // 1024}k"
+                        for d, c, n in shapes], fontsize=8)
+    ax.set_ylim(0, 1.8)
+    ax.set_ylabel("speed / FlexAttention's backward (same run)")
+    ax.set_title("Backward on the H200, bf16, 16k tokens per batch: step 5 of benchmarks/NOTES.md")
+    ax.legend(fontsize=8, ncol=3, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.text(0.01, 0.01, ", ".join(f"{k}={v}" for k, v in meta.items()), fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path = out / "bwd_explore.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="directory for the CSVs and the PNG")
     p.add_argument("--seqlens", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--head-dims", type=int, nargs="+", default=[128, 64])
     p.add_argument("--sweep", action="store_true", help="time the dK/dV configurations of SWEEP")
+    p.add_argument("--plot-only", action="store_true", help="redraw bwd_explore.png from the CSVs in --out")
     args = p.parse_args(argv)
+    if args.plot_only:
+        print(f"wrote {plot(args.out)}")
+        return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
 

@@ -68,3 +68,19 @@ def test_varlen_layout_plot_of_the_committed_run(tmp_path):
     shapes = {(r["head_dim"], r["causal"], r["seqlen"]) for r in rows}
     assert len(rows) == 4 * len(shapes) == 64
     assert all(0.9 <= float(r["vs_dense"]) <= 1.1 for r in rows if r["variant"] == "varlen")
+
+
+def test_backward_ablation_plot_of_the_committed_runs(tmp_path):
+    """bwd_explore.py --plot-only draws issue 20's step 5 from the saved H200 runs without a GPU;
+    the kept KV_B configuration is the fastest of the sweep without a mask at head dim 128."""
+    h200 = ROOT / "benchmarks" / "results" / "h200"
+    for name in ("bwd_explore.csv", "bwd_sweep_2.csv"):
+        (tmp_path / name).write_text((h200 / name).read_text())
+    load("bwd_explore").main(["--out", str(tmp_path), "--plot-only"])
+    assert (tmp_path / "bwd_explore.png").stat().st_size > 0
+    _, rows, _ = read_csv(tmp_path / "bwd_sweep_2.csv")
+    for n in ("4096", "16384"):
+        full = [r for r in rows if r["causal"] == "0" and r["seqlen"] == n]
+        best = max(full, key=lambda r: float(r["vs_flex"]))
+        assert (best["block_m"], best["block_n"], best["warps"], best["stages"], best["kv_b"]) == \
+            ("64", "64", "4", "2", "1")
