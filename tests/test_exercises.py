@@ -20,7 +20,7 @@ def _stub(*args, **kwargs):
 
 
 def _skip_without_triton(name):
-    if exercises._get(name).needs_triton and not kernels.HAS_TRITON:
+    if exercises.needs_triton(name) and not kernels.HAS_TRITON:
         pytest.skip("this exercise needs Triton")
 
 

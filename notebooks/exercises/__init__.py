@@ -4,11 +4,11 @@ In a notebook::
 
     from exercises import check, show_solution
 
-    def merge(a, b):
+    def merge_lse(o_a, lse_a, o_b, lse_b):
         raise NotImplementedError  # your code here
 
-    check("03.merge", merge)        # prints pass, or the first wrong element and what it should be
-    show_solution("03.merge")       # prints one answer (kept in exercises/solutions/, not on the page)
+    check("03.merge_lse", merge_lse)   # prints pass, or the first wrong element and what it should be
+    show_solution("03.merge_lse")      # prints one answer (kept in exercises/solutions/, not on the page)
 
 Each check runs your function on awkward shapes (lengths 1, primes, not multiples of the block)
 and stops at the first case that differs from the reference, saying which case, which element,
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["Mismatch", "Result", "check", "describe", "exercise", "expect_close", "names", "show_solution",
-           "solution"]
+__all__ = ["Mismatch", "Result", "check", "describe", "exercise", "expect_close", "mistakes", "names",
+           "needs_triton", "run", "show_solution", "solution"]
 
 #: set to "1" to run the solution wherever a stub stands (the test suite sets it for notebooks)
 SOLUTIONS_ENV = "EXERCISES_SOLUTIONS"
@@ -107,6 +107,11 @@ def names(notebook: str | None = None) -> list[str]:
     """Every exercise's name, or those of one notebook ("03")."""
     _load_all()
     return sorted(n for n in _REGISTRY if notebook is None or n.split(".")[0] == notebook)
+
+
+def needs_triton(name: str) -> bool:
+    """Whether exercise ``name`` launches a Triton kernel (its check says ``skip`` without Triton)."""
+    return _get(name).needs_triton
 
 
 def _triton_missing() -> bool:
