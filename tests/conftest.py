@@ -18,6 +18,9 @@ from minitransformer.model import GPT, Config
 # (notebooks/exercises/__init__.py). Not a conftest.py in notebooks/: a second module named
 # conftest would shadow this one for the tests that import from it.
 os.environ.setdefault("EXERCISES_SOLUTIONS", "1")
+# No ipywidgets slider in those runs: nothing draws it, and an interact() under nbmake's headless
+# kernel hung the cell in about one run of three (notebook 06, 2026-12-02).
+os.environ.setdefault("NOTEBOOK_HEADLESS", "1")
 
 ON_GPU = torch.cuda.is_available() and not kernels.INTERPRET
 DEVICE = "cuda" if ON_GPU else "cpu"
