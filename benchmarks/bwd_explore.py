@@ -70,9 +70,9 @@ def backward_two_streams(do, q, k, v, out, lse, band, scale, side: torch.cuda.St
             *layout.lse_strides(lse), heads_q, heads_q // heads_kv, *common, tiles, **meta, **cfg_dq)
     tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
     fb._attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
-        q, k, v, do, lse, delta, dk, dv, cu_q, cu_k, *strides, *layout.strides(dk),
-        *layout.strides(dv), *layout.lse_strides(lse), heads_kv, heads_q // heads_kv, *common, tiles,
-        **meta, **cfg)
+        q, k, v, do, lse, delta, dk, dv, dq, cu_q, cu_k, *strides, *layout.strides(dk),
+        *layout.strides(dv), *layout.strides(dq), *layout.lse_strides(lse), heads_kv,
+        heads_q // heads_kv, *common, tiles, **meta, **cfg)
     torch.cuda.current_stream().wait_stream(side)
     return dq, dk, dv
 
@@ -99,7 +99,10 @@ def compiled_stats(jit_fn) -> list[str]:
     lines = []
     for caches in getattr(jit_fn, "device_caches", {}).values():
         for compiled in caches[0].values():
-            compiled._init_handles()
+            try:
+                compiled._init_handles()
+            except Exception:  # noqa: BLE001 -- out of shared memory: no stats, the sweep says why
+                continue
             meta = compiled.metadata
             lines.append(f"{jit_fn.__name__}: warps {meta.num_warps} stages {meta.num_stages} "
                          f"regs {compiled.n_regs} spills {compiled.n_spills} shared {meta.shared}")
@@ -126,10 +129,18 @@ def problem(head_dim: int, causal: bool, n: int):
     return b, h, q, k, v, do, band, scale, out, lse, ref
 
 
-# dK/dV launch configurations tried by --sweep (dQ stays at its default): BLOCK_M (streamed
-# queries), BLOCK_N (resident keys), warps, stages, and KV_B (k and v as the second operand)
-SWEEP = [(64, 128, 8, 2, False), (64, 64, 4, 2, False), (64, 64, 4, 2, True), (64, 64, 4, 3, True),
-         (64, 64, 4, 3, False), (128, 64, 8, 2, True)]
+# dK/dV launch configurations tried by --sweep (dQ stays at its default), per head dim:
+# BLOCK_M (streamed queries), BLOCK_N (resident keys), warps, stages, and flags: KV_B (k and v
+# as the second operand), ATOMIC_DQ (dQ added up in the same kernel with atomics, no dQ kernel),
+# ONE_HEAD=False (the run-time loop over a GQA group kept for one head, as before step 6).
+# None: the launch table.
+SWEEP = {
+    128: [None, ("table", dict(ONE_HEAD=False)),
+          (32, 128, 8, 3, {}), (32, 128, 8, 2, {}), (64, 128, 8, 3, {}), (64, 128, 8, 2, {}),
+          (32, 64, 4, 3, {}), (64, 64, 4, 2, dict(KV_B=True)), (64, 64, 4, 2, {})],
+    64: [None, ("table", dict(ONE_HEAD=False)), (64, 64, 4, 2, dict(ATOMIC_DQ=True)),
+         (32, 128, 8, 3, {}), (64, 64, 4, 2, {})],
+}
 
 
 def sweep(args, flex, do_bench):
@@ -145,9 +156,16 @@ def sweep(args, flex, do_bench):
         out_flex = flex(*leaves, causal)
         t_flex = do_bench(lambda: torch.autograd.grad(out_flex, leaves, do, retain_graph=True),
                           warmup=25, rep=100, return_mode="median")
-        dq_cfg = bwd_config(head_dim, torch.bfloat16, causal)["dq"]
-        for bm, bn, w, s, kv_b in SWEEP:
-            cfg = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, KV_B=kv_b, dq=dq_cfg)
+        table = bwd_config(head_dim, torch.bfloat16, causal)
+        for entry in SWEEP[head_dim]:
+            if entry is None or entry[0] == "table":
+                cfg = dict(table, **(entry[1] if entry else {}))
+            else:
+                bm, bn, w, s, flags = entry
+                cfg = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, dq=table["dq"], **flags)
+            bm, bn, w, s = (cfg[x] for x in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
+            kv_b, atomic_dq = cfg.get("KV_B", False), cfg.get("ATOMIC_DQ", False)
+            one_head = cfg.get("ONE_HEAD", True)
             seen = set(compiled_stats(flash_bwd._attn_bwd_dkdv))
             try:
                 got = attention_backward(do, q, k, v, out, lse, None, band, scale, config=dict(cfg))
@@ -160,13 +178,74 @@ def sweep(args, flex, do_bench):
                 print(f"  {cfg}: {type(err).__name__}: {str(err)[:80]}")
                 continue
             stats = [x for x in compiled_stats(flash_bwd._attn_bwd_dkdv) if x not in seen]
-            rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, block_m=bm,
-                             block_n=bn, warps=w, stages=s, kv_b=int(kv_b), ms=f"{t:.4f}",
+            rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n,
+                             table=int(entry is None), block_m=bm, block_n=bn, warps=w, stages=s,
+                             kv_b=int(kv_b), atomic_dq=int(atomic_dq), one_head=int(one_head),
+                             ms=f"{t:.4f}",
                              vs_flex=f"{t_flex / t:.3f}", max_rel_diff=f"{max(errs):.1e}",
                              dkdv_stats=(stats[0].split(": ", 1)[1] if stats else "")))
-            print(f"d={head_dim} causal={int(causal)} N={n} {bm}x{bn} w{w} s{s} kv_b={int(kv_b)}: "
+            print(f"d={head_dim} causal={int(causal)} N={n} {bm}x{bn} w{w} s{s} kv_b={int(kv_b)} "
+                  f"atomic_dq={int(atomic_dq)} one_head={int(one_head)}: "
                   f"{t_flex / t:.2f}x flex  {rows[-1]['dkdv_stats']}", flush=True)
         write_csv(args.out / "bwd_sweep.csv", run_meta(), rows)
+
+
+def warp_spec(args, do_bench):
+    """Triton's ``tl.range(..., warp_specialize=True)`` on the unmasked loop of the forward and
+    of the dK/dV kernel (``WARP_SPEC``), against the launch table: does it compile on this GPU,
+    does the compiled kernel hold warp-specialised partitions, and is it faster (same run)."""
+    from kernels import flash_bwd, flash_fwd
+    from kernels.flash_bwd import attention_backward, bwd_config
+    from kernels.flash_fwd import attention_forward, fwd_config
+
+    def partitions(jit_fn, before):
+        """Whether the specialisations compiled since ``before`` hold ttg.warp_specialize."""
+        found = []
+        for caches in getattr(jit_fn, "device_caches", {}).values():
+            for key, compiled in caches[0].items():
+                if key not in before:
+                    found.append("ttg.warp_specialize" in compiled.asm.get("ttgir", ""))
+        return any(found)
+
+    def keys(jit_fn):
+        return {key for caches in getattr(jit_fn, "device_caches", {}).values() for key in caches[0]}
+
+    rows = []
+    for head_dim, causal, n in shapes(args):
+        b, h, q, k, v, do, band, scale, out, lse, ref = problem(head_dim, causal, n)
+        for kind in ("fwd", "bwd"):
+            if kind == "fwd":
+                table = fwd_config(head_dim, torch.bfloat16, causal)
+                jit_fn = flash_fwd._attn_fwd
+                def run(cfg):  # noqa: E306
+                    return attention_forward(q, k, v, band, scale, config=cfg)
+                want = (out, lse)
+            else:
+                table = bwd_config(head_dim, torch.bfloat16, causal)
+                jit_fn = flash_bwd._attn_bwd_dkdv
+                def run(cfg):  # noqa: E306
+                    return attention_backward(do, q, k, v, out, lse, None, band, scale,
+                                              config=dict(cfg))
+                want = ref
+            t_table = do_bench(lambda: run(table), warmup=25, rep=100, return_mode="median")  # noqa: B023
+            ws = dict(table, WARP_SPEC=True)
+            before = keys(jit_fn)
+            row = dict(head_dim=head_dim, causal=int(causal), seqlen=n, kernel=kind)
+            try:
+                got = run(ws)
+                torch.cuda.synchronize()
+            except Exception as err:  # noqa: BLE001 -- the point is to record what fails
+                row.update(compiles=0, partitions="", speedup="", max_rel_diff="",
+                           error=f"{type(err).__name__}: {str(err).splitlines()[0][:120]}")
+            else:
+                errs = [((g.float() - r.float()).norm() / r.float().norm()).item()
+                        for g, r in zip(got, want) if r is not None]
+                t_ws = do_bench(lambda: run(ws), warmup=25, rep=100, return_mode="median")  # noqa: B023
+                row.update(compiles=1, partitions=int(partitions(jit_fn, before)),
+                           speedup=f"{t_table / t_ws:.3f}", max_rel_diff=f"{max(errs):.1e}", error="")
+            rows.append(row)
+            print(row, flush=True)
+            write_csv(args.out / "warp_spec.csv", run_meta(), rows)
 
 
 def plot(out: Path) -> Path:
@@ -220,6 +299,8 @@ def main(argv=None):
     p.add_argument("--head-dims", type=int, nargs="+", default=[128, 64])
     p.add_argument("--sweep", action="store_true", help="time the dK/dV configurations of SWEEP")
     p.add_argument("--plot-only", action="store_true", help="redraw bwd_explore.png from the CSVs in --out")
+    p.add_argument("--warp-spec", action="store_true",
+                   help="try WARP_SPEC on the forward and dK/dV loops (warp_spec.csv)")
     args = p.parse_args(argv)
     if args.plot_only:
         print(f"wrote {plot(args.out)}")
@@ -230,6 +311,8 @@ def main(argv=None):
     from kernels.flash_bwd import attention_backward
 
     start_gpu_run(p, args.out, "benchmarks.bwd_explore")
+    if args.warp_spec:
+        return warp_spec(args, do_bench)
     flex = flex_provider()
     if args.sweep:
         return sweep(args, flex, do_bench)

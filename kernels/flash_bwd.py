@@ -77,11 +77,12 @@ def _attn_bwd_preprocess(
 
 
 @triton.jit
-def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm, stride_qd,
-                 stride_dom, stride_dod, offs_n, offs_m, offs_d, mask_d, lo, mid_lo, mid_hi, hi,
-                 qk_scale, seqlen_q, seqlen_k, window_left, window_right, BLOCK_M: tl.constexpr,
-                 IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-                 KV_B: tl.constexpr):
+def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, stride_qm,
+                 stride_qd, stride_dom, stride_dod, stride_dqm, stride_dqd, offs_n, offs_m, offs_d,
+                 mask_n, mask_d, lo, mid_lo, mid_hi, hi, sm_scale, qk_scale, seqlen_q, seqlen_k,
+                 window_left, window_right, BLOCK_M: tl.constexpr, IS_LOCAL: tl.constexpr,
+                 UPCAST: tl.constexpr, PRECISION: tl.constexpr, KV_B: tl.constexpr,
+                 ATOMIC_DQ: tl.constexpr, WARP_SPEC: tl.constexpr, GRADS: tl.constexpr):
     """dK and dV's loop over query blocks ``[lo, hi)`` of one query head, in the three stretches
     of :func:`kernels.flash_fwd._fwd_blocks` (masked ``[lo, mid_lo)``, unmasked
     ``[mid_lo, mid_hi)``, masked ``[mid_hi, hi)``). Padded keys need no mask here (their rows of
@@ -92,10 +93,19 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm,
     register tile; with ``KV_B``, ``S = Q K^T`` ``[BLOCK_M, BLOCK_N]`` as in the forward, k and v
     only ever the second operand of a dot (read from shared memory), and ``P`` and ``dS``
     transposed for the two accumulations. Which is faster depends on the block shape (the launch
-    table says which each shape uses)."""
-    for stretch in tl.static_range(3):
+    table says which each shape uses). ``WARP_SPEC``: as in the forward's loop.
+
+    With ``ATOMIC_DQ`` the loop also computes this tile's share of dQ, ``scale * dS K``, and adds
+    it into the fp32 buffer at ``dq_head`` with atomics (FlashAttention-2's single backward
+    kernel: 5 matmuls per tile pair instead of the 7 of two kernels). Padded keys are then masked
+    out of ``S``: their k rows are zero, but ``exp2(0 - lse)`` can overflow and ``inf * 0`` would
+    poison dQ."""
+    # Padded keys only exist in the last key block of a sequence
+    key_ragged = tl.min(mask_n.to(tl.int32), 0) == 0
+    # Without a band the first stretch is empty (lo = mid_lo = 0): it is not compiled
+    for stretch in tl.static_range(0 if IS_LOCAL else 1, 3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
-        for start_m in range(start, end, BLOCK_M):
+        for start_m in tl.range(start, end, BLOCK_M, warp_specialize=WARP_SPEC and stretch == 1):
             rows = start_m + offs_m
             mask_m = rows < seqlen_q
             if stretch != 1:
@@ -125,11 +135,18 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm,
                     valid = band_mask(rows[:, None], offs_n[None, :], seqlen_q, seqlen_k, window_left,
                                       window_right)
                     s = tl.where(valid, s, float("-inf"))
+                if ATOMIC_DQ:
+                    if key_ragged:
+                        s = tl.where(mask_n[None, :], s, float("-inf"))
                 p = tl.math.exp2(s - lse[:, None])
                 dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=PRECISION)
                 dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
                 ds = p * (dp - delta[:, None])
                 dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision=PRECISION)
+                if ATOMIC_DQ:
+                    dq = tl.dot(ds.to(k.dtype), k, input_precision=PRECISION) * sm_scale
+                    tl.atomic_add(dq_head + rows[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
+                                  dq, mask=mask_q, sem="relaxed")
             else:
                 # [BLOCK_N, BLOCK_M]
                 st = tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale
@@ -138,18 +155,27 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm,
                     valid = band_mask(rows[None, :], offs_n[:, None], seqlen_q, seqlen_k, window_left,
                                       window_right)
                     st = tl.where(valid, st, float("-inf"))
+                if ATOMIC_DQ:
+                    if key_ragged:
+                        st = tl.where(mask_n[:, None], st, float("-inf"))
                 pt = tl.math.exp2(st - lse[None, :])
-                dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
-                # [BLOCK_N, BLOCK_M]
-                dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
-                dst = pt * (dpt - delta[None, :])
-                dk = tl.dot(dst.to(q.dtype), q, dk, input_precision=PRECISION)
+                if GRADS & 1:
+                    dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
+                if GRADS & 2:
+                    # [BLOCK_N, BLOCK_M]
+                    dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+                    dst = pt * (dpt - delta[None, :])
+                    dk = tl.dot(dst.to(q.dtype), q, dk, input_precision=PRECISION)
+                if ATOMIC_DQ:
+                    dq = tl.dot(tl.trans(dst.to(k.dtype)), k, input_precision=PRECISION) * sm_scale
+                    tl.atomic_add(dq_head + rows[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
+                                  dq, mask=mask_q, sem="relaxed")
     return dk, dv
 
 
 @jit_kernel
 def _attn_bwd_dkdv(
-    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, dq_ptr,
     cu_seqlens_q_ptr, cu_seqlens_k_ptr,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -157,15 +183,18 @@ def _attn_bwd_dkdv(
     stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
     stride_lb, stride_lh,  # lse and delta share one layout, rows contiguous
     heads_kv, group, seqlen_q, seqlen_k, head_dim,
     sm_scale, qk_scale, window_left, window_right, num_tiles,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-    KV_B: tl.constexpr = False,
+    KV_B: tl.constexpr = False, ATOMIC_DQ: tl.constexpr = False, WARP_SPEC: tl.constexpr = False,
+    ONE_HEAD: tl.constexpr = False, GRADS: tl.constexpr = 3,
 ):
     """One program per (key block, kv head): dK and dV accumulate on chip over every query
-    block, and over every query head of the GQA group, so no atomics are needed."""
+    block, and over every query head of the GQA group, so no atomics are needed for them. With
+    ``ATOMIC_DQ`` it also adds each tile's dQ into ``dq_ptr`` (fp32, zeroed) with atomics."""
     pid_n, pid_bh = tile_ids(num_tiles)
     off_b = pid_bh // heads_kv
     off_hk = (pid_bh % heads_kv).to(tl.int64)
@@ -211,25 +240,34 @@ def _attn_bwd_dkdv(
         full_hi = tl.minimum(full_hi, (tl.maximum(last, 0) // BLOCK_M) * BLOCK_M)
     mid_lo, mid_hi = split3(lo, hi, full_lo, full_hi)
 
-    for g in range(0, group):
+    # ONE_HEAD (no GQA): the loop over the group's query heads has one trip, known when compiling,
+    # so it is not compiled as a loop; a run-time loop around the query loop costs registers (the
+    # accumulators and the pipelined loads live across both): spills fell by 60-98% at head
+    # dim 128 (benchmarks/NOTES.md, step 6)
+    for g in range(0, 1 if ONE_HEAD else group):
         off_h = off_hk * group + g
         q_head = q_ptr + off_b * stride_qb + off_h * stride_qh + start_q * stride_qm
         do_head = do_ptr + off_b * stride_dob + off_h * stride_doh + start_q * stride_dom
         lse_head = lse_ptr + off_b * stride_lb + off_h * stride_lh + start_q
         delta_head = delta_ptr + off_b * stride_lb + off_h * stride_lh + start_q
-        dk, dv = _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, stride_qm,
-                              stride_qd, stride_dom, stride_dod, offs_n, offs_m, offs_d, mask_d,
-                              lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q, seqlen_k, window_left,
-                              window_right, BLOCK_M=BLOCK_M, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
-                              PRECISION=PRECISION, KV_B=KV_B)
+        dq_head = dq_ptr + off_b * stride_dqb + off_h * stride_dqh + start_q * stride_dqm
+        dk, dv = _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head,
+                              stride_qm, stride_qd, stride_dom, stride_dod, stride_dqm, stride_dqd,
+                              offs_n, offs_m, offs_d, mask_n, mask_d, lo, mid_lo, mid_hi, hi,
+                              sm_scale, qk_scale, seqlen_q, seqlen_k, window_left, window_right,
+                              BLOCK_M=BLOCK_M, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
+                              PRECISION=PRECISION, KV_B=KV_B, ATOMIC_DQ=ATOMIC_DQ,
+                              WARP_SPEC=WARP_SPEC, GRADS=GRADS)
 
-    dk = dk * sm_scale
-    tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
-             + keys[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
-             dk.to(dk_ptr.dtype.element_ty), mask=mask_nd)
-    tl.store(dv_ptr + off_b * stride_dvb + off_hk * stride_dvh
-             + keys[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
-             dv.to(dv_ptr.dtype.element_ty), mask=mask_nd)
+    if GRADS & 2:
+        dk = dk * sm_scale
+        tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
+                 + keys[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
+                 dk.to(dk_ptr.dtype.element_ty), mask=mask_nd)
+    if GRADS & 1:
+        tl.store(dv_ptr + off_b * stride_dvb + off_hk * stride_dvh
+                 + keys[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
+                 dv.to(dv_ptr.dtype.element_ty), mask=mask_nd)
 
 
 @triton.jit
@@ -380,7 +418,8 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
         band, softmax_scale, layout: as the forward.
         config: ``dict(BLOCK_M=, BLOCK_N=, num_warps=, num_stages=, dq=dict(...))`` as
             :func:`bwd_config` returns it (the dK/dV kernel's and the preprocess's, and under
-            ``"dq"`` the dQ kernel's); ``None``: :func:`bwd_config`.
+            ``"dq"`` the dQ kernel's); ``None``: :func:`bwd_config`. With ``ATOMIC_DQ=True`` the
+            dK/dV kernel computes dQ too and ``"dq"`` is not read.
 
     Returns:
         ``dq``, ``dk``, ``dv`` like ``q``, ``k``, ``v``.
@@ -395,7 +434,9 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
     cfg = dict(bwd_config(head_dim, q.dtype, band.causal) if config is None else config)
-    cfg_dq = dict(cfg.pop("dq"))
+    cfg_dq = cfg.pop("dq")
+    # ATOMIC_DQ: the dK/dV kernel also adds up dQ, in fp32, and the dQ kernel is not launched
+    dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if cfg.get("ATOMIC_DQ") else dq
     block_m = cfg["BLOCK_M"]
     head_dim_pad = padded_head_dim(head_dim)
     lse = lse.contiguous()
@@ -420,10 +461,13 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
                      *layout.strides(do))
     tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
     _attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
-        q, k, v, do, lse, delta, dk, dv, cu_q, cu_k,
-        *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.lse_strides(lse),
-        heads_kv, heads_q // heads_kv, *common, tiles, **meta, **cfg,
+        q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k,
+        *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.strides(dq_acc),
+        *layout.lse_strides(lse), heads_kv, heads_q // heads_kv, *common, tiles, **meta,
+        ONE_HEAD=heads_q == heads_kv and cfg.pop("ONE_HEAD", True), **cfg,
     )
+    if cfg.get("ATOMIC_DQ"):
+        return dq.copy_(dq_acc), dk, dv
     tiles = triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"])
     _attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
         q, k, v, do, lse, delta, dq, cu_q, cu_k,

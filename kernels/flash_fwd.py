@@ -54,16 +54,18 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
                 offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale,
                 seqlen_q, seqlen_k, window_left, window_right,
                 BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
-                PRECISION: tl.constexpr):
+                PRECISION: tl.constexpr, WARP_SPEC: tl.constexpr = False):
     """The forward's inner loop over key blocks ``[lo, hi)``: online softmax, one block at a
     time, in three stretches: the edge blocks ``[lo, mid_lo)`` with the mask, the interior
     ``[mid_lo, mid_hi)`` without, the edge ``[mid_hi, hi)`` again. ``tl.static_range`` unrolls
     them at compile time, so ``stretch`` is a constant and each stretch compiles its own loop:
     the edges (``stretch != 1``) apply the band mask and drop padded keys, the interior's loop
-    has no trace of either."""
+    has no trace of either. ``WARP_SPEC`` asks Triton to warp-specialise the interior's loop
+    (``tl.range(..., warp_specialize=True)``; benchmarks/NOTES.md, step 6, says what it does on
+    Hopper)."""
     for stretch in tl.static_range(3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
-        for start_n in range(start, end, BLOCK_N):
+        for start_n in tl.range(start, end, BLOCK_N, warp_specialize=WARP_SPEC and stretch == 1):
             cols = start_n + offs_n
             mask_n = cols < seqlen_k
             if stretch != 1:
@@ -134,6 +136,7 @@ def _attn_fwd(
     PACK_GQA: tl.constexpr,  # tile rows are (query, head-of-the-group) pairs: K/V read once per group
     UPCAST: tl.constexpr,  # convert loaded blocks to fp32 (the interpreter's bf16 dot is wrong)
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" otherwise (ignored for 16-bit)
+    WARP_SPEC: tl.constexpr = False,  # warp-specialise the unmasked loop (an experiment: NOTES.md)
 ):
     pid_m, pid_bh = tile_ids(num_tiles)
     if IS_LOCAL:  # causal: the longest rows (last query blocks) first, the short ones fill the tail
@@ -203,7 +206,7 @@ def _attn_fwd(
                                 stride_vd, offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi,
                                 qk_scale, seqlen_q, seqlen_k, window_left, window_right,
                                 BLOCK_N=BLOCK_N, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
-                                PRECISION=PRECISION)
+                                PRECISION=PRECISION, WARP_SPEC=WARP_SPEC)
 
     empty = l_i == 0.0  # rows that saw no key: output 0, lse -inf
     l_safe = tl.where(empty, 1.0, l_i)
@@ -290,6 +293,7 @@ def launch_forward(q, k, v, out, lse, layout: Layout, band: Band, softmax_scale:
         IS_LOCAL=band.is_local, EVEN_N=not ragged_k and layout.seqlen_k % block_n == 0,
         VARLEN=layout.packed, SEQUSED_K=layout.seqused_k is not None, PACK_GQA=pack_gqa,
         **dot_flags(q.dtype), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+        **({"WARP_SPEC": True} if cfg.get("WARP_SPEC") else {}),
     )
 
 

@@ -212,10 +212,15 @@ def test_torch_compile_traces_the_op():
 
 # Block shapes other than the default: the tuned GPU tables use BLOCK_M != BLOCK_N (and dK/dV,
 # dQ different from each other), which moves where the masked edge blocks and the unmasked
-# interior meet. (fwd, dK/dV, dQ) as (BLOCK_M, BLOCK_N); the interpreter runs them too.
+# interior meet. (fwd, dK/dV, dQ) as (BLOCK_M, BLOCK_N), then the dK/dV kernel's arrangement
+# flags (flash_bwd._dkdv_blocks: KV_B, and ATOMIC_DQ, which computes dQ there with atomics and
+# launches no dQ kernel); the interpreter runs them too.
 BLOCK_SHAPES = {
-    "tall": ((64, 16), (16, 64), (64, 16)),
-    "wide": ((16, 64), (64, 16), (16, 64)),
+    "tall": ((64, 16), (16, 64), (64, 16), {}),
+    "wide": ((16, 64), (64, 16), (16, 64), {}),
+    "tall-kv_b": ((64, 16), (16, 64), (64, 16), dict(KV_B=True)),
+    "wide-atomic_dq": ((16, 64), (64, 16), None, dict(ATOMIC_DQ=True)),
+    "tall-kv_b-atomic_dq": ((64, 16), (16, 64), None, dict(KV_B=True, ATOMIC_DQ=True)),
 }
 # Windows wider than a block, so that some blocks lie wholly inside the band.
 WIDE_MASKS = {"full": (False, (-1, -1)), "causal": (True, (-1, -1)),
@@ -230,17 +235,45 @@ def test_block_shapes(blocks, seqlens, mask):
     from kernels.band import Band
     from kernels.flash_attn import FlashAttentionFunction
 
-    fwd, dkdv, dq = (dict(BLOCK_M=m, BLOCK_N=n, num_warps=4, num_stages=2)
-                     for m, n in BLOCK_SHAPES[blocks])
+    *shapes, flags = BLOCK_SHAPES[blocks]
+    fwd, dkdv, dq = (shape and dict(BLOCK_M=shape[0], BLOCK_N=shape[1], num_warps=4, num_stages=2)
+                     for shape in shapes)
 
     def blocked(q, k, v, *, causal, window_size, softmax_scale, return_lse):
         """flash_attention with the launch configurations given (inputs are valid here)."""
         scale = softmax_scale or q.shape[-1] ** -0.5
         return FlashAttentionFunction.apply(q, k, v, Band.from_window(window_size, causal), scale,
-                                            None, fwd, dict(dkdv, dq=dq))
+                                            None, fwd, dict(dkdv, dq=dq, **flags))
 
     causal, window = WIDE_MASKS[mask]
     run_case(1, 2, 1, *seqlens, 32, torch.float32, causal, window, kernel=blocked)
+
+
+@needs_triton
+@pytest.mark.parametrize("kv_b", [False, True], ids=["kt_q", "kv_b"])
+def test_atomic_dq_masks_padded_keys(kv_b):
+    """Every score of a row far below zero (lse about -1e3): a padded key's score is 0, so
+    without its mask ``exp2(0 - lse)`` overflows, and the atomic dQ gets ``inf * 0 = NaN`` from
+    the zero row of k (the separate dQ kernel masks padded keys; ATOMIC_DQ must too)."""
+    from kernels.band import Band
+    from kernels.flash_attn import FlashAttentionFunction
+
+    q, k, v = make_qkv(1, 2, 1, 40, 45, 32, torch.float32)
+    q, k = q.abs() + 1, -(k.abs() + 1)  # every q . k < -32
+    scale = 10.0
+    cfg = dict(BLOCK_M=16, BLOCK_N=64, num_warps=4, num_stages=2, dq=None, KV_B=kv_b,
+               ATOMIC_DQ=True)  # 45 keys in one 64-key block: 19 padded
+    qi, ki, vi = (x.detach().requires_grad_() for x in (q, k, v))
+    out, lse = FlashAttentionFunction.apply(qi, ki, vi, Band.from_window((-1, -1), False), scale,
+                                            None, None, cfg)
+    assert lse.max() < -200  # exp(200) overflows fp32: the test reaches the overflow
+    do = torch.randn_like(out)
+    out.backward(do)
+    qd, kd, vd = (x.detach().double().requires_grad_() for x in (q, k, v))
+    attention_reference(qd, kd, vd, softmax_scale=scale).backward(do.double())
+    for name, g, r in (("dq", qi.grad, qd.grad), ("dk", ki.grad, kd.grad), ("dv", vi.grad, vd.grad)):
+        assert torch.isfinite(g).all(), name
+        assert rel_err(g, r) < 1e-3, f"{name}: {rel_err(g, r):.3e}"
 
 
 @pytest.mark.skipif(not ON_GPU, reason="CUDA's grid limit; the interpreter has none, and would "
