@@ -82,7 +82,7 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
                  mask_n, mask_d, lo, mid_lo, mid_hi, hi, sm_scale, qk_scale, seqlen_q, seqlen_k,
                  window_left, window_right, BLOCK_M: tl.constexpr, IS_LOCAL: tl.constexpr,
                  UPCAST: tl.constexpr, PRECISION: tl.constexpr, KV_B: tl.constexpr,
-                 ATOMIC_DQ: tl.constexpr, WARP_SPEC: tl.constexpr, GRADS: tl.constexpr):
+                 ATOMIC_DQ: tl.constexpr, WARP_SPEC: tl.constexpr):
     """dK and dV's loop over query blocks ``[lo, hi)`` of one query head, in the three stretches
     of :func:`kernels.flash_fwd._fwd_blocks` (masked ``[lo, mid_lo)``, unmasked
     ``[mid_lo, mid_hi)``, masked ``[mid_hi, hi)``). Padded keys need no mask here (their rows of
@@ -159,13 +159,11 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
                     if key_ragged:
                         st = tl.where(mask_n[:, None], st, float("-inf"))
                 pt = tl.math.exp2(st - lse[None, :])
-                if GRADS & 1:
-                    dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
-                if GRADS & 2:
-                    # [BLOCK_N, BLOCK_M]
-                    dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
-                    dst = pt * (dpt - delta[None, :])
-                    dk = tl.dot(dst.to(q.dtype), q, dk, input_precision=PRECISION)
+                dv = tl.dot(pt.to(do.dtype), do, dv, input_precision=PRECISION)
+                # [BLOCK_N, BLOCK_M]
+                dpt = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+                dst = pt * (dpt - delta[None, :])
+                dk = tl.dot(dst.to(q.dtype), q, dk, input_precision=PRECISION)
                 if ATOMIC_DQ:
                     dq = tl.dot(tl.trans(dst.to(k.dtype)), k, input_precision=PRECISION) * sm_scale
                     tl.atomic_add(dq_head + rows[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
@@ -190,7 +188,7 @@ def _attn_bwd_dkdv(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     KV_B: tl.constexpr = False, ATOMIC_DQ: tl.constexpr = False, WARP_SPEC: tl.constexpr = False,
-    ONE_HEAD: tl.constexpr = False, GRADS: tl.constexpr = 3,
+    ONE_HEAD: tl.constexpr = False,
 ):
     """One program per (key block, kv head): dK and dV accumulate on chip over every query
     block, and over every query head of the GQA group, so no atomics are needed for them. With
@@ -257,17 +255,15 @@ def _attn_bwd_dkdv(
                               sm_scale, qk_scale, seqlen_q, seqlen_k, window_left, window_right,
                               BLOCK_M=BLOCK_M, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
                               PRECISION=PRECISION, KV_B=KV_B, ATOMIC_DQ=ATOMIC_DQ,
-                              WARP_SPEC=WARP_SPEC, GRADS=GRADS)
+                              WARP_SPEC=WARP_SPEC)
 
-    if GRADS & 2:
-        dk = dk * sm_scale
-        tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
-                 + keys[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
-                 dk.to(dk_ptr.dtype.element_ty), mask=mask_nd)
-    if GRADS & 1:
-        tl.store(dv_ptr + off_b * stride_dvb + off_hk * stride_dvh
-                 + keys[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
-                 dv.to(dv_ptr.dtype.element_ty), mask=mask_nd)
+    dk = dk * sm_scale
+    tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
+             + keys[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
+             dk.to(dk_ptr.dtype.element_ty), mask=mask_nd)
+    tl.store(dv_ptr + off_b * stride_dvb + off_hk * stride_dvh
+             + keys[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
+             dv.to(dv_ptr.dtype.element_ty), mask=mask_nd)
 
 
 @triton.jit

@@ -1,0 +1,52 @@
+"""benchmarks/ptxas_report.py compiles the backward kernels for sm_90 without a GPU and reads
+ptxas's register report; the claim of step 6 in benchmarks/NOTES.md is checked with it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import needs_triton
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_report(*args: str) -> str:
+    """The script in a fresh process: it must compile, not interpret (this suite interprets)."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ptxas_report", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def spills(line: str) -> int:
+    return int(line.split("spill stores")[1].split("B")[0])
+
+
+@needs_triton
+def test_gqa_loop_costs_spills():
+    """The dK/dV kernel at head dim 128 (the launch table's configuration without a mask): with
+    the run-time loop over a GQA group kept for one head it spills more than without."""
+    lines = [run_report("--kernel", "dkdv", "--head-dim", "128", "--config", "64,64,4,2",
+                        "--flags", "KV_B=1", f"ONE_HEAD={flag}").splitlines()[-1]
+             for flag in (0, 1)]
+    assert all("registers" in line for line in lines), lines
+    assert spills(lines[0]) > 2 * spills(lines[1]) + 100, lines
+
+
+@needs_triton
+def test_bad_flag_is_refused():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ptxas_report", "--kernel", "dq",
+                           "--config", "64,64,4,3", "--flags", "KV_B=yes"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "expected NAME=0 or NAME=1" in done.stderr
+
+
+@pytest.mark.parametrize("argv", [["--kernel", "dq"]])
+def test_kernel_needs_config(argv):
+    pytest.importorskip("triton")
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ptxas_report", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--kernel needs --config" in done.stderr
