@@ -136,10 +136,11 @@ def problem(head_dim: int, causal: bool, n: int):
 # None: the launch table.
 SWEEP = {
     128: [None, ("table", dict(ONE_HEAD=False)),
-          (32, 128, 8, 3, {}), (32, 128, 8, 2, {}), (64, 128, 8, 3, {}), (64, 128, 8, 2, {}),
-          (32, 64, 4, 3, {}), (64, 64, 4, 2, dict(KV_B=True)), (64, 64, 4, 2, {})],
+          (32, 128, 8, 3, {}), (32, 128, 8, 2, {}), (64, 128, 8, 3, {}), (32, 64, 4, 3, {}),
+          (64, 64, 4, 2, dict(KV_B=True)), (64, 64, 4, 2, {}), (64, 128, 8, 2, dict(ATOMIC_DQ=True))],
     64: [None, ("table", dict(ONE_HEAD=False)), (64, 64, 4, 2, dict(ATOMIC_DQ=True)),
-         (32, 128, 8, 3, {}), (64, 64, 4, 2, {})],
+         (32, 128, 8, 3, {}), (64, 128, 8, 3, {}), (64, 64, 4, 2, {}),
+         ("table", dict(dq=dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)))],
 }
 
 
@@ -178,8 +179,10 @@ def sweep(args, flex, do_bench):
                 print(f"  {cfg}: {type(err).__name__}: {str(err)[:80]}")
                 continue
             stats = [x for x in compiled_stats(flash_bwd._attn_bwd_dkdv) if x not in seen]
+            dq = "" if atomic_dq else "{BLOCK_M}x{BLOCK_N} w{num_warps} s{num_stages}".format(**cfg["dq"])
             rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n,
                              table=int(entry is None), block_m=bm, block_n=bn, warps=w, stages=s,
+                             dq=dq,
                              kv_b=int(kv_b), atomic_dq=int(atomic_dq), one_head=int(one_head),
                              ms=f"{t:.4f}",
                              vs_flex=f"{t_flex / t:.3f}", max_rel_diff=f"{max(errs):.1e}",
