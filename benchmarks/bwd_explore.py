@@ -295,18 +295,65 @@ def plot(out: Path) -> Path:
     return path
 
 
+def plot_step6(out: Path) -> Path:
+    """Step 6 of NOTES.md from ``bwd_sweep_3.csv`` in ``out``: per shape, the backward's speed
+    relative to FlexAttention's with the launch table (the GQA loop compiled away for one head),
+    the same with the run-time loop kept (``ONE_HEAD=False``), the fastest ``ATOMIC_DQ`` variant
+    and the fastest other dK/dV configuration of the sweep: ``bwd_step6.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    meta, rows, _ = read_csv(out / "bwd_sweep_3.csv")
+    shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
+                    key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
+    picks = {  # label: which rows of a shape, the fastest of them is drawn
+        "launch table (GQA loop compiled away, step 6)": lambda r: r["table"] == "1",
+        "launch table, run-time GQA loop kept (before)": lambda r: r["one_head"] == "0",
+        "fastest ATOMIC_DQ (one kernel, atomics)": lambda r: r["atomic_dq"] == "1",
+        "fastest other dK/dV configuration": lambda r: (r["table"], r["one_head"], r["atomic_dq"])
+        == ("0", "1", "0"),
+    }
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    width = 0.8 / len(picks)
+    for i, (label, pick) in enumerate(picks.items()):
+        ys = [max((float(r["vs_flex"]) for r in rows if (r["head_dim"], r["causal"], r["seqlen"]) == s
+                   and pick(r)), default=float("nan")) for s in shapes]
+        ax.bar([x + (i - (len(picks) - 1) / 2) * width for x in range(len(shapes))], ys, width,
+               label=label)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(shapes)))
+    ax.set_xticklabels([f"d={d}\n{'causal' if c == '1' else 'full'}\nN={int(n) // 1024}k"
+                        for d, c, n in shapes], fontsize=8)
+    ax.set_ylim(0, 1.4)
+    ax.set_ylabel("speed / FlexAttention's backward (same run)")
+    ax.set_title("Backward on the H200, bf16, 16k tokens per batch: step 6 of benchmarks/NOTES.md")
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.text(0.01, 0.01, ", ".join(f"{k}={v}" for k, v in meta.items()), fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path = out / "bwd_step6.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="directory for the CSVs and the PNG")
     p.add_argument("--seqlens", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--head-dims", type=int, nargs="+", default=[128, 64])
     p.add_argument("--sweep", action="store_true", help="time the dK/dV configurations of SWEEP")
-    p.add_argument("--plot-only", action="store_true", help="redraw bwd_explore.png from the CSVs in --out")
+    p.add_argument("--plot-only", action="store_true",
+                   help="redraw bwd_explore.png (and bwd_step6.png) from the CSVs in --out")
     p.add_argument("--warp-spec", action="store_true",
                    help="try WARP_SPEC on the forward and dK/dV loops (warp_spec.csv)")
     args = p.parse_args(argv)
     if args.plot_only:
         print(f"wrote {plot(args.out)}")
+        if (args.out / "bwd_sweep_3.csv").exists():
+            print(f"wrote {plot_step6(args.out)}")
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench

@@ -624,10 +624,10 @@ assert min(errs[1:]) > 5 * errs[0] and abs(errs[2] / errs[1] - 1) < 0.05 and err
 # ## 6. The steps tried so far, measured
 #
 # Issue 20 lists the paths towards FlexAttention's backward and cuDNN's; `benchmarks/NOTES.md`,
-# step 5, records each one tried: a prediction, the measurement, and why they differ. Each row below
-# is one variant, timed in one run against FlexAttention and cuDNN (the `KV_B` rows come from the
-# sweep, which timed FlexAttention but not cuDNN: their ratio to cuDNN goes through FlexAttention's,
-# two runs, marked ≈).
+# steps 5 and 6, records each one tried: a prediction, the measurement, and why they differ. Each
+# row below is one variant, timed in one run against FlexAttention and cuDNN (the rows from the
+# sweeps, `KV_B` and step 6's, timed FlexAttention but not cuDNN: their ratio to cuDNN goes
+# through FlexAttention's, two runs, marked ≈).
 
 # %%
 _, rows_after, _ = read_csv(H200_DIR / "bwd_explore_rows.csv")
@@ -660,14 +660,29 @@ flex_cudnn = {s: float(AFTER[s, "flex"]["vs_cudnn"]) for s in {k for k, _ in AFT
 ABLATION["KV_B loop, 64x64, 4 warps, 2 stages"] = (
     "d=128 full only", {s: (float(r["vs_flex"]), float(r["vs_flex"]) * flex_cudnn[s],
                             tflops_of(s, float(r["ms"]))) for s, r in kv_b_rows(sweep2).items()})
-NOT_MEASURED = ["fused backward, atomic dQ (5 products per tile pair)",
-                "TMA loads (tensor descriptors), persistent grid", "warp specialisation",
-                "fp8 (e4m3) forward"]
+_, sweep3, _ = read_csv(H200_DIR / "bwd_sweep_3.csv")  # step 6
+
+
+def sweep_ratios(pick):
+    """{shape: (ratio to Flex, ≈ ratio to cuDNN, TFLOP/s)} of the fastest step-6 row `pick` keeps."""
+    best = {}
+    for r in sweep3:
+        s = shape_of(r)
+        if s in flex_cudnn and pick(r) and (s not in best or float(r["vs_flex"]) > float(best[s]["vs_flex"])):
+            best[s] = r
+    return {s: (float(r["vs_flex"]), float(r["vs_flex"]) * flex_cudnn[s], tflops_of(s, float(r["ms"])))
+            for s, r in best.items()}
+
+
+ABLATION["step 6: GQA loop compiled away"] = ("yes", sweep_ratios(lambda r: r["table"] == "1"))
+ABLATION["step 6: one kernel, atomic dQ"] = ("no", sweep_ratios(lambda r: r["atomic_dq"] == "1"))
+FROM_SWEEPS = ("KV_B", "step 6")  # their ratio to cuDNN goes through FlexAttention's (≈)
+NOT_MEASURED = ["TMA loads (tensor descriptors), persistent grid", "fp8 (e4m3) forward"]
 COLUMNS = [(128, 0, 4096), (128, 0, 16384), (128, 1, 4096), (128, 1, 16384)]
 print(f"{'backward / FlexAttention (/ cuDNN)':>40} " + " ".join(f"{label(*s):>20}" for s in COLUMNS)
       + f" {'d=64, 4k-16k':>12}  kept")
 for name, (kept, res) in ABLATION.items():
-    approx = "≈" if name.startswith("KV_B") else ""
+    approx = "≈" if name.startswith(FROM_SWEEPS) else ""
     cells = [f"{res[s][0]:.2f} ({approx}{res[s][1]:.2f})" if s in res else "-" for s in COLUMNS]
     d64 = [res[s][0] for s in res if s[0] == 64 and s[2] >= 4096]
     print(f"{name:>40} " + " ".join(f"{c:>20}" for c in cells)
@@ -692,7 +707,7 @@ for j, s in enumerate(COLUMNS):
 ax.axhline(1.0, color="k", lw=1, label="FlexAttention: the goal")
 ax.set_xticks(range(len(COLUMNS)), [label(*s) for s in COLUMNS])
 ax.set(ylabel="backward speed / FlexAttention's (same run)", ylim=(0.6, 1.5),
-       title=f"Head dim 128, bf16: each step of NOTES.md step 5 ({emeta['device']}, {emeta['date']})")
+       title=f"Head dim 128, bf16: each step of NOTES.md steps 5-6 ({emeta['device']}, {emeta['date']})")
 ax.legend(fontsize=7, ncol=2, loc="upper left")
 ax.grid(alpha=0.3, axis="y")
 plt.show()
@@ -719,10 +734,13 @@ assert all(v <= 0.05 for v in moved.values()) and 0.01 < drift < 0.05
 signs = {name: {np.sign(res[s][0] - base[s][0]) for s in COLUMNS}
          for name, (_, res) in ABLATION.items() if name in moved}
 assert all(v == {-1.0, 1.0} for v in signs.values())  # each moved the ratio up at some shapes, down at others
-assert all(kv_b[s][0] > max(res[s][0] for name, (_, res) in ABLATION.items() if not name.startswith("KV_B"))
-           for s in COLUMNS[:2])  # KV_B: the best without a mask...
+assert all(kv_b[s][0] > max(res[s][0] for name, (_, res) in ABLATION.items() if not name.startswith(FROM_SWEEPS))
+           for s in COLUMNS[:2])  # KV_B: the best of step 5 without a mask...
 assert all(kv_b[s][0] < base[s][0] for s in COLUMNS[2:])  # ...and worse than before with the causal mask
-assert all(res[s][0] < 1.0 and res[s][1] < 0.75 for _, res in ABLATION.values() for s in COLUMNS)
+assert all(res[s][0] < 1.0 and res[s][1] < 0.8 for _, res in ABLATION.values() for s in COLUMNS)
+step6, atomic = ABLATION["step 6: GQA loop compiled away"][1], ABLATION["step 6: one kernel, atomic dQ"][1]
+assert all(atomic[s][0] < step6[s][0] - 0.05 for s in step6)  # the fused backward lost everywhere
+assert all(step6[s][0] >= kv_b[s][0] - 0.02 for s in COLUMNS[:2])  # step 6 kept KV_B's speed, or more
 assert all(ABLATION["FlexAttention's blocks"][1][s][0] < base[s][0] - 0.1 for s in SHAPES if s[0] == 64)
 
 # %% [markdown]
@@ -737,17 +755,37 @@ assert all(ABLATION["FlexAttention's blocks"][1][s][0] < base[s][0] - 0.1 for s 
 #   code; kept.
 # * **`KV_B`** (section 3): the best dK/dV loop without a mask at head dim 128, worse with the causal
 #   mask; kept for the first only.
+# * **Step 6, the GQA loop compiled away**: the dK/dV kernel looped over the query heads of a GQA
+#   group at run time even without GQA, and that loop around the query loop cost registers (the
+#   accumulators and the pipeline's buffers live across both levels). With its one trip known when
+#   compiling, spills fell by 60-100% (`benchmarks/ptxas_report.py` reads them on a CPU) and the
+#   backward gained up to 13% at short sequences, nothing at 16k; kept.
+# * **Step 6, one kernel with atomic $dQ$** (FlashAttention-2's layout, section 2: 5 products per
+#   tile pair instead of 7): slower at every shape, by 0.1-0.2 of FlexAttention's speed, because a
+#   third accumulator tile in registers spills where two already filled them; an option, unused.
+#   FlashAttention-3 gives those atomics their own warps, which `tl` cannot ask for.
+# * **Step 6, warp specialisation** (`tl.range(..., warp_specialize=True)`): on the H200 with
+#   Triton 3.6 the head-dim-128 forward compiles without any warp-specialised partition (the same
+#   speed, the same answer), and the other loops fail inside the compiler (printed below).
 # * **Not reached:** the goal, at least FlexAttention's speed at every shape. At head dim 128 every
-#   step stays below it, and below three quarters of cuDNN's speed: the fastest reaches 39% of the
-#   H200's peak, cuDNN's backward 55%.
-# * **Not measured yet** (issue 20's other paths): the fused backward with atomic $dQ$
-#   (FlashAttention-2's and -3's layout, section 2), TMA loads through tensor descriptors with a
-#   persistent grid, warp specialisation, and an fp8 forward. No number on this page says what
-#   they would give; section 5 says why FlashAttention-3 expected each to help.
+#   step stays below it (0.90-0.95 after step 6), and below four fifths of cuDNN's speed.
+# * **Not measured yet:** TMA loads through tensor descriptors with a persistent grid, and an fp8
+#   forward. No number on this page says what they would give; section 5 says why
+#   FlashAttention-3 expected each to help.
 #
-# **Takeaway.** Launch configurations and scheduling did not close the gap; a change to the loop's
-# arithmetic arrangement moved it by the most (without a mask only). The remaining candidates change
-# the kernel's structure.
+# **Takeaway.** Launch configurations and scheduling did not close the gap; the loop's arithmetic
+# arrangement (without a mask) and the registers its structure costs moved it most. What is left
+# in `tl` changes how tiles are loaded; what FlashAttention-3 adds beyond that is a schedule.
+
+# %%
+_, ws_rows, ws_meta = read_csv(H200_DIR / "warp_spec.csv")
+for r in ws_rows:
+    outcome = (f"compiles, {'with' if r['partitions'] == '1' else 'no'} warp-specialised partition, "
+               f"{float(r['speedup']):.2f}x" if r["compiles"] == "1" else f"fails: {r['error']}")
+    print(f"{r['kernel']} d={r['head_dim']} {'causal' if r['causal'] == '1' else 'full'} "
+          f"N={int(r['seqlen']) // 1024}k: {outcome}")
+assert all(r["partitions"] == "0" for r in ws_rows if r["compiles"] == "1")
+assert {r["kernel"] for r in ws_rows if r["compiles"] == "0"} == {"fwd", "bwd"}
 
 # %% [markdown]
 # ## 7. What Triton can express, and what it leaves to the compiler
@@ -779,14 +817,19 @@ assert all(ABLATION["FlexAttention's blocks"][1][s][0] < base[s][0] - 0.1 for s 
 #   `NVMMASharedLayout`, ...).
 #
 # When Triton is installed, the next cell checks the Triton entries of this list against the version
-# you have; it also checks that our kernels use none of these features yet.
+# you have; it also checks that our kernels use none of these features, except `warp_specialize`
+# behind the `WARP_SPEC` flag of step 6, off by default and in no launch table.
 
 # %%
 SOURCES = {p.name: p.read_text() for p in (ROOT / "kernels").glob("*.py")}
 uses = {feature: sorted(name for name, text in SOURCES.items() if feature in text)
         for feature in ("make_tensor_descriptor", "TensorDescriptor", "warp_specialize", "gluon")}
 print(f"kernels/*.py using each feature: {uses}")
-assert not any(uses.values())
+assert uses["warp_specialize"] == ["flash_bwd.py", "flash_fwd.py"]
+assert not any(v for k, v in uses.items() if k != "warp_specialize")
+TABLES = [t for name in ("flash_fwd.py", "flash_bwd.py")
+          for t in re.findall(r"^_HOPPER_\w+ = \{.*?\}$", SOURCES[name], re.S | re.M)]
+assert len(TABLES) == 3 and not any("WARP_SPEC" in t for t in TABLES)  # no launch table turns it on
 
 if kernels.HAS_TRITON:
     import triton
@@ -821,7 +864,8 @@ else:
 #
 # * **`tl` can** use TMA (tensor descriptors, from Triton 3.6 on the GPU and 3.7 in the
 #   interpreter), ask for warp specialisation (`warp_specialize=True`, documented for Blackwell; on
-#   Hopper it goes through a separate compiler pass whose effect on our loops nobody has measured),
+#   Hopper it goes through a separate compiler pass, which for our loops did nothing or failed:
+#   section 6),
 #   run a persistent grid (a loop over tiles inside each program), and use fp8 tiles in `tl.dot`.
 # * **`tl` cannot** say which warps do what, move registers between them, place named barriers, or
 #   choose a layout or a register allocation: FlashAttention-3's ping-pong and its intra-warpgroup
@@ -831,9 +875,10 @@ else:
 #   synchronisation by hand, as in CUDA. Whether a Gluon kernel would reach cuDNN on the H200 is
 #   not something this repository has measured.
 #
-# **Takeaway.** The steps left in issue 20 are of two kinds: those `tl` can express (the fused
-# backward, tensor descriptors, a persistent grid, `warp_specialize`), which must be measured one
-# at a time; and FlashAttention-3's schedule itself, which needs Gluon or CUDA.
+# **Takeaway.** The steps left in issue 20 are of two kinds: those `tl` can express (tensor
+# descriptors, a persistent grid, an fp8 forward), which must be measured one at a time; and
+# FlashAttention-3's schedule itself (its warp roles, and dQ's atomics on warps of their own),
+# which needs Gluon or CUDA.
 
 # %% [markdown]
 # ## Exercises
