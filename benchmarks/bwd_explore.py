@@ -255,11 +255,6 @@ def plot(out: Path) -> Path:
     """The backward's speed relative to FlexAttention's, per shape, for each variant of
     ``bwd_explore.csv`` and the kept ``KV_B`` configuration of ``bwd_sweep_2.csv`` (both in
     ``out``), and cuDNN's: ``bwd_explore.png`` beside them (``--plot-only DIR`` redraws it)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     meta, rows, _ = read_csv(out / "bwd_explore.csv")
     kept = {(r["head_dim"], r["causal"], r["seqlen"]): float(r["vs_flex"])
             for r in read_csv(out / "bwd_sweep_2.csv")[1]
@@ -271,25 +266,38 @@ def plot(out: Path) -> Path:
     labels = {"ours": "ours before step 5", "ours_flexcfg": "ours, FlexAttention's blocks",
               "ours_streams": "ours, dK/dV and dQ on two streams", "cudnn": "cuDNN"}
     ratio = {(r["variant"], r["head_dim"], r["causal"], r["seqlen"]): float(r["vs_flex"]) for r in rows}
+    series = {("ours, KV_B 64x64 (kept for d=128 without a mask; other run)" if name == "kept"
+               else labels[name]): [kept.get(s, float("nan")) if name == "kept" else ratio[(name, *s)]
+                                    for s in shapes]
+              for name in variants + ["kept"]}
+    return ratio_bars(out / "bwd_explore.png", shapes, series, meta, ylim=1.8, ncol=3, step=5)
+
+
+def ratio_bars(path: Path, shapes, series: dict, meta: dict, ylim: float, ncol: int, step: int) -> Path:
+    """Grouped bars, one group per ``(head_dim, causal, seqlen)`` shape and one bar per entry of
+    ``series`` (label: ratios to FlexAttention's backward), the goal 1.0 drawn, for ``step`` of
+    NOTES.md; saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(12, 4.2))
-    width = 0.8 / (len(variants) + 1)
-    for i, name in enumerate(variants + ["kept"]):
-        ys = [kept.get(s, float("nan")) if name == "kept" else ratio[(name, *s)] for s in shapes]
-        ax.bar([x + (i - len(variants) / 2) * width for x in range(len(shapes))], ys, width,
-               label="ours, KV_B 64x64 (kept for d=128 without a mask; other run)" if name == "kept"
-               else labels[name])
+    width = 0.8 / len(series)
+    for i, (label, ys) in enumerate(series.items()):
+        ax.bar([x + (i - (len(series) - 1) / 2) * width for x in range(len(shapes))], ys, width,
+               label=label)
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_xticks(range(len(shapes)))
     ax.set_xticklabels([f"d={d}\n{'causal' if c == '1' else 'full'}\nN={int(n) // 1024}k"
                         for d, c, n in shapes], fontsize=8)
-    ax.set_ylim(0, 1.8)
+    ax.set_ylim(0, ylim)
     ax.set_ylabel("speed / FlexAttention's backward (same run)")
-    ax.set_title("Backward on the H200, bf16, 16k tokens per batch: step 5 of benchmarks/NOTES.md")
-    ax.legend(fontsize=8, ncol=3, loc="upper left")
+    ax.set_title(f"Backward on the H200, bf16, 16k tokens per batch: step {step} of benchmarks/NOTES.md")
+    ax.legend(fontsize=8, ncol=ncol, loc="upper left")
     ax.grid(axis="y", alpha=0.3)
     fig.text(0.01, 0.01, ", ".join(f"{k}={v}" for k, v in meta.items()), fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = out / "bwd_explore.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -300,11 +308,6 @@ def plot_step6(out: Path) -> Path:
     relative to FlexAttention's with the launch table (the GQA loop compiled away for one head),
     the same with the run-time loop kept (``ONE_HEAD=False``), the fastest ``ATOMIC_DQ`` variant
     and the fastest other dK/dV configuration of the sweep: ``bwd_step6.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     meta, rows, _ = read_csv(out / "bwd_sweep_3.csv")
     shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
                     key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
@@ -315,28 +318,11 @@ def plot_step6(out: Path) -> Path:
         "fastest other dK/dV configuration": lambda r: (r["table"], r["one_head"], r["atomic_dq"])
         == ("0", "1", "0"),
     }
-    fig, ax = plt.subplots(figsize=(12, 4.2))
-    width = 0.8 / len(picks)
-    for i, (label, pick) in enumerate(picks.items()):
-        ys = [max((float(r["vs_flex"]) for r in rows if (r["head_dim"], r["causal"], r["seqlen"]) == s
-                   and pick(r)), default=float("nan")) for s in shapes]
-        ax.bar([x + (i - (len(picks) - 1) / 2) * width for x in range(len(shapes))], ys, width,
-               label=label)
-    ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks(range(len(shapes)))
-    ax.set_xticklabels([f"d={d}\n{'causal' if c == '1' else 'full'}\nN={int(n) // 1024}k"
-                        for d, c, n in shapes], fontsize=8)
-    ax.set_ylim(0, 1.4)
-    ax.set_ylabel("speed / FlexAttention's backward (same run)")
-    ax.set_title("Backward on the H200, bf16, 16k tokens per batch: step 6 of benchmarks/NOTES.md")
-    ax.legend(fontsize=8, ncol=2, loc="upper left")
-    ax.grid(axis="y", alpha=0.3)
-    fig.text(0.01, 0.01, ", ".join(f"{k}={v}" for k, v in meta.items()), fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = out / "bwd_step6.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    series = {label: [max((float(r["vs_flex"]) for r in rows
+                           if (r["head_dim"], r["causal"], r["seqlen"]) == s and pick(r)),
+                          default=float("nan")) for s in shapes]
+              for label, pick in picks.items()}
+    return ratio_bars(out / "bwd_step6.png", shapes, series, meta, ylim=1.4, ncol=2, step=6)
 
 
 def main(argv=None):

@@ -734,7 +734,8 @@ assert all(v <= 0.05 for v in moved.values()) and 0.01 < drift < 0.05
 signs = {name: {np.sign(res[s][0] - base[s][0]) for s in COLUMNS}
          for name, (_, res) in ABLATION.items() if name in moved}
 assert all(v == {-1.0, 1.0} for v in signs.values())  # each moved the ratio up at some shapes, down at others
-assert all(kv_b[s][0] > max(res[s][0] for name, (_, res) in ABLATION.items() if not name.startswith(FROM_SWEEPS))
+assert all(kv_b[s][0] > max(res[s][0] for name, (_, res) in ABLATION.items()
+                           if not name.startswith(FROM_SWEEPS))
            for s in COLUMNS[:2])  # KV_B: the best of step 5 without a mask...
 assert all(kv_b[s][0] < base[s][0] for s in COLUMNS[2:])  # ...and worse than before with the causal mask
 assert all(res[s][0] < 1.0 and res[s][1] < 0.8 for _, res in ABLATION.values() for s in COLUMNS)
