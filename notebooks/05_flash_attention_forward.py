@@ -203,7 +203,7 @@ assert fa2.forward.writes["O"] == N * d and fa1.forward.writes["O"] == (T + 1) *
 # ### 3.1 The signature
 
 # %%
-show_source("kernels.flash_fwd:_attn_fwd", "def _attn_fwd(", "PRECISION: tl.constexpr")
+show_source("kernels.flash_fwd:_attn_fwd", "def _attn_fwd(", "WARP_SPEC: tl.constexpr")
 
 # %% [markdown]
 # It follows the house style: pointers, then strides grouped per tensor (a
@@ -374,7 +374,7 @@ else:
 # right $= 0$, left unbounded).
 
 # %%
-show_source("kernels.flash_fwd:_attn_fwd", "lo, hi = key_range(", "PRECISION=PRECISION)")
+show_source("kernels.flash_fwd:_attn_fwd", "lo, hi = key_range(", "WARP_SPEC=WARP_SPEC)")
 
 # %% [markdown]
 # **`key_range`**: the keys *some* row of the tile sees. The first row's first key is
@@ -411,10 +411,12 @@ show_source("kernels.tiles:band_mask", "def band_mask", "return (cols")
 # by the compiler: the edge stretches (0 and 2) get the `tl.where` of the band mask and of the
 # padded keys, the `m_safe` guard and the key masks in their loads; the interior (1) gets none of
 # them, only the head-dimension mask `mask_d`. Section 5 draws which tiles take which stretch.
+# `tl.range` is Python's `range` with options for the compiler; the one used here,
+# `warp_specialize`, is an experiment that stays off (`WARP_SPEC`, notebook 13).
 #
 # | NumPy (`flash_forward`) | kernel (`_fwd_blocks`) |
 # | --- | --- |
-# | `for j in range(0, N_k, block_n)` | `for start_n in range(start, end, BLOCK_N)`, per stretch |
+# | `for j in range(0, N_k, block_n)` | `for start_n in tl.range(start, end, BLOCK_N, ...)`, per stretch |
 # | `cols = np.arange(j, ...)` | `cols = start_n + offs_n`; `mask_n = cols < seqlen_k` |
 # | `K[j:j + block_n].T` | `kt = tl.load(...)`, transposed by swapping the strides' roles |
 # | `s = scale * q @ K_j.T` | `s = tl.dot(q, kt) * qk_scale` (base 2, below) |

@@ -287,12 +287,16 @@ show_source("kernels.flash_bwd:attention_backward", "if dlse is not None:", "del
 # picks it for one entry only, head dim 128 without a mask on Hopper (64 x 64 blocks, 4 warps,
 # 2 stages), where it measured faster; everywhere else it was slower (`benchmarks/NOTES.md`,
 # step 5; notebook 12). The outer `for g` loop runs over the query heads that share this kv head
-# (GQA, notebook 08), so their contributions add up on chip too.
+# (GQA, notebook 08), so their contributions add up on chip too; without GQA (`ONE_HEAD`) its one
+# trip is known when compiling and no loop is built, because a run-time loop around the query loop
+# cost the kernel most of its spilled registers (step 6). `warp_specialize=WARP_SPEC and ...` is an
+# experiment, off by default: on Hopper, Triton 3.6 did nothing with it or failed (notebook 13).
 
 # %%
 show_source("kernels.flash_bwd:_attn_bwd_dkdv", "lo = 0", "hi = tl.minimum((pid_n + 1)")
 print()
-show_source("kernels.flash_bwd:_dkdv_blocks", "for start_m in range(start, end, BLOCK_M):", "dk = tl.dot(dst")
+show_source("kernels.flash_bwd:_dkdv_blocks", "for start_m in tl.range(start, end, BLOCK_M",
+            "dk = tl.dot(dst")
 
 # %% [markdown]
 # **The dQ kernel** is the forward's loop with a different body: recompute $P$, then
@@ -305,15 +309,22 @@ show_source("kernels.flash_bwd:_dq_blocks", "for start_n in range(start, end, BL
 # %% [markdown]
 # Counting the matrix products in the two kernels confirms the price of owning every output:
 # four in dK/dV ($S^\top$, $dV$, $dP^\top$, $dK$, in either arrangement) and three in dQ ($S$,
-# $dP$, $dQ$), seven in all, against the five a single loop with atomics needs.
+# $dP$, $dQ$), seven in all, against the five a single loop with atomics needs. That single loop
+# is here too, as an option (`ATOMIC_DQ`: each tile's $dQ$ added into an fp32 buffer with atomics,
+# no dQ kernel); on an H200 it was slower at every shape measured, since its third accumulator
+# does not fit beside the other two in registers (`benchmarks/NOTES.md`, step 6).
 
 # %%
 dkdv = "".join(source_lines("kernels.flash_bwd:_dkdv_blocks")[0])
 kv_b, default = re.split(r"\n\s*else:\n", dkdv.split("if KV_B:", 1)[1], maxsplit=1)  # the two branches
-n_dots = {"_dkdv_blocks (default)": default.count("tl.dot("), "_dkdv_blocks (KV_B)": kv_b.count("tl.dot("),
+atomic = {"_dkdv_blocks (default)": default.count("dq = tl.dot("),
+          "_dkdv_blocks (KV_B)": kv_b.count("dq = tl.dot(")}
+n_dots = {"_dkdv_blocks (default)": default.count("tl.dot(") - atomic["_dkdv_blocks (default)"],
+          "_dkdv_blocks (KV_B)": kv_b.count("tl.dot(") - atomic["_dkdv_blocks (KV_B)"],
           "_dq_blocks": "".join(source_lines("kernels.flash_bwd:_dq_blocks")[0]).count("tl.dot(")}
-print("tl.dot calls per iteration:", n_dots)
+print("tl.dot calls per iteration:", n_dots, "and, with ATOMIC_DQ, one more in dK/dV:", atomic)
 assert n_dots == {"_dkdv_blocks (default)": 4, "_dkdv_blocks (KV_B)": 4, "_dq_blocks": 3}
+assert set(atomic.values()) == {1}
 
 # %% [markdown]
 # ## 6. Gradient check against autograd
