@@ -240,8 +240,8 @@ def _attn_bwd_dkdv(
 
     # ONE_HEAD (no GQA): the loop over the group's query heads has one trip, known when compiling,
     # so it is not compiled as a loop; a run-time loop around the query loop costs registers (the
-    # accumulators and the pipelined loads live across both): spills fell by 60-98% at head
-    # dim 128 (benchmarks/NOTES.md, step 6)
+    # accumulators and the pipelined loads live across both): spills fell by 75-100% at head
+    # dim 128 (benchmarks/NOTES.md, step 6). ONE_HEAD=False in a config keeps the loop (to measure)
     for g in range(0, 1 if ONE_HEAD else group):
         off_h = off_hk * group + g
         q_head = q_ptr + off_b * stride_qb + off_h * stride_qh + start_q * stride_qm
@@ -461,7 +461,7 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
         q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k,
         *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.strides(dq_acc),
         *layout.lse_strides(lse), heads_kv, heads_q // heads_kv, *common, tiles, **meta,
-        ONE_HEAD=heads_q == heads_kv and cfg.pop("ONE_HEAD", True), **cfg,
+        ONE_HEAD=cfg.pop("ONE_HEAD", True) and heads_q == heads_kv, **cfg,
     )
     if cfg.get("ATOMIC_DQ"):
         return dq.copy_(dq_acc), dk, dv

@@ -759,7 +759,7 @@ assert all(ABLATION["FlexAttention's blocks"][1][s][0] < base[s][0] - 0.1 for s 
 # * **Step 6, the GQA loop compiled away**: the dK/dV kernel looped over the query heads of a GQA
 #   group at run time even without GQA, and that loop around the query loop cost registers (the
 #   accumulators and the pipeline's buffers live across both levels). With its one trip known when
-#   compiling, spills fell by 60-100% (`benchmarks/ptxas_report.py` reads them on a CPU) and the
+#   compiling, spills fell by 75-100% (`benchmarks/ptxas_report.py` reads them on a CPU) and the
 #   backward gained up to 13% at short sequences, nothing at 16k; kept.
 # * **Step 6, one kernel with atomic $dQ$** (FlashAttention-2's layout, section 2: 5 products per
 #   tile pair instead of 7): slower at every shape, by 0.1-0.2 of FlexAttention's speed, because a
