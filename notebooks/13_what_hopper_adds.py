@@ -54,6 +54,7 @@ except ModuleNotFoundError:  # nbmake runs a notebook from notebooks/: the repos
 import inspect
 import math
 import re
+import subprocess
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -409,6 +410,50 @@ assert best["kv_b"] and best["spills"] > 100
 #
 # **Takeaway.** The backward's gap to FlexAttention is its dK/dV kernel, and that kernel's compiled
 # form is at the register limit in every configuration tried.
+#
+# ### Reading the registers without a GPU
+#
+# Those numbers came from the H200, but Triton compiles for a GPU it is only told about, and its
+# wheel carries NVIDIA's assembler `ptxas`, whose `-v` report gives registers and spills. So
+# `benchmarks/ptxas_report.py` compiles the dK/dV kernel for sm_90 on any Linux machine with
+# Triton (your laptop, CI). Step 6 of `NOTES.md` used it to find a cost in the kernel's structure
+# rather than its tiles: the loop over the query heads of a GQA group (`for g in range(group)`)
+# was a run-time loop even when the group has one head, and a loop around the query loop keeps
+# the accumulators and the pipeline's buffers alive across two levels. `ONE_HEAD` makes its one trip
+# known when compiling. The next cell compiles the table's head-dim-128 configuration both ways
+# (in a separate process: this one runs Triton's interpreter, which cannot compile).
+
+# %%
+def ptxas_line(*flags):
+    """benchmarks/ptxas_report.py's report of the table's head-dim-128 dK/dV configuration."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.ptxas_report", "--kernel", "dkdv",
+                           "--head-dim", "128", "--config", "64,64,4,2", "--flags", "KV_B=1", *flags],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-1000:]
+    return done.stdout.splitlines()[-1]
+
+
+if kernels.HAS_TRITON:
+    lines = {flag: ptxas_line(f"ONE_HEAD={flag}") for flag in (0, 1)}
+    for flag, line in lines.items():
+        print(f"{'run-time head loop' if flag == 0 else 'loop compiled away':>19}: {line}")
+    spilled = {flag: int(re.search(r"spill stores +(\d+) B", line).group(1)) for flag, line in lines.items()}
+    assert spilled[0] > 2 * spilled[1] + 100  # the loop cost most of the spills
+else:
+    print("Triton is not installed here (it needs Linux): the H200's numbers below are read from CSV")
+
+# %% [markdown]
+# On the H200 the run-time loop spilled 106 registers at this configuration and 190 at the causal
+# one (`bwd_sweep_3.csv`, where the `ONE_HEAD=False` rows keep the loop); with the loop gone the
+# backward gained up to 13% at short sequences and nothing at 16k: spills were part of the gap,
+# not all of it (section 6).
+
+# %%
+_, sweep3_rows, _ = read_csv(H200_DIR / "bwd_sweep_3.csv")
+with_loop = {(r["causal"], r["block_m"], r["block_n"]):
+             int(re.search(r"spills (\d+)", r["dkdv_stats"]).group(1)) for r in sweep3_rows if r["one_head"] == "0" and r["head_dim"] == "128" and r["dkdv_stats"]}
+print("spilled registers with the run-time loop, H200, head dim 128:", with_loop)
+assert with_loop == {("0", "64", "64"): 106, ("1", "32", "64"): 190}
 
 # %% [markdown]
 # ## 4. What Hopper adds
