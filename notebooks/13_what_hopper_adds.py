@@ -449,9 +449,10 @@ else:
 # not all of it (section 6).
 
 # %%
-_, sweep3_rows, _ = read_csv(H200_DIR / "bwd_sweep_3.csv")
+_, sweep3, _ = read_csv(H200_DIR / "bwd_sweep_3.csv")  # step 6's dK/dV sweep (section 6 again)
 with_loop = {(r["causal"], r["block_m"], r["block_n"]):
-             int(re.search(r"spills (\d+)", r["dkdv_stats"]).group(1)) for r in sweep3_rows if r["one_head"] == "0" and r["head_dim"] == "128" and r["dkdv_stats"]}
+             int(re.search(r"spills (\d+)", r["dkdv_stats"]).group(1))
+             for r in sweep3 if r["one_head"] == "0" and r["head_dim"] == "128" and r["dkdv_stats"]}
 print("spilled registers with the run-time loop, H200, head dim 128:", with_loop)
 assert with_loop == {("0", "64", "64"): 106, ("1", "32", "64"): 190}
 
@@ -705,9 +706,6 @@ flex_cudnn = {s: float(AFTER[s, "flex"]["vs_cudnn"]) for s in {k for k, _ in AFT
 ABLATION["KV_B loop, 64x64, 4 warps, 2 stages"] = (
     "d=128 full only", {s: (float(r["vs_flex"]), float(r["vs_flex"]) * flex_cudnn[s],
                             tflops_of(s, float(r["ms"]))) for s, r in kv_b_rows(sweep2).items()})
-_, sweep3, _ = read_csv(H200_DIR / "bwd_sweep_3.csv")  # step 6
-
-
 def sweep_ratios(pick):
     """{shape: (ratio to Flex, ≈ ratio to cuDNN, TFLOP/s)} of the fastest step-6 row `pick` keeps."""
     best = {}
