@@ -70,7 +70,7 @@ def backward_two_streams(do, q, k, v, out, lse, band, scale, side: torch.cuda.St
             *layout.lse_strides(lse), heads_q, heads_q // heads_kv, *common, tiles, **meta, **cfg_dq)
     tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
     fb._attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
-        q, k, v, do, lse, delta, dk, dv, dq, cu_q, cu_k, *strides, *layout.strides(dk),
+        q, k, v, do, lse, delta, dk, dv, dq, cu_q, cu_k, q, do, *strides, *layout.strides(dk),
         *layout.strides(dv), *layout.strides(dq), *layout.lse_strides(lse), heads_kv,
         heads_q // heads_kv, *common, tiles, **meta, **cfg)
     torch.cuda.current_stream().wait_stream(side)
@@ -132,15 +132,18 @@ def problem(head_dim: int, causal: bool, n: int):
 # dK/dV launch configurations tried by --sweep (dQ stays at its default), per head dim:
 # BLOCK_M (streamed queries), BLOCK_N (resident keys), warps, stages, and flags: KV_B (k and v
 # as the second operand), ATOMIC_DQ (dQ added up in the same kernel with atomics, no dQ kernel),
-# ONE_HEAD=False (the run-time loop over a GQA group kept for one head, as before step 6).
+# ONE_HEAD=False (the run-time loop over a GQA group kept for one head, as before step 6), TMA
+# (q and dO through tensor descriptors; not yet run on a GPU: bwd_sweep_3.csv predates it).
 # None: the launch table.
 SWEEP = {
     128: [None, ("table", dict(ONE_HEAD=False)),
           (32, 128, 8, 3, {}), (32, 128, 8, 2, {}), (64, 128, 8, 3, {}), (32, 64, 4, 3, {}),
-          (64, 64, 4, 2, dict(KV_B=True)), (64, 64, 4, 2, {}), (64, 128, 8, 2, dict(ATOMIC_DQ=True))],
+          (64, 64, 4, 2, dict(KV_B=True)), (64, 64, 4, 2, {}), (64, 128, 8, 2, dict(ATOMIC_DQ=True)),
+          ("table", dict(TMA=True)), (64, 128, 8, 3, dict(TMA=True))],
     64: [None, ("table", dict(ONE_HEAD=False)), (64, 64, 4, 2, dict(ATOMIC_DQ=True)),
          (32, 128, 8, 3, {}), (64, 128, 8, 3, {}), (64, 64, 4, 2, {}),
-         ("table", dict(dq=dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)))],
+         ("table", dict(dq=dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3))),
+         ("table", dict(TMA=True))],
 }
 
 
@@ -166,7 +169,7 @@ def sweep(args, flex, do_bench):
                 cfg = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, dq=table["dq"], **flags)
             bm, bn, w, s = (cfg[x] for x in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
             kv_b, atomic_dq = cfg.get("KV_B", False), cfg.get("ATOMIC_DQ", False)
-            one_head = cfg.get("ONE_HEAD", True)
+            one_head, tma = cfg.get("ONE_HEAD", True), cfg.get("TMA", False)
             seen = set(compiled_stats(flash_bwd._attn_bwd_dkdv))
             try:
                 got = attention_backward(do, q, k, v, out, lse, None, band, scale, config=dict(cfg))
@@ -184,6 +187,7 @@ def sweep(args, flex, do_bench):
                              table=int(entry is None), block_m=bm, block_n=bn, warps=w, stages=s,
                              dq=dq,
                              kv_b=int(kv_b), atomic_dq=int(atomic_dq), one_head=int(one_head),
+                             tma=int(tma),
                              ms=f"{t:.4f}",
                              vs_flex=f"{t_flex / t:.3f}", max_rel_diff=f"{max(errs):.1e}",
                              dkdv_stats=(stats[0].split(": ", 1)[1] if stats else "")))

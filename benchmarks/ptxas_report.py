@@ -59,6 +59,9 @@ def compile_for_hopper(fn, constants: dict, num_warps: int, num_stages: int,
             signature[name] = "constexpr"
         elif name.startswith("stride") and name.endswith("d"):  # the unit stride of a row
             signature[name], consts[name] = "constexpr", 1
+        elif name.endswith("_desc"):  # host tensor descriptors (TMA), or unused
+            signature[name] = (f"tensordesc<{TL_DTYPES[dtype]}[1, 1, {consts['BLOCK_M']}, "
+                               f"{consts['HEAD_DIM']}]>" if consts.get("TMA") else "i32")
         elif name.startswith("cu_seqlens"):
             signature[name] = "*i32"
         elif name.endswith("_ptr"):

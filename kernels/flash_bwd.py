@@ -80,9 +80,10 @@ def _attn_bwd_preprocess(
 def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, stride_qm,
                  stride_qd, stride_dom, stride_dod, stride_dqm, stride_dqd, offs_n, offs_m, offs_d,
                  mask_n, mask_d, lo, mid_lo, mid_hi, hi, sm_scale, qk_scale, seqlen_q, seqlen_k,
-                 window_left, window_right, BLOCK_M: tl.constexpr, IS_LOCAL: tl.constexpr,
-                 UPCAST: tl.constexpr, PRECISION: tl.constexpr, KV_B: tl.constexpr,
-                 ATOMIC_DQ: tl.constexpr, WARP_SPEC: tl.constexpr):
+                 window_left, window_right, q_desc, do_desc, off_b, off_h, BLOCK_M: tl.constexpr,
+                 IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+                 KV_B: tl.constexpr, ATOMIC_DQ: tl.constexpr, WARP_SPEC: tl.constexpr,
+                 TMA: tl.constexpr):
     """dK and dV's loop over query blocks ``[lo, hi)`` of one query head, in the three stretches
     of :func:`kernels.flash_fwd._fwd_blocks` (masked ``[lo, mid_lo)``, unmasked
     ``[mid_lo, mid_hi)``, masked ``[mid_hi, hi)``). Padded keys need no mask here (their rows of
@@ -93,7 +94,10 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
     register tile; with ``KV_B``, ``S = Q K^T`` ``[BLOCK_M, BLOCK_N]`` as in the forward, k and v
     only ever the second operand of a dot (read from shared memory), and ``P`` and ``dS``
     transposed for the two accumulations. Which is faster depends on the block shape (the launch
-    table says which each shape uses). ``WARP_SPEC``: as in the forward's loop.
+    table says which each shape uses). ``WARP_SPEC``: as in the forward's loop. ``TMA``: q and
+    dO come through tensor descriptors (``q_desc``, ``do_desc``: 4-D, ``(batch, heads, rows,
+    head_dim)``, made on the host), which Hopper serves with its copy engine; rows and columns
+    past the tensor's come back as zeros, so no mask is needed (an experiment, not measured yet).
 
     With ``ATOMIC_DQ`` the loop also computes this tile's share of dQ, ``scale * dS K``, and adds
     it into the fp32 buffer at ``dq_head`` with atomics (FlashAttention-2's single backward
@@ -113,10 +117,14 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
             else:
                 mask_q = mask_d[None, :]
             # [BLOCK_M, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
-            q = tl.load(q_head + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-                        mask=mask_q, other=0.0)
-            do = tl.load(do_head + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod,
-                         mask=mask_q, other=0.0)
+            if TMA:
+                q = q_desc.load([off_b, off_h, start_m, 0]).reshape(BLOCK_M, q_desc.block_shape[3])
+                do = do_desc.load([off_b, off_h, start_m, 0]).reshape(BLOCK_M, do_desc.block_shape[3])
+            else:
+                q = tl.load(q_head + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
+                            mask=mask_q, other=0.0)
+                do = tl.load(do_head + rows[:, None] * stride_dom + offs_d[None, :] * stride_dod,
+                             mask=mask_q, other=0.0)
             if UPCAST:
                 q = q.to(tl.float32)
                 do = do.to(tl.float32)
@@ -174,7 +182,7 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
 @jit_kernel
 def _attn_bwd_dkdv(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, dq_ptr,
-    cu_seqlens_q_ptr, cu_seqlens_k_ptr,
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr, q_desc, do_desc,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -188,7 +196,7 @@ def _attn_bwd_dkdv(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     KV_B: tl.constexpr = False, ATOMIC_DQ: tl.constexpr = False, WARP_SPEC: tl.constexpr = False,
-    ONE_HEAD: tl.constexpr = False,
+    ONE_HEAD: tl.constexpr = False, TMA: tl.constexpr = False,
 ):
     """One program per (key block, kv head): dK and dV accumulate on chip over every query
     block, and over every query head of the GQA group, so no atomics are needed for them. With
@@ -253,9 +261,10 @@ def _attn_bwd_dkdv(
                               stride_qm, stride_qd, stride_dom, stride_dod, stride_dqm, stride_dqd,
                               offs_n, offs_m, offs_d, mask_n, mask_d, lo, mid_lo, mid_hi, hi,
                               sm_scale, qk_scale, seqlen_q, seqlen_k, window_left, window_right,
+                              q_desc, do_desc, off_b.to(tl.int32), off_h.to(tl.int32),
                               BLOCK_M=BLOCK_M, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
                               PRECISION=PRECISION, KV_B=KV_B, ATOMIC_DQ=ATOMIC_DQ,
-                              WARP_SPEC=WARP_SPEC)
+                              WARP_SPEC=WARP_SPEC, TMA=TMA)
 
     dk = dk * sm_scale
     tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
@@ -405,6 +414,21 @@ def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False) -> dict:
     return dict(cfg, dq=dict(cfg_dq))
 
 
+def row_descriptors(tensors, block_rows: int, head_dim_pad: int):
+    """Host tensor descriptors over dense ``(batch, heads, rows, head_dim)`` tensors, one block
+    ``[1, 1, block_rows, head_dim_pad]``; ``(None, ...)`` unless every tensor qualifies (Triton
+    with ``TensorDescriptor``, a unit last stride, other strides and the base 16-byte aligned)."""
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+    except ImportError:
+        return (None,) * len(tensors)
+    if not all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
+               and all(s * t.element_size() % 16 == 0 for s in t.stride()[:-1]) for t in tensors):
+        return (None,) * len(tensors)
+    return tuple(TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_rows, head_dim_pad])
+                 for t in tensors)
+
+
 def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: float,
                        layout: Layout | None = None, config: dict | None = None):
     """Launch the three backward kernels; returns ``(dq, dk, dv)``. Inputs are assumed validated.
@@ -457,11 +481,13 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     strides_qkvdo = (*layout.strides(q), *layout.strides(k), *layout.strides(v),
                      *layout.strides(do))
     tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
+    q_desc, do_desc = row_descriptors((q, do), block_m, head_dim_pad) if (
+        cfg.pop("TMA", False) and not layout.packed) else (None, None)
     _attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
-        q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k,
+        q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k, q_desc or q, do_desc or do,
         *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.strides(dq_acc),
         *layout.lse_strides(lse), heads_kv, heads_q // heads_kv, *common, tiles, **meta,
-        ONE_HEAD=cfg.pop("ONE_HEAD", True) and heads_q == heads_kv, **cfg,
+        ONE_HEAD=cfg.pop("ONE_HEAD", True) and heads_q == heads_kv, TMA=q_desc is not None, **cfg,
     )
     if cfg.get("ATOMIC_DQ"):
         return dq.copy_(dq_acc), dk, dv

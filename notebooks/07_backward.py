@@ -291,6 +291,7 @@ show_source("kernels.flash_bwd:attention_backward", "if dlse is not None:", "del
 # trip is known when compiling and no loop is built, because a run-time loop around the query loop
 # cost the kernel most of its spilled registers (step 6). `warp_specialize=WARP_SPEC and ...` is an
 # experiment, off by default: on Hopper, Triton 3.6 did nothing with it or failed (notebook 13).
+# So is `if TMA:`, which loads $Q$ and $dO$ through tensor descriptors (compiled, not yet timed).
 
 # %%
 show_source("kernels.flash_bwd:_attn_bwd_dkdv", "lo = 0", "hi = tl.minimum((pid_n + 1)")

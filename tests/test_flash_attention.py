@@ -222,6 +222,8 @@ BLOCK_SHAPES = {
     "wide-atomic_dq": ((16, 64), (64, 16), None, dict(ATOMIC_DQ=True)),
     "tall-kv_b-atomic_dq": ((64, 16), (16, 64), None, dict(KV_B=True, ATOMIC_DQ=True)),
     "wide-head_loop": ((16, 64), (64, 16), (16, 64), dict(ONE_HEAD=False)),  # the sweeps' A/B
+    "tall-tma": ((64, 16), (16, 64), (64, 16), dict(TMA=True)),  # q, dO through descriptors
+    "wide-kv_b-tma": ((16, 64), (64, 16), (16, 64), dict(KV_B=True, TMA=True)),
 }
 # Windows wider than a block, so that some blocks lie wholly inside the band.
 WIDE_MASKS = {"full": (False, (-1, -1)), "causal": (True, (-1, -1)),
