@@ -293,7 +293,7 @@ def launch_forward(q, k, v, out, lse, layout: Layout, band: Band, softmax_scale:
         IS_LOCAL=band.is_local, EVEN_N=not ragged_k and layout.seqlen_k % block_n == 0,
         VARLEN=layout.packed, SEQUSED_K=layout.seqused_k is not None, PACK_GQA=pack_gqa,
         **dot_flags(q.dtype), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        **({"WARP_SPEC": True} if cfg.get("WARP_SPEC") else {}),
+        WARP_SPEC=bool(cfg.get("WARP_SPEC")),
     )
 
 

@@ -781,7 +781,7 @@ assert all(kv_b[s][0] > max(res[s][0] for name, (_, res) in ABLATION.items()
                            if not name.startswith(FROM_SWEEPS))
            for s in COLUMNS[:2])  # KV_B: the best of step 5 without a mask...
 assert all(kv_b[s][0] < base[s][0] for s in COLUMNS[2:])  # ...and worse than before with the causal mask
-assert all(res[s][0] < 1.0 and res[s][1] < 0.8 for _, res in ABLATION.values() for s in COLUMNS)
+assert all(res[s][0] < 1.0 and res[s][1] < 0.75 for _, res in ABLATION.values() for s in COLUMNS)
 step6, atomic = ABLATION["step 6: GQA loop compiled away"][1], ABLATION["step 6: one kernel, atomic dQ"][1]
 assert all(atomic[s][0] < step6[s][0] - 0.05 for s in step6)  # the fused backward lost everywhere
 assert all(step6[s][0] >= kv_b[s][0] - 0.02 for s in COLUMNS[:2])  # step 6 kept KV_B's speed, or more
@@ -812,7 +812,8 @@ assert all(ABLATION["FlexAttention's blocks"][1][s][0] < base[s][0] - 0.1 for s 
 #   Triton 3.6 the head-dim-128 forward compiles without any warp-specialised partition (the same
 #   speed, the same answer), and the other loops fail inside the compiler (printed below).
 # * **Not reached:** the goal, at least FlexAttention's speed at every shape. At head dim 128 every
-#   step stays below it (0.90-0.95 after step 6), and below four fifths of cuDNN's speed.
+#   step stays below it (0.90-0.95 after step 6), and below three quarters of cuDNN's speed: the
+#   fastest reaches 39% of the H200's peak, cuDNN's backward 55%.
 # * **Not measured yet:** TMA loads through tensor descriptors with a persistent grid, and an fp8
 #   forward. No number on this page says what they would give; section 5 says why
 #   FlashAttention-3 expected each to help.
