@@ -14,7 +14,8 @@ and, through ``torch.profiler``, each backward's time per kernel. Rows go to ``b
 (``--out``), the per-kernel breakdown to ``bwd_kernels.csv``.
 
 Usage (GPU only): ``python -m benchmarks.bwd_explore --out DIR [--seqlens 1024 4096 16384]``;
-``--sweep`` times the dK/dV configurations instead; ``--plot-only`` redraws the plot from the CSVs
+``--sweep`` times the dK/dV configurations instead, ``--tma`` the tensor-descriptor loads
+against the launch table (no FlexAttention), ``--warp-spec`` Triton's warp specialisation; ``--plot-only`` redraws the plot from the CSVs
 in ``--out`` (no GPU needed).
 """
 
@@ -147,21 +148,31 @@ SWEEP = {
 }
 
 
-def sweep(args, flex, do_bench):
-    """Each dK/dV configuration of SWEEP at each shape: the backward's time, against flex's in the
-    same run, and the dK/dV kernel's registers and spills."""
+# --tma: the tensor-descriptor loads against the launch table alone (no FlexAttention, whose
+# compilation per shape would take most of a GPU call): ratios to the table, same run.
+TMA_AB = {d: [None, ("table", dict(TMA=True)), (64, 128, 8, 3, dict(TMA=True)), (64, 128, 8, 3, {})]
+          for d in (64, 128)}
+
+
+def sweep(args, flex, do_bench, entries=None, name="bwd_sweep.csv"):
+    """Each dK/dV configuration of ``entries`` (default SWEEP; the launch table first) at each
+    shape: the backward's time against the table's and, unless ``flex`` is None, against flex's in
+    the same run, and the dK/dV kernel's registers and spills; rows to ``name`` in ``--out``."""
     from kernels import flash_bwd
     from kernels.flash_bwd import attention_backward, bwd_config
 
     rows = []
     for head_dim, causal, n in shapes(args):
         b, h, q, k, v, do, band, scale, out, lse, ref = problem(head_dim, causal, n)
-        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
-        out_flex = flex(*leaves, causal)
-        t_flex = do_bench(lambda: torch.autograd.grad(out_flex, leaves, do, retain_graph=True),
-                          warmup=25, rep=100, return_mode="median")
+        t_flex = float("nan")
+        if flex is not None:
+            leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+            out_flex = flex(*leaves, causal)
+            t_flex = do_bench(lambda: torch.autograd.grad(out_flex, leaves, do, retain_graph=True),
+                              warmup=25, rep=100, return_mode="median")
         table = bwd_config(head_dim, torch.bfloat16, causal)
-        for entry in SWEEP[head_dim]:
+        t_table = None
+        for entry in (entries or SWEEP)[head_dim]:
             if entry is None or entry[0] == "table":
                 cfg = dict(table, **(entry[1] if entry else {}))
             else:
@@ -181,6 +192,7 @@ def sweep(args, flex, do_bench):
             except Exception as err:  # out of shared memory, say
                 print(f"  {cfg}: {type(err).__name__}: {str(err)[:80]}")
                 continue
+            t_table = t if t_table is None else t_table  # the first entry is the table
             stats = [x for x in compiled_stats(flash_bwd._attn_bwd_dkdv) if x not in seen]
             dq = "" if atomic_dq else "{BLOCK_M}x{BLOCK_N} w{num_warps} s{num_stages}".format(**cfg["dq"])
             rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n,
@@ -189,12 +201,14 @@ def sweep(args, flex, do_bench):
                              kv_b=int(kv_b), atomic_dq=int(atomic_dq), one_head=int(one_head),
                              tma=int(tma),
                              ms=f"{t:.4f}",
-                             vs_flex=f"{t_flex / t:.3f}", max_rel_diff=f"{max(errs):.1e}",
+                             vs_flex=f"{t_flex / t:.3f}", vs_table=f"{t_table / t:.3f}",
+                             max_rel_diff=f"{max(errs):.1e}",
                              dkdv_stats=(stats[0].split(": ", 1)[1] if stats else "")))
             print(f"d={head_dim} causal={int(causal)} N={n} {bm}x{bn} w{w} s{s} kv_b={int(kv_b)} "
                   f"atomic_dq={int(atomic_dq)} one_head={int(one_head)}: "
-                  f"{t_flex / t:.2f}x flex  {rows[-1]['dkdv_stats']}", flush=True)
-        write_csv(args.out / "bwd_sweep.csv", run_meta(), rows)
+                  f"{t_flex / t:.2f}x flex {t_table / t:.2f}x table  {rows[-1]['dkdv_stats']}",
+                  flush=True)
+        write_csv(args.out / name, run_meta(), rows)
 
 
 def warp_spec(args, do_bench):
@@ -337,6 +351,8 @@ def main(argv=None):
     p.add_argument("--sweep", action="store_true", help="time the dK/dV configurations of SWEEP")
     p.add_argument("--plot-only", action="store_true",
                    help="redraw bwd_explore.png (and bwd_step6.png) from the CSVs in --out")
+    p.add_argument("--tma", action="store_true",
+                   help="time TMA_AB's tensor-descriptor loads against the table (tma_ab.csv)")
     p.add_argument("--warp-spec", action="store_true",
                    help="try WARP_SPEC on the forward and dK/dV loops (warp_spec.csv)")
     args = p.parse_args(argv)
@@ -353,6 +369,8 @@ def main(argv=None):
     start_gpu_run(p, args.out, "benchmarks.bwd_explore")
     if args.warp_spec:
         return warp_spec(args, do_bench)
+    if args.tma:
+        return sweep(args, None, do_bench, entries=TMA_AB, name="tma_ab.csv")
     flex = flex_provider()
     if args.sweep:
         return sweep(args, flex, do_bench)

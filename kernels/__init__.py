@@ -48,6 +48,7 @@ from ._checks import (  # noqa: E402,F401
     implementation,  # the same in words, for a notebook's first line
 )
 from .flash_torch import flash_attention_torch, flash_attention_varlen_torch, flash_decode_torch  # noqa: E402
+from .fp8 import flash_attention_fp8, quantize_fp8  # noqa: E402  (the kernel, or without Triton the twin)
 from .linear_attn import (  # noqa: E402  (the kernel, or without Triton its parallel form)
     linear_attention,
     linear_attention_parallel,
@@ -79,6 +80,7 @@ __all__ = [
     "attention_reference",
     "attention_varlen_reference",
     "flash_attention",
+    "flash_attention_fp8",
     "flash_attention_torch",
     "flash_attention_varlen",
     "flash_attention_varlen_torch",
@@ -89,6 +91,7 @@ __all__ = [
     "linear_attention_parallel",
     "linear_attention_recurrent",
     "linear_attention_step",
+    "quantize_fp8",
     "rel_err",
     "ring_attention",
     "ring_attention_allgather",

@@ -50,11 +50,25 @@ from .tiles import (
 # Forward
 # --------------------------------------------------------------------------------------------
 @triton.jit
+def _round_to_e4m3(x):
+    """``x`` in ``[0, 1]`` rounded to the nearest e4m3 value, in float32. Triton's interpreter
+    (3.6, 3.7) casts float32 to e4m3 by truncating the mantissa and adding the rounding bit without
+    a carry, so 0.49 becomes 0.25; values already on the e4m3 grid cast exactly. Normal numbers:
+    Veltkamp's split by ``2**20 + 1`` keeps 24 - 20 = 4 significant bits (3 stored); below
+    ``2**-6`` e4m3's subnormals are a grid of ``2**-9``."""
+    c = x * 1048577.0
+    normal = c - (c - x)
+    subnormal = tl.math.floor(x * 512.0 + 0.5) * (1.0 / 512.0)
+    return tl.where(x < 0.015625, subnormal, normal)
+
+
+@triton.jit
 def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                 offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale,
                 seqlen_q, seqlen_k, window_left, window_right,
                 BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
-                PRECISION: tl.constexpr, WARP_SPEC: tl.constexpr = False):
+                PRECISION: tl.constexpr, WARP_SPEC: tl.constexpr = False,
+                ROUND_P: tl.constexpr = False):
     """The forward's inner loop over key blocks ``[lo, hi)``: online softmax, one block at a
     time, in three stretches: the edge blocks ``[lo, mid_lo)`` with the mask, the interior
     ``[mid_lo, mid_hi)`` without, the edge ``[mid_hi, hi)`` again. ``tl.static_range`` unrolls
@@ -62,7 +76,7 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
     the edges (``stretch != 1``) apply the band mask and drop padded keys, the interior's loop
     has no trace of either. ``WARP_SPEC`` asks Triton to warp-specialise the interior's loop
     (``tl.range(..., warp_specialize=True)``; benchmarks/NOTES.md, step 6, says what it does on
-    Hopper)."""
+    Hopper). ``ROUND_P``: round ``p`` to e4m3 in float32 first (fp8 in the interpreter)."""
     for stretch in tl.static_range(3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
         for start_n in tl.range(start, end, BLOCK_N, warp_specialize=WARP_SPEC and stretch == 1):
@@ -103,7 +117,9 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
                         mask=mask_v, other=0.0)
             if UPCAST:
                 v = v.to(tl.float32)
-            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
+            if ROUND_P:
+                p = _round_to_e4m3(p)
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)  # fp8: p in e4m3
             m_i = m_new
     return acc, l_i, m_i
 
@@ -113,6 +129,7 @@ def _attn_fwd(
     # pointers
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
     cu_seqlens_q_ptr, cu_seqlens_k_ptr, seqused_k_ptr,  # read only when VARLEN / SEQUSED_K
+    q_descale_ptr, k_descale_ptr, v_descale_ptr,  # fp8: float32 (batch, heads) scales, read when FP8
     # strides, one group per tensor, as (batch, head, row, dim); a packed tensor has batch
     # stride 0 (its rows are found through cu_seqlens). o and lse also have a split stride.
     stride_qb, stride_qh, stride_qm, stride_qd,
@@ -137,6 +154,8 @@ def _attn_fwd(
     UPCAST: tl.constexpr,  # convert loaded blocks to fp32 (the interpreter's bf16 dot is wrong)
     PRECISION: tl.constexpr,  # "ieee" for fp32 inputs, "tf32" otherwise (ignored for 16-bit)
     WARP_SPEC: tl.constexpr = False,  # warp-specialise the unmasked loop (an experiment: NOTES.md)
+    FP8: tl.constexpr = False,  # q, k, v in e4m3 with per-(batch, head) descales (kernels/fp8.py)
+    ROUND_P: tl.constexpr = False,  # fp8 in the interpreter: round p to e4m3 itself (_round_to_e4m3)
 ):
     pid_m, pid_bh = tile_ids(num_tiles)
     if IS_LOCAL:  # causal: the longest rows (last query blocks) first, the short ones fill the tail
@@ -154,6 +173,9 @@ def _attn_fwd(
     start_k, seqlen_k = sequence(cu_seqlens_k_ptr, seqused_k_ptr, off_b, seqlen_k, VARLEN,
                                   SEQUSED_K)
     off_b = off_b.to(tl.int64)
+    if FP8:  # the true scores are (q8 @ k8^T) * q_descale * k_descale: fold both into the scale
+        qk_scale = qk_scale * (tl.load(q_descale_ptr + off_b * heads_q + off_h)
+                               * tl.load(k_descale_ptr + off_b * (heads_q // group) + off_hk))
     q_ptr += off_b * stride_qb + off_h * stride_qh + start_q * stride_qm
     k_ptr += off_b * stride_kb + off_hk * stride_kh + start_k * stride_kn
     v_ptr += off_b * stride_vb + off_hk * stride_vh + start_k * stride_vn
@@ -206,11 +228,14 @@ def _attn_fwd(
                                 stride_vd, offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi,
                                 qk_scale, seqlen_q, seqlen_k, window_left, window_right,
                                 BLOCK_N=BLOCK_N, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
-                                PRECISION=PRECISION, WARP_SPEC=WARP_SPEC)
+                                PRECISION=PRECISION, WARP_SPEC=WARP_SPEC,
+                                ROUND_P=ROUND_P)
 
     empty = l_i == 0.0  # rows that saw no key: output 0, lse -inf
     l_safe = tl.where(empty, 1.0, l_i)
     out = acc / l_safe[:, None]
+    if FP8:  # acc summed p8 @ v8; v = v8 * v_descale
+        out = out * tl.load(v_descale_ptr + off_b * (heads_q // group) + off_hk)
     lse = tl.where(empty, float("-inf"), (m_i + tl.math.log2(l_safe)) * LN2_C)
     tl.store(o_ptr + o_rows[:, None] + offs_d[None, :] * stride_od,
              out.to(o_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
@@ -257,13 +282,16 @@ def fwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False, packed: 
 
 
 def launch_forward(q, k, v, out, lse, layout: Layout, band: Band, softmax_scale: float, *,
-                   config: dict | None = None, num_splits: int = 1, pack_gqa: bool = False):
+                   config: dict | None = None, num_splits: int = 1, pack_gqa: bool = False,
+                   descales: tuple | None = None):
     """Launch the forward kernel writing into ``out`` and ``lse``.
 
     ``config``: ``dict(BLOCK_M=, BLOCK_N=, num_warps=, num_stages=)``, by default
     :func:`fwd_config`. With ``num_splits > 1``, ``out`` is ``(num_splits, *q.shape)`` and ``lse``
     ``(num_splits, *lse_shape)``: each split-KV program writes its own partial result there.
     ``pack_gqa``: the query heads that share a kv head share a tile (decoding).
+    ``descales``: for e4m3 ``q, k, v`` (``kernels/fp8.py``), their float32 scales, contiguous
+    ``(batch, heads_q)``, ``(batch, heads_kv)``, ``(batch, heads_kv)``; dense, unsplit, unpacked.
     """
     head_dim = q.shape[-1]
     heads_q, heads_kv = q.shape[1], k.shape[1]  # (b, h, n, d) dense, (total, h, d) packed
@@ -283,17 +311,21 @@ def launch_forward(q, k, v, out, lse, layout: Layout, band: Band, softmax_scale:
         tiles, batch_heads = triton.cdiv(layout.seqlen_q * group, block_m), layout.batch * heads_kv
     else:
         tiles, batch_heads = triton.cdiv(layout.seqlen_q, block_m), layout.batch * heads_q
+    fp8 = descales is not None
+    if fp8 and (layout.packed or num_splits > 1 or pack_gqa):
+        raise NotImplementedError("the fp8 forward runs dense, unsplit, unpacked batches only")
     _attn_fwd[grid(tiles, batch_heads, num_splits)](
-        q, k, v, out, lse, *layout.pointers(lse),
+        q, k, v, out, lse, *layout.pointers(lse), *(descales if fp8 else (lse, lse, lse)),
         *layout.strides(q), *layout.strides(k), *layout.strides(v),
         *split_out, *layout.strides(o_view), *split_lse, *layout.lse_strides(l_view),
         heads_q, heads_q // heads_kv, seqlen_q, seqlen_k, head_dim,
         softmax_scale * LOG2E, left, right, split_size, tiles,
-        BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=padded_head_dim(head_dim),
+        BLOCK_M=block_m, BLOCK_N=block_n,
+        HEAD_DIM=max(padded_head_dim(head_dim), 32 if fp8 else 16),  # an fp8 MMA's K is >= 32
         IS_LOCAL=band.is_local, EVEN_N=not ragged_k and layout.seqlen_k % block_n == 0,
         VARLEN=layout.packed, SEQUSED_K=layout.seqused_k is not None, PACK_GQA=pack_gqa,
         **dot_flags(q.dtype), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-        WARP_SPEC=bool(cfg.get("WARP_SPEC")),
+        WARP_SPEC=bool(cfg.get("WARP_SPEC")), FP8=fp8, ROUND_P=fp8 and INTERPRET,
     )
 
 

@@ -129,10 +129,12 @@ def write_rows(t5, start, end, tile):
 # Tile shapes: B = batch, Hkv = kv heads, R = group * BLOCK_M rows, D = head_dim.
 # --------------------------------------------------------------------------------------------
 def attention_forward_torch(q, k, v, band: Band, softmax_scale: float,
-                            block_m: int = BLOCK_M, block_n: int = BLOCK_N):
+                            block_m: int = BLOCK_M, block_n: int = BLOCK_N, p_dtype=None):
     """The forward on dense ``(batch, heads, seqlen, head_dim)`` tensors; returns ``(out, lse)``:
     ``out`` like ``q``, ``lse`` float32 ``(batch, heads_q, seqlen_q)``. Inputs are assumed
-    validated; ``band`` is the :class:`kernels.band.Band` of the call (causal folded in)."""
+    validated; ``band`` is the :class:`kernels.band.Band` of the call (causal folded in).
+    ``p_dtype``: round each tile of probabilities to it before ``p @ v``, as the fp8 kernel does
+    (``kernels/fp8.py``); the running sum ``l_i`` keeps them unrounded, as there."""
     batch, heads_q, seqlen_q, head_dim = q.shape
     heads_kv, seqlen_k = k.shape[1], k.shape[2]
     group = heads_q // heads_kv
@@ -173,6 +175,8 @@ def attention_forward_torch(q, k, v, band: Band, softmax_scale: float,
             p = torch.exp(s - m_safe[..., None])  # [B, Hkv, R, BLOCK_N]
             alpha = torch.exp(m_i - m_safe)  # [B, Hkv, R]: rescales what was summed under the old max
             l_i = l_i * alpha + p.sum(-1)
+            if p_dtype is not None:  # the fp8 kernel multiplies e4m3 probabilities
+                p = p.to(p_dtype).float()
             acc = acc * alpha[..., None] + p @ v_blk  # [B, Hkv, R, D]
             m_i = m_new
 
