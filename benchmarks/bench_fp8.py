@@ -5,6 +5,7 @@ Speed (``fp8_fwd.csv``): for each shape (16k tokens per batch, model width 2048,
 
 * ``bf16``: ``kernels.flash_attention`` (its launch table), the reference of every ratio;
 * ``cudnn``: SDPA's cuDNN backend, bf16;
+* ``bf16_tma``: the same with k and v loaded through tensor descriptors (``TMA``);
 * ``fp8``: ``kernels.fp8.fp8_forward`` on inputs quantised beforehand (V column-major), at each
   launch configuration of ``CONFIGS`` (the first is the forward's table for fp8);
 * ``fp8_vrow``: the same with V quantised row-major (what Hopper's fp8 MMA does not read directly);
@@ -31,11 +32,15 @@ import torch.nn.functional as F
 from benchmarks.bench_attention import MODEL_DIM, TOKENS, flops
 from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv
 
-# Launch configurations tried per head dim (BLOCK_M, BLOCK_N, warps, stages); None: the table.
-# An e4m3 tile is half the bytes of a bf16 one, so wider key blocks fit in shared memory.
+# Launch configurations tried per head dim: (BLOCK_M, BLOCK_N, warps, stages, flags), "table"
+# for the forward's table with flags; TMA: k and v through tensor descriptors. An e4m3 tile is
+# half the bytes of a bf16 one, so wider key blocks fit in shared memory.
+TMA = dict(TMA=True)
 CONFIGS = {
-    64: [None, (128, 64, 4, 3), (128, 128, 4, 3), (128, 128, 8, 3), (64, 128, 4, 3), (128, 64, 8, 3)],
-    128: [None, (128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 4), (128, 128, 4, 3), (64, 128, 4, 3)],
+    64: [("table", {}), ("table", TMA), (128, 128, 4, 3, {}), (128, 128, 4, 3, TMA),
+         (128, 128, 8, 3, TMA), (128, 64, 4, 3, TMA), (128, 128, 4, 4, TMA)],
+    128: [("table", {}), ("table", TMA), (128, 128, 8, 2, TMA), (128, 64, 8, 3, TMA),
+          (128, 128, 8, 4, TMA), (64, 128, 4, 3, TMA)],
 }
 FIELDS = ("head_dim", "causal", "seqlen", "variant", "config", "ms", "tflops", "vs_bf16",
           "vs_cudnn", "rel_diff_bf16")
@@ -83,7 +88,7 @@ def speed(args, meta: dict) -> list[dict]:
 
     from kernels import flash_attention, flash_attention_fp8, quantize_fp8, rel_err
     from kernels.band import Band
-    from kernels.flash_fwd import fwd_config
+    from kernels.flash_fwd import attention_forward, fwd_config
     from kernels.fp8 import E4M3, fp8_forward
 
     def bench(fn):
@@ -104,11 +109,16 @@ def speed(args, meta: dict) -> list[dict]:
                 descales = (qd, kd, vd)
                 with torch.no_grad():
                     ref = flash_attention(q, k, v, causal=causal)
-                    variants = {"bf16": ("table", lambda: flash_attention(q, k, v, causal=causal))}
-                    for cfg in CONFIGS[head_dim]:
-                        c = (fwd_config(head_dim, E4M3, causal) if cfg is None else
-                             dict(BLOCK_M=cfg[0], BLOCK_N=cfg[1], num_warps=cfg[2], num_stages=cfg[3]))
-                        name = "table" if cfg is None else "{}x{} w{} s{}".format(*cfg)
+                    bf16_tma = dict(fwd_config(head_dim, torch.bfloat16, causal), TMA=True)
+                    variants = {"bf16": ("table", lambda: flash_attention(q, k, v, causal=causal)),
+                                "bf16_tma": ("table tma", lambda: attention_forward(
+                                    q, k, v, band, scale, config=bf16_tma)[0])}
+                    for *shape, flags in CONFIGS[head_dim]:
+                        c = dict(fwd_config(head_dim, E4M3, causal) if shape == ["table"] else
+                                 dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), shape)),
+                                 **flags)
+                        name = ("table" if shape == ["table"] else "{}x{} w{} s{}".format(*shape)) + (
+                            " tma" if flags.get("TMA") else "")
                         variants[f"fp8 {name}"] = (name, lambda c=c: fp8_forward(
                             q8, k8, v8c, descales, band, scale, torch.bfloat16, config=c)[0])
                     variants["fp8_vrow"] = ("table", lambda: fp8_forward(
@@ -155,6 +165,7 @@ def plot(out: Path) -> Path:
     picks = {
         "fp8, fastest configuration": lambda r: r["variant"] == "fp8",
         "fp8, launch table": lambda r: r["variant"] == "fp8" and r["config"] == "table",
+        "bf16, k and v through TMA": lambda r: r["variant"] == "bf16_tma",
         "fp8, V row-major": lambda r: r["variant"] == "fp8_vrow",
         "fp8, quantisation included": lambda r: r["variant"] == "fp8_e2e",
         "cuDNN, bf16": lambda r: r["variant"] == "cudnn",

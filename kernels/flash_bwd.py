@@ -35,6 +35,7 @@ from .tiles import (
     key_range,
     launch_config,
     padded_head_dim,
+    row_descriptors,
     sequence,
     split3,
     stretch_range,
@@ -412,21 +413,6 @@ def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False) -> dict:
     else:
         cfg = cfg_dq = launch_config(64, 64, 4, 2)
     return dict(cfg, dq=dict(cfg_dq))
-
-
-def row_descriptors(tensors, block_rows: int, head_dim_pad: int):
-    """Host tensor descriptors over dense ``(batch, heads, rows, head_dim)`` tensors, one block
-    ``[1, 1, block_rows, head_dim_pad]``; ``(None, ...)`` unless every tensor qualifies (Triton
-    with ``TensorDescriptor``, a unit last stride, other strides and the base 16-byte aligned)."""
-    try:
-        from triton.tools.tensor_descriptor import TensorDescriptor
-    except ImportError:
-        return (None,) * len(tensors)
-    if not all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
-               and all(s * t.element_size() % 16 == 0 for s in t.stride()[:-1]) for t in tensors):
-        return (None,) * len(tensors)
-    return tuple(TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_rows, head_dim_pad])
-                 for t in tensors)
 
 
 def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: float,

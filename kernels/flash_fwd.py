@@ -39,6 +39,7 @@ from .tiles import (
     key_range,
     launch_config,
     padded_head_dim,
+    row_descriptors,
     sequence,
     split3,
     stretch_range,
@@ -65,10 +66,11 @@ def _round_to_e4m3(x):
 @triton.jit
 def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                 offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale,
-                seqlen_q, seqlen_k, window_left, window_right,
+                seqlen_q, seqlen_k, window_left, window_right, k_desc, v_desc, off_b, off_hk,
                 BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
                 PRECISION: tl.constexpr, WARP_SPEC: tl.constexpr = False,
-                ROUND_P: tl.constexpr = False):
+                ROUND_P: tl.constexpr = False, TMA: tl.constexpr = False,
+                V_T: tl.constexpr = False):
     """The forward's inner loop over key blocks ``[lo, hi)``: online softmax, one block at a
     time, in three stretches: the edge blocks ``[lo, mid_lo)`` with the mask, the interior
     ``[mid_lo, mid_hi)`` without, the edge ``[mid_hi, hi)`` again. ``tl.static_range`` unrolls
@@ -76,7 +78,11 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
     the edges (``stretch != 1``) apply the band mask and drop padded keys, the interior's loop
     has no trace of either. ``WARP_SPEC`` asks Triton to warp-specialise the interior's loop
     (``tl.range(..., warp_specialize=True)``; benchmarks/NOTES.md, step 6, says what it does on
-    Hopper). ``ROUND_P``: round ``p`` to e4m3 in float32 first (fp8 in the interpreter)."""
+    Hopper). ``ROUND_P``: round ``p`` to e4m3 in float32 first (fp8 in the interpreter).
+    ``TMA``: k and v come through host tensor descriptors (``k_desc``, ``v_desc``, 4-D, rows and
+    columns past the tensor's load as zeros), which Hopper's copy engine serves; with ``V_T``,
+    ``v_desc`` describes V stored column-major, ``(batch, heads, head_dim, seqlen)``, as the fp8
+    kernel keeps it (kernels/fp8.py), and its tile is transposed on chip."""
     for stretch in tl.static_range(3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
         for start_n in tl.range(start, end, BLOCK_N, warp_specialize=WARP_SPEC and stretch == 1):
@@ -88,9 +94,12 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
             else:
                 mask_kt = mask_d[:, None]
                 mask_v = mask_d[None, :]
-            # [HEAD_DIM, BLOCK_N]: K^T, loaded transposed through the strides
-            kt = tl.load(k_ptr + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
-                         mask=mask_kt, other=0.0)
+            if TMA:  # [HEAD_DIM, BLOCK_N]: K^T, the transpose of a row tile
+                kt = tl.trans(k_desc.load([off_b, off_hk, start_n, 0]).reshape(
+                    BLOCK_N, k_desc.block_shape[3]))
+            else:  # [HEAD_DIM, BLOCK_N]: K^T, loaded transposed through the strides
+                kt = tl.load(k_ptr + cols[None, :] * stride_kn + offs_d[:, None] * stride_kd,
+                             mask=mask_kt, other=0.0)
             if UPCAST:
                 kt = kt.to(tl.float32)
             # [BLOCK_M, BLOCK_N]
@@ -113,8 +122,14 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None]
             # [BLOCK_N, HEAD_DIM]
-            v = tl.load(v_ptr + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                        mask=mask_v, other=0.0)
+            if TMA and V_T:
+                v = tl.trans(v_desc.load([off_b, off_hk, 0, start_n]).reshape(
+                    v_desc.block_shape[2], BLOCK_N))
+            elif TMA:
+                v = v_desc.load([off_b, off_hk, start_n, 0]).reshape(BLOCK_N, v_desc.block_shape[3])
+            else:
+                v = tl.load(v_ptr + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                            mask=mask_v, other=0.0)
             if UPCAST:
                 v = v.to(tl.float32)
             if ROUND_P:
@@ -130,6 +145,7 @@ def _attn_fwd(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
     cu_seqlens_q_ptr, cu_seqlens_k_ptr, seqused_k_ptr,  # read only when VARLEN / SEQUSED_K
     q_descale_ptr, k_descale_ptr, v_descale_ptr,  # fp8: float32 (batch, heads) scales, read when FP8
+    k_desc, v_desc,  # host tensor descriptors of k and v, read when TMA
     # strides, one group per tensor, as (batch, head, row, dim); a packed tensor has batch
     # stride 0 (its rows are found through cu_seqlens). o and lse also have a split stride.
     stride_qb, stride_qh, stride_qm, stride_qd,
@@ -156,6 +172,8 @@ def _attn_fwd(
     WARP_SPEC: tl.constexpr = False,  # warp-specialise the unmasked loop (an experiment: NOTES.md)
     FP8: tl.constexpr = False,  # q, k, v in e4m3 with per-(batch, head) descales (kernels/fp8.py)
     ROUND_P: tl.constexpr = False,  # fp8 in the interpreter: round p to e4m3 itself (_round_to_e4m3)
+    TMA: tl.constexpr = False,  # k and v through k_desc and v_desc (dense layouts only)
+    V_T: tl.constexpr = False,  # v_desc describes V column-major: (batch, heads, head_dim, seqlen)
 ):
     pid_m, pid_bh = tile_ids(num_tiles)
     if IS_LOCAL:  # causal: the longest rows (last query blocks) first, the short ones fill the tail
@@ -227,9 +245,10 @@ def _attn_fwd(
     acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
                                 stride_vd, offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi,
                                 qk_scale, seqlen_q, seqlen_k, window_left, window_right,
+                                k_desc, v_desc, off_b.to(tl.int32), off_hk.to(tl.int32),
                                 BLOCK_N=BLOCK_N, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
                                 PRECISION=PRECISION, WARP_SPEC=WARP_SPEC,
-                                ROUND_P=ROUND_P)
+                                ROUND_P=ROUND_P, TMA=TMA, V_T=V_T)
 
     empty = l_i == 0.0  # rows that saw no key: output 0, lse -inf
     l_safe = tl.where(empty, 1.0, l_i)
@@ -314,18 +333,27 @@ def launch_forward(q, k, v, out, lse, layout: Layout, band: Band, softmax_scale:
     fp8 = descales is not None
     if fp8 and (layout.packed or num_splits > 1 or pack_gqa):
         raise NotImplementedError("the fp8 forward runs dense, unsplit, unpacked batches only")
+    head_dim_pad = max(padded_head_dim(head_dim), 32 if fp8 else 16)  # an fp8 MMA's K is >= 32
+    k_desc = v_desc = None
+    v_t = v.stride(-2) == 1 and v.stride(-1) != 1  # V column-major (the fp8 kernel's layout)
+    if cfg.get("TMA") and not layout.packed:
+        (k_desc,) = row_descriptors((k,), block_n, head_dim_pad)
+        (v_desc,) = (row_descriptors((v.mT,), head_dim_pad, block_n) if v_t
+                     else row_descriptors((v,), block_n, head_dim_pad))
+    tma = k_desc is not None and v_desc is not None
     _attn_fwd[grid(tiles, batch_heads, num_splits)](
         q, k, v, out, lse, *layout.pointers(lse), *(descales if fp8 else (lse, lse, lse)),
+        *((k_desc, v_desc) if tma else (k, v)),
         *layout.strides(q), *layout.strides(k), *layout.strides(v),
         *split_out, *layout.strides(o_view), *split_lse, *layout.lse_strides(l_view),
         heads_q, heads_q // heads_kv, seqlen_q, seqlen_k, head_dim,
         softmax_scale * LOG2E, left, right, split_size, tiles,
-        BLOCK_M=block_m, BLOCK_N=block_n,
-        HEAD_DIM=max(padded_head_dim(head_dim), 32 if fp8 else 16),  # an fp8 MMA's K is >= 32
+        BLOCK_M=block_m, BLOCK_N=block_n, HEAD_DIM=head_dim_pad,
         IS_LOCAL=band.is_local, EVEN_N=not ragged_k and layout.seqlen_k % block_n == 0,
         VARLEN=layout.packed, SEQUSED_K=layout.seqused_k is not None, PACK_GQA=pack_gqa,
         **dot_flags(q.dtype), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         WARP_SPEC=bool(cfg.get("WARP_SPEC")), FP8=fp8, ROUND_P=fp8 and INTERPRET,
+        TMA=tma, V_T=tma and v_t,
     )
 
 

@@ -220,3 +220,19 @@ class Layout:
         kernel never reads (a constexpr flag compiles its loads away)."""
         return tuple(placeholder if t is None else t
                      for t in (self.cu_seqlens_q, self.cu_seqlens_k, self.seqused_k))
+
+
+def row_descriptors(tensors, block_rows: int, head_dim_pad: int):
+    """Host tensor descriptors (TMA) over dense ``(batch, heads, rows, cols)`` tensors, one block
+    ``[1, 1, block_rows, head_dim_pad]`` (rows and columns past the tensor's load as zeros);
+    ``(None, ...)`` unless every tensor qualifies (Triton with ``TensorDescriptor``, a unit last
+    stride, the other strides and the base 16-byte aligned)."""
+    try:
+        from triton.tools.tensor_descriptor import TensorDescriptor
+    except ImportError:
+        return (None,) * len(tensors)
+    if not all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
+               and all(s * t.element_size() % 16 == 0 for s in t.stride()[:-1]) for t in tensors):
+        return (None,) * len(tensors)
+    return tuple(TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_rows, head_dim_pad])
+                 for t in tensors)
