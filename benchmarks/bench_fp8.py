@@ -5,9 +5,11 @@ Speed (``fp8_fwd.csv``): for each shape (16k tokens per batch, model width 2048,
 
 * ``bf16``: ``kernels.flash_attention`` (its launch table), the reference of every ratio;
 * ``cudnn``: SDPA's cuDNN backend, bf16;
-* ``bf16_tma``: the same with k and v loaded through tensor descriptors (``TMA``);
+* ``bf16_ptr``: the bf16 table's blocks with k and v loaded through pointers instead of tensor
+  descriptors (``TMA``);
 * ``fp8``: ``kernels.fp8.fp8_forward`` on inputs quantised beforehand (V column-major), at each
-  launch configuration of ``CONFIGS`` (the first is the forward's table for fp8);
+  launch configuration of ``CONFIGS`` (the first is the forward's table for fp8; ``ptr``: through
+  pointers);
 * ``fp8_vrow``: the same with V quantised row-major (what Hopper's fp8 MMA does not read directly);
 * ``fp8_e2e``: ``kernels.flash_attention_fp8`` on the bf16 inputs: the quantisation included.
 
@@ -32,15 +34,14 @@ import torch.nn.functional as F
 from benchmarks.bench_attention import MODEL_DIM, TOKENS, flops
 from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv
 
-# Launch configurations tried per head dim: (BLOCK_M, BLOCK_N, warps, stages, flags), "table"
-# for the forward's table with flags; TMA: k and v through tensor descriptors. An e4m3 tile is
-# half the bytes of a bf16 one, so wider key blocks fit in shared memory.
-TMA = dict(TMA=True)
+# Launch configurations per head dim: (BLOCK_M, BLOCK_N, warps, stages, flags), "table" for the
+# forward's fp8 table with flags overriding it; TMA: k and v through tensor descriptors. An e4m3
+# tile is half the bytes of a bf16 one, so wider key blocks fit in shared memory. The wider sweep
+# that chose the table is benchmarks/results/h200/fp8_fwd_explore.csv (benchmarks/NOTES.md, step 7).
+TMA, POINTERS = dict(TMA=True), dict(TMA=False)
 CONFIGS = {
-    64: [("table", {}), ("table", TMA), (128, 128, 4, 3, {}), (128, 128, 4, 3, TMA),
-         (128, 128, 8, 3, TMA), (128, 64, 4, 3, TMA), (128, 128, 4, 4, TMA)],
-    128: [("table", {}), ("table", TMA), (128, 128, 8, 2, TMA), (128, 64, 8, 3, TMA),
-          (128, 128, 8, 4, TMA), (64, 128, 4, 3, TMA)],
+    64: [("table", {}), ("table", POINTERS), (128, 128, 4, 3, TMA), (64, 64, 4, 3, TMA)],
+    128: [("table", {}), ("table", POINTERS), (128, 64, 8, 3, TMA)],
 }
 FIELDS = ("head_dim", "causal", "seqlen", "variant", "config", "ms", "tflops", "vs_bf16",
           "vs_cudnn", "rel_diff_bf16")
@@ -109,16 +110,17 @@ def speed(args, meta: dict) -> list[dict]:
                 descales = (qd, kd, vd)
                 with torch.no_grad():
                     ref = flash_attention(q, k, v, causal=causal)
-                    bf16_tma = dict(fwd_config(head_dim, torch.bfloat16, causal), TMA=True)
+                    bf16_ptr = dict(fwd_config(head_dim, torch.bfloat16, causal), TMA=False)
                     variants = {"bf16": ("table", lambda: flash_attention(q, k, v, causal=causal)),
-                                "bf16_tma": ("table tma", lambda: attention_forward(
-                                    q, k, v, band, scale, config=bf16_tma)[0])}
+                                "bf16_ptr": ("table ptr", lambda: attention_forward(
+                                    q, k, v, band, scale, config=bf16_ptr)[0])}
                     for *shape, flags in CONFIGS[head_dim]:
-                        c = dict(fwd_config(head_dim, E4M3, causal) if shape == ["table"] else
+                        table = shape == ["table"]
+                        c = dict(fwd_config(head_dim, E4M3, causal) if table else
                                  dict(zip(("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"), shape)),
                                  **flags)
-                        name = ("table" if shape == ["table"] else "{}x{} w{} s{}".format(*shape)) + (
-                            " tma" if flags.get("TMA") else "")
+                        name = ("table" if table else "{}x{} w{} s{}".format(*shape)) + (
+                            "" if table and not flags else " tma" if c.get("TMA") else " ptr")
                         variants[f"fp8 {name}"] = (name, lambda c=c: fp8_forward(
                             q8, k8, v8c, descales, band, scale, torch.bfloat16, config=c)[0])
                     variants["fp8_vrow"] = ("table", lambda: fp8_forward(
@@ -146,7 +148,6 @@ def speed(args, meta: dict) -> list[dict]:
                     f"{name} {times['bf16'] / t:.2f}x" for name, t in times.items()) + "  (vs bf16)",
                     flush=True)
                 write_csv(args.out / "fp8_fwd.csv", meta, rows, fields=FIELDS)
-                del q, k, v, q8, k8, v8c, v8r
                 torch.cuda.empty_cache()
     return rows
 
@@ -165,7 +166,9 @@ def plot(out: Path) -> Path:
     picks = {
         "fp8, fastest configuration": lambda r: r["variant"] == "fp8",
         "fp8, launch table": lambda r: r["variant"] == "fp8" and r["config"] == "table",
-        "bf16, k and v through TMA": lambda r: r["variant"] == "bf16_tma",
+        "fp8, launch table through pointers": lambda r: (r["variant"] == "fp8"
+                                                         and r["config"] == "table ptr"),
+        "bf16, k and v through pointers": lambda r: r["variant"] == "bf16_ptr",
         "fp8, V row-major": lambda r: r["variant"] == "fp8_vrow",
         "fp8, quantisation included": lambda r: r["variant"] == "fp8_e2e",
         "cuDNN, bf16": lambda r: r["variant"] == "cudnn",

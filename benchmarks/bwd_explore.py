@@ -15,7 +15,8 @@ and, through ``torch.profiler``, each backward's time per kernel. Rows go to ``b
 
 Usage (GPU only): ``python -m benchmarks.bwd_explore --out DIR [--seqlens 1024 4096 16384]``;
 ``--sweep`` times the dK/dV configurations instead, ``--tma`` the tensor-descriptor loads
-against the launch table (no FlexAttention), ``--warp-spec`` Triton's warp specialisation; ``--plot-only`` redraws the plot from the CSVs
+against the launch table (no FlexAttention), ``--warp-spec`` Triton's warp specialisation;
+``--plot-only`` redraws the plot from the CSVs
 in ``--out`` (no GPU needed).
 """
 

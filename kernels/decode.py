@@ -70,6 +70,7 @@ def decode_config(head_dim: int, dtype: torch.dtype, rows: int) -> dict:
     """Blocks for decoding: ``rows`` = seqlen_q * (query heads per kv head), since the query
     heads of a group share one tile; the block only as tall as tl.dot allows (16) when few."""
     cfg = dict(fwd_config(head_dim, dtype))
+    cfg.pop("TMA", None)  # measured for the prefill forward only; decoding reads k/v by pointer
     cfg["BLOCK_M"] = max(16, triton.next_power_of_2(rows)) if rows <= 64 else cfg["BLOCK_M"]
     if not INTERPRET and dtype != torch.float32 and padded_head_dim(head_dim) <= 128:
         cfg.update(BLOCK_N=128, num_warps=4, num_stages=2)

@@ -270,10 +270,23 @@ def _attn_fwd(
 # 16k tokens, 2026-11-23; the sweep is in benchmarks/results/h100/tune_attention.csv), keyed by
 # (padded head_dim, causal). fp16 uses the same. Fixed tables instead of run-time autotuning: a
 # notebook should not spend minutes tuning, and the interpreter needs one small config anyway.
-# The backward's table is in flash_bwd.py.
+# The backward's table is in flash_bwd.py. TMA: k and v through tensor descriptors, 1.00-1.08x
+# the same blocks through pointers on an H200 (bf16, N = 1k-16k, benchmarks/NOTES.md step 7).
 _HOPPER_FWD = {
-    (64, False): launch_config(128, 64, 4, 3), (64, True): launch_config(64, 64, 4, 3),
-    (128, False): launch_config(128, 128, 8, 3), (128, True): launch_config(128, 128, 8, 3),
+    (64, False): dict(launch_config(128, 64, 4, 3), TMA=True),
+    (64, True): dict(launch_config(64, 64, 4, 3), TMA=True),
+    (128, False): dict(launch_config(128, 128, 8, 3), TMA=True),
+    (128, True): dict(launch_config(128, 128, 8, 3), TMA=True),
+}
+# e4m3 (kernels/fp8.py), measured by benchmarks/bench_fp8.py on an H200 (2026-12-02): with V
+# column-major and both k and v through descriptors, 1.27-1.59x the 16-bit kernel; through
+# pointers V was not pipelined (its tile was copied to shared memory inside the loop) and the
+# e4m3 kernel ran at 0.42-0.87x the bf16 one.
+_HOPPER_FWD_FP8 = {
+    (64, False): dict(launch_config(128, 128, 4, 3), TMA=True),
+    (64, True): dict(launch_config(64, 64, 4, 3), TMA=True),
+    (128, False): dict(launch_config(64, 128, 4, 3), TMA=True),
+    (128, True): dict(launch_config(64, 128, 4, 3), TMA=True),
 }
 # Packed (varlen) batches, where they differ: the varlen kernel keeps more values live (each
 # sequence's start as int64, its lengths loaded from cu_seqlens), and at head_dim 128 with the
@@ -284,9 +297,9 @@ _HOPPER_FWD_PACKED = {(128, True): launch_config(128, 64, 8, 3)}
 
 
 def fwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False, packed: bool = False) -> dict:
-    """Launch configuration of the forward kernel: a measured table on Hopper for 16-bit inputs
-    with head_dim <= 128 (``packed``: for varlen batches), conservative choices that fit any
-    recent GPU otherwise."""
+    """Launch configuration of the forward kernel: a measured table on Hopper for 16-bit and e4m3
+    inputs with head_dim <= 128 (``packed``: for varlen batches), conservative choices that fit
+    any recent GPU otherwise."""
     if INTERPRET:  # the interpreter's cost is per block op: small blocks keep tests meaningful
         return launch_config(32, 32, 4, 1)
     d = padded_head_dim(head_dim)
@@ -296,6 +309,8 @@ def fwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False, packed: 
         return launch_config(64, 32, 4, 2)
     if is_hopper():
         key = (max(d, 64), bool(causal))
+        if dtype == torch.float8_e4m3fn:
+            return dict(_HOPPER_FWD_FP8[key])
         return dict(_HOPPER_FWD_PACKED.get(key, _HOPPER_FWD[key]) if packed else _HOPPER_FWD[key])
     return launch_config(128, 64, 4, 3) if d <= 64 else launch_config(128, 64, 8, 3)
 

@@ -80,8 +80,9 @@ def _check_descale(descale, name: str, batch: int, heads: int, heads_kv: int, de
     if descale is None:
         return torch.ones(batch, heads, device=device, dtype=torch.float32)
     if not isinstance(descale, torch.Tensor) or not descale.is_floating_point():
+        got = descale.dtype if isinstance(descale, torch.Tensor) else type(descale).__name__
         raise TypeError(f"{name}: expected a floating torch.Tensor of shape ({batch}, {heads}), "
-                        f"got {type(descale).__name__ if not isinstance(descale, torch.Tensor) else descale.dtype}")
+                        f"got {got}")
     if descale.device != device:
         raise ValueError(f"{name}: expected device {device} (as q), got {descale.device}")
     shape = tuple(descale.shape)
