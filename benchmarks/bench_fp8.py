@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.bench_attention import MODEL_DIM, TOKENS, flops
-from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv
+from benchmarks.results_csv import read_csv, run_meta, shape_bars, start_gpu_run, write_csv
 
 # Launch configurations per head dim: (BLOCK_M, BLOCK_N, warps, stages, flags), "table" for the
 # forward's fp8 table with flags overriding it; TMA: k and v through tensor descriptors. An e4m3
@@ -153,13 +153,9 @@ def speed(args, meta: dict) -> list[dict]:
 
 
 def plot(out: Path) -> Path:
-    """Per shape: the fastest fp8 configuration, the table's, V row-major, quantisation included,
-    and cuDNN, as speed relative to the bf16 kernel (``fp8_fwd.png`` in ``out``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Per shape: the fastest fp8 configuration, the table's with and without TMA, the bf16 kernel
+    without TMA, fp8 with V row-major and with the quantisation included, and cuDNN, as speed
+    relative to the bf16 kernel (``fp8_fwd.png`` in ``out``)."""
     meta, rows, _ = read_csv(out / "fp8_fwd.csv")
     shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
                     key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
@@ -173,28 +169,13 @@ def plot(out: Path) -> Path:
         "fp8, quantisation included": lambda r: r["variant"] == "fp8_e2e",
         "cuDNN, bf16": lambda r: r["variant"] == "cudnn",
     }
-    fig, ax = plt.subplots(figsize=(12, 4.2))
-    width = 0.8 / len(picks)
-    for i, (label, pick) in enumerate(picks.items()):
-        ys = [max((float(r["vs_bf16"]) for r in rows
-                   if (r["head_dim"], r["causal"], r["seqlen"]) == s and pick(r)), default=float("nan"))
-              for s in shapes]
-        ax.bar([x + (i - (len(picks) - 1) / 2) * width for x in range(len(shapes))], ys, width,
-               label=label)
-    ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks(range(len(shapes)))
-    ax.set_xticklabels([f"d={d}\n{'causal' if c == '1' else 'full'}\nN={int(n) // 1024}k"
-                        for d, c, n in shapes], fontsize=8)
-    ax.set_ylabel("forward speed / our bf16 kernel's (same run)")
-    ax.set_title("fp8 (e4m3) forward, 16k tokens per batch")
-    ax.legend(fontsize=8, ncol=3, loc="upper left")
-    ax.grid(axis="y", alpha=0.3)
-    fig.text(0.01, 0.01, ", ".join(f"{k}={v}" for k, v in meta.items()), fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = out / "fp8_fwd.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    series = {label: [max((float(r["vs_bf16"]) for r in rows
+                           if (r["head_dim"], r["causal"], r["seqlen"]) == s and pick(r)),
+                          default=float("nan")) for s in shapes]
+              for label, pick in picks.items()}
+    return shape_bars(out / "fp8_fwd.png", shapes, series, meta,
+                      ylabel="forward speed / our bf16 kernel's (same run)",
+                      title="fp8 (e4m3) forward, 16k tokens per batch")
 
 
 def main(argv=None):

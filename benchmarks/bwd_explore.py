@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.bench_attention import flex_provider, flops
-from benchmarks.results_csv import read_csv, run_meta, start_gpu_run, write_csv
+from benchmarks.results_csv import read_csv, run_meta, shape_bars, start_gpu_run, write_csv
 
 TOKENS, MODEL_DIM = 16384, 2048
 
@@ -293,33 +293,11 @@ def plot(out: Path) -> Path:
 
 
 def ratio_bars(path: Path, shapes, series: dict, meta: dict, ylim: float, ncol: int, step: int) -> Path:
-    """Grouped bars, one group per ``(head_dim, causal, seqlen)`` shape and one bar per entry of
-    ``series`` (label: ratios to FlexAttention's backward), the goal 1.0 drawn, for ``step`` of
-    NOTES.md; saved to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(12, 4.2))
-    width = 0.8 / len(series)
-    for i, (label, ys) in enumerate(series.items()):
-        ax.bar([x + (i - (len(series) - 1) / 2) * width for x in range(len(shapes))], ys, width,
-               label=label)
-    ax.axhline(1.0, color="black", lw=0.8)
-    ax.set_xticks(range(len(shapes)))
-    ax.set_xticklabels([f"d={d}\n{'causal' if c == '1' else 'full'}\nN={int(n) // 1024}k"
-                        for d, c, n in shapes], fontsize=8)
-    ax.set_ylim(0, ylim)
-    ax.set_ylabel("speed / FlexAttention's backward (same run)")
-    ax.set_title(f"Backward on the H200, bf16, 16k tokens per batch: step {step} of benchmarks/NOTES.md")
-    ax.legend(fontsize=8, ncol=ncol, loc="upper left")
-    ax.grid(axis="y", alpha=0.3)
-    fig.text(0.01, 0.01, ", ".join(f"{k}={v}" for k, v in meta.items()), fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    """:func:`results_csv.shape_bars` of ratios to FlexAttention's backward, for ``step`` of
+    NOTES.md."""
+    return shape_bars(path, shapes, series, meta, ylabel="speed / FlexAttention's backward (same run)",
+                      title=f"Backward on the H200, bf16, 16k tokens per batch: step {step} of "
+                            "benchmarks/NOTES.md", ylim=ylim, ncol=ncol)
 
 
 def plot_step6(out: Path) -> Path:

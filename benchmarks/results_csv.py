@@ -65,3 +65,35 @@ def read_csv(path: Path) -> tuple[dict, list[dict], list[str]]:
     meta = dict(item.split("=", 1) for item in (comments[0] if comments else "").split(", ") if "=" in item)
     rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
     return meta, rows, comments[1:]
+
+
+def shape_bars(path: Path, shapes, series: dict, meta: dict, *, ylabel: str, title: str,
+               ylim: float | None = None, ncol: int = 3) -> Path:
+    """Grouped bars saved to ``path``: one group per ``(head_dim, causal, seqlen)`` shape (CSV
+    strings), one bar per entry of ``series`` (label: a ratio per shape), 1.0 drawn, the run's
+    ``meta`` written underneath."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    width = 0.8 / len(series)
+    for i, (label, ys) in enumerate(series.items()):
+        ax.bar([x + (i - (len(series) - 1) / 2) * width for x in range(len(shapes))], ys, width,
+               label=label)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xticks(range(len(shapes)))
+    ax.set_xticklabels([f"d={d}\n{'causal' if c == '1' else 'full'}\nN={int(n) // 1024}k"
+                        for d, c, n in shapes], fontsize=8)
+    if ylim is not None:
+        ax.set_ylim(0, ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=ncol, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.text(0.01, 0.01, ", ".join(f"{k}={v}" for k, v in meta.items()), fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -696,10 +696,11 @@ fig, ax = plt.subplots(figsize=(11, 4))
 width = 0.8 / len(FP8_PICKS)
 for i, (name, key) in enumerate(FP8_PICKS.items()):
     ax.bar([j + (i - (len(FP8_PICKS) - 1) / 2) * width for j in range(len(fp8_shapes))],
-           [FP8[s, *key] for s in fp8_shapes], width, label=name)
+           [FP8[(s, *key)] for s in fp8_shapes], width, label=name)
 ax.axhline(1.0, color="k", lw=1, label="our bf16 kernel")
 ax.set_xticks(range(len(fp8_shapes)), [label(*s).replace(" N", "\nN") for s in fp8_shapes], fontsize=7)
-ax.set(ylabel="forward speed / our bf16 kernel's", title=f"The e4m3 forward ({fmeta['device']}, {fmeta['date']})")
+ax.set(ylabel="forward speed / our bf16 kernel's",
+       title=f"The e4m3 forward ({fmeta['device']}, {fmeta['date']})")
 ax.legend(fontsize=7, ncol=3, loc="upper left")
 ax.grid(alpha=0.3, axis="y")
 plt.show()
@@ -720,9 +721,10 @@ assert all(FP8[s, "fp8_vrow", "table"] < FP8[s, "fp8", "table"] for s in fp8_sha
 #    at 1.2-1.5x our bf16 kernel from $N$ = 4k, and 1.03-1.29x cuDNN's bf16 backend; through
 #    pointers the compiler copied each $V$ tile to shared memory inside the loop instead of
 #    pipelining it, and the e4m3 kernel ran at 0.4-0.8 times bf16's speed. $V$ row-major (the
-#    layout the bf16 kernel reads, which the fp8 MMA cannot take as it is) is slower still. Quantising on the fly in PyTorch takes longer
-#    than the attention itself at short sequences: a fused quantisation kernel is what a
-#    production fp8 path adds, and this repository does not have one.
+#    layout the bf16 kernel reads, which the fp8 MMA cannot take as it is) is slower still.
+#    Quantising on the fly in PyTorch takes longer than the attention itself at short sequences:
+#    a fused quantisation kernel is what a production fp8 path adds, and this repository does not
+#    have one.
 #
 # **Takeaway.** FlashAttention-3 takes the loads and the bookkeeping away from the threads that
 # hold the accumulators, gives those threads the registers, and keeps the tensor cores busy while
@@ -783,11 +785,11 @@ def sweep_ratios(pick):
 ABLATION["step 6: GQA loop compiled away"] = ("yes", sweep_ratios(lambda r: r["table"] == "1"))
 ABLATION["step 6: one kernel, atomic dQ"] = ("no", sweep_ratios(lambda r: r["atomic_dq"] == "1"))
 smeta, final_rows, _ = read_csv(H200_DIR / "attention_tflops.csv")  # step 7's final sweep, one run
-FINAL = {(r["provider"], *shape_of(r)): float(r["ms"])
+FINAL = {(r["provider"], shape_of(r)): float(r["ms"])
          for r in final_rows if r["dtype"] == "bf16" and r["mode"] == "bwd"}
 ABLATION["step 7: q, dO through TMA; final sweep"] = ("d=128 full only", {
-    s: (FINAL["flex", *s] / ms, FINAL["sdpa-cudnn", *s] / ms, tflops_of(s, ms))
-    for (p, *s), ms in FINAL.items() if p == "triton" for s in [tuple(s)]})
+    s: (FINAL["flex", s] / ms, FINAL["sdpa-cudnn", s] / ms, tflops_of(s, ms))
+    for (provider, s), ms in FINAL.items() if provider == "triton"})
 FROM_SWEEPS = ("KV_B", "step 6")  # their ratio to cuDNN goes through FlexAttention's (≈)
 NOT_MEASURED = ["persistent grid"]
 COLUMNS = [(128, 0, 4096), (128, 0, 16384), (128, 1, 4096), (128, 1, 16384)]
@@ -841,7 +843,8 @@ print(f"KV_B without a mask: {kv_b[COLUMNS[0]][0]:.2f} / {kv_b[COLUMNS[1]][0]:.2
       f"{kv_b[COLUMNS[2]][0]:.2f} / {kv_b[COLUMNS[3]][0]:.2f}")
 best_share = max(res[s][2] for _, res in ABLATION.values() for s in COLUMNS) / PEAK
 cudnn_share = max(float(BWD[s, 'cudnn']['tflops']) for s in COLUMNS) / PEAK
-print(f"the fastest head-dim-128 backward of any step: {best_share:.0%} of the peak; cuDNN's: {cudnn_share:.0%}")
+print(f"the fastest head-dim-128 backward of any step: {best_share:.0%} of the peak; "
+      f"cuDNN's: {cudnn_share:.0%}")
 assert best_share < 0.8 * cudnn_share
 assert all(v <= 0.05 for v in moved.values()) and 0.01 < drift < 0.05
 signs = {name: {np.sign(res[s][0] - base[s][0]) for s in COLUMNS}
@@ -959,7 +962,8 @@ assert uses["TensorDescriptor"] == ["tiles.py"]
 assert not uses["make_tensor_descriptor"] and not uses["gluon"]
 TABLES = {m[0]: m[1] for name in ("flash_fwd.py", "flash_bwd.py")
           for m in re.findall(r"^(_HOPPER_\w+) = (\{.*?\})$", SOURCES[name], re.S | re.M)}
-print(f"launch tables: {sorted(TABLES)}; turning TMA on: {sorted(n for n, t in TABLES.items() if 'TMA' in t)}")
+print(f"launch tables: {sorted(TABLES)}; "
+      f"turning TMA on: {sorted(n for n, t in TABLES.items() if 'TMA' in t)}")
 assert len(TABLES) == 4 and not any("WARP_SPEC" in t for t in TABLES.values())
 assert {n for n, t in TABLES.items() if "TMA=True" in t} == {"_HOPPER_FWD", "_HOPPER_FWD_FP8", "_HOPPER_BWD"}
 
@@ -995,10 +999,10 @@ else:
 # So, plainly:
 #
 # * **`tl` can** use TMA (tensor descriptors, from Triton 3.6 on the GPU and 3.7 in the
-#   interpreter; our tables use them, section 6), ask for warp specialisation (`warp_specialize=True`, documented for Blackwell; on
-#   Hopper it goes through a separate compiler pass, which for our loops did nothing or failed:
-#   section 6),
-#   run a persistent grid (a loop over tiles inside each program), and use fp8 tiles in `tl.dot`.
+#   interpreter; our tables use them, section 6), ask for warp specialisation
+#   (`warp_specialize=True`, documented for Blackwell; on Hopper it goes through a separate
+#   compiler pass, which for our loops did nothing or failed: section 6), run a persistent grid
+#   (a loop over tiles inside each program), and use fp8 tiles in `tl.dot` (section 5).
 # * **`tl` cannot** say which warps do what, move registers between them, place named barriers, or
 #   choose a layout or a register allocation: FlashAttention-3's ping-pong and its intra-warpgroup
 #   overlap are schedules, and in `tl` the schedule is the compiler's.
