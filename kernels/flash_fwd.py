@@ -270,18 +270,19 @@ def _attn_fwd(
 # 16k tokens, 2026-11-23; the sweep is in benchmarks/results/h100/tune_attention.csv), keyed by
 # (padded head_dim, causal). fp16 uses the same. Fixed tables instead of run-time autotuning: a
 # notebook should not spend minutes tuning, and the interpreter needs one small config anyway.
-# The backward's table is in flash_bwd.py. TMA: k and v through tensor descriptors, 1.00-1.08x
-# the same blocks through pointers on an H200 (bf16, N = 1k-16k, benchmarks/NOTES.md step 7).
+# The backward's table is in flash_bwd.py. TMA: k and v through tensor descriptors, as fast as
+# the same blocks through pointers on an H200 for bf16 (0.99-1.08x over two runs from N = 4k;
+# benchmarks/NOTES.md, step 7), and what the e4m3 kernel needs (below).
 _HOPPER_FWD = {
     (64, False): dict(launch_config(128, 64, 4, 3), TMA=True),
     (64, True): dict(launch_config(64, 64, 4, 3), TMA=True),
     (128, False): dict(launch_config(128, 128, 8, 3), TMA=True),
     (128, True): dict(launch_config(128, 128, 8, 3), TMA=True),
 }
-# e4m3 (kernels/fp8.py), measured by benchmarks/bench_fp8.py on an H200 (2026-12-02): with V
-# column-major and both k and v through descriptors, 1.27-1.59x the 16-bit kernel; through
-# pointers V was not pipelined (its tile was copied to shared memory inside the loop) and the
-# e4m3 kernel ran at 0.42-0.87x the bf16 one.
+# e4m3 (kernels/fp8.py), measured by benchmarks/bench_fp8.py on an H200 (2026-12-02,
+# results/h200/fp8_fwd.csv): with V column-major and k and v through descriptors, 1.15-1.73x the
+# bf16 kernel (1.20-1.52x from N = 4k); through pointers V was not pipelined (its tile was copied
+# to shared memory inside the loop) and the e4m3 kernel ran at 0.40-0.98x the bf16 one.
 _HOPPER_FWD_FP8 = {
     (64, False): dict(launch_config(128, 128, 4, 3), TMA=True),
     (64, True): dict(launch_config(64, 64, 4, 3), TMA=True),
