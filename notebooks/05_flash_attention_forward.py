@@ -203,7 +203,7 @@ assert fa2.forward.writes["O"] == N * d and fa1.forward.writes["O"] == (T + 1) *
 # ### 3.1 The signature
 
 # %%
-show_source("kernels.flash_fwd:_attn_fwd", "def _attn_fwd(", "WARP_SPEC: tl.constexpr")
+show_source("kernels.flash_fwd:_attn_fwd", "def _attn_fwd(", "V_T: tl.constexpr")
 
 # %% [markdown]
 # It follows the house style: pointers, then strides grouped per tensor (a
@@ -229,6 +229,10 @@ show_source("kernels.flash_fwd:_attn_fwd", "def _attn_fwd(", "WARP_SPEC: tl.cons
 #   "ieee" (exact) fp32 dots for fp32 inputs, "tf32" otherwise.
 # * `EVEN_N`: "every key length is a multiple of `BLOCK_N`". The launcher passes it, but **no
 #   line of the kernel reads it** (section 3.7).
+# * `TMA`, `V_T`, `k_desc`, `v_desc`: $K$ and $V$ tiles fetched by Hopper's copy engine through
+#   tensor descriptors instead of computed addresses (on in the H200's launch tables, off here);
+#   `FP8`, `ROUND_P` and the `*_descale_ptr`: the e4m3 forward. Both are notebook 13's; switched
+#   off, these loads and scales are the pointer loads below.
 #
 # ### 3.2 Which tile am I?
 #
@@ -374,7 +378,7 @@ else:
 # right $= 0$, left unbounded).
 
 # %%
-show_source("kernels.flash_fwd:_attn_fwd", "lo, hi = key_range(", "WARP_SPEC=WARP_SPEC)")
+show_source("kernels.flash_fwd:_attn_fwd", "lo, hi = key_range(", "TMA=TMA, V_T=V_T)")
 
 # %% [markdown]
 # **`key_range`**: the keys *some* row of the tile sees. The first row's first key is
@@ -418,7 +422,7 @@ show_source("kernels.tiles:band_mask", "def band_mask", "return (cols")
 # | --- | --- |
 # | `for j in range(0, N_k, block_n)` | `for start_n in tl.range(start, end, BLOCK_N, ...)`, per stretch |
 # | `cols = np.arange(j, ...)` | `cols = start_n + offs_n`; `mask_n = cols < seqlen_k` |
-# | `K[j:j + block_n].T` | `kt = tl.load(...)`, transposed by swapping the strides' roles |
+# | `K[j:j + block_n].T` | `kt = tl.load(...)`, transposed by the strides (`TMA`: a row tile, `tl.trans`) |
 # | `s = scale * q @ K_j.T` | `s = tl.dot(q, kt) * qk_scale` (base 2, below) |
 # | `np.where(visible, s, -inf)` | `tl.where(valid, s, -inf)`, edges only: `mask_n`, `band_mask` |
 # | `m_new`, `m_safe`, `p`, `alpha`, `l` | the same names, `exp2` for `exp`; `m_safe` on edges only |
