@@ -68,7 +68,7 @@ def backward_two_streams(do, q, k, v, out, lse, band, scale, side: torch.cuda.St
     with torch.cuda.stream(side):
         tiles = triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"])
         fb._attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
-            q, k, v, do, lse, delta, dq, cu_q, cu_k, *strides, *layout.strides(dq),
+            q, k, v, do, lse, delta, dq, cu_q, cu_k, k, v, *strides, *layout.strides(dq),
             *layout.lse_strides(lse), heads_q, heads_q // heads_kv, *common, tiles, **meta, **cfg_dq)
     tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
     fb._attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
@@ -149,6 +149,36 @@ SWEEP = {
 }
 
 
+# --step8: the dQ kernel's tensor-descriptor loads and longest-first order (the default since
+# step 8; LONGEST_FIRST=False is the order before), its blocks, and the dK/dV experiments that
+# NOTES.md step 7 lists for the causal head-dim-128 backward, against the table and FlexAttention.
+def _dq(bm, bn, w, s, **flags):
+    return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, **flags)
+
+
+STEP8 = {
+    128: [None, ("table", dict(dq=dict(LONGEST_FIRST=False))), ("table", dict(dq=dict(TMA=True))),
+          ("table", dict(dq=_dq(128, 64, 8, 4, TMA=True))), ("table", dict(dq=_dq(128, 128, 8, 2, TMA=True))),
+          ("table", dict(dq=_dq(64, 64, 4, 3, TMA=True))),
+          (64, 64, 4, 2, dict(KV_B=True, TMA=True, dq=dict(TMA=True))),
+          (64, 128, 8, 3, dict(TMA=True, dq=dict(TMA=True))),
+          (32, 64, 4, 3, dict(TMA=True, dq=dict(TMA=True)))],
+    64: [None, ("table", dict(dq=dict(LONGEST_FIRST=False))), ("table", dict(dq=dict(TMA=True))),
+         ("table", dict(TMA=True, dq=dict(TMA=True)))],
+}
+
+# --step8 --round 2: around the table step 8's first round chose (both kernels through
+# descriptors, the causal head-dim-128 dK/dV at 64 x 64 KV_B): other dK/dV blocks with KV_B and
+# descriptors (FlexAttention's 64 x 128 among them), and the dQ kernel's warps and blocks.
+STEP8_2 = {
+    128: [None, ("table", dict(dq=dict(LONGEST_FIRST=False))),
+          (64, 64, 4, 3, dict(KV_B=True, TMA=True)), (64, 64, 8, 2, dict(KV_B=True, TMA=True)),
+          (64, 128, 8, 3, dict(KV_B=True, TMA=True)), (64, 128, 8, 2, dict(KV_B=True, TMA=True)),
+          (32, 128, 8, 3, dict(KV_B=True, TMA=True)),
+          ("table", dict(dq=_dq(128, 64, 4, 3, TMA=True))), ("table", dict(dq=_dq(64, 128, 4, 3, TMA=True)))],
+}
+
+
 # --tma: the tensor-descriptor loads against the launch table alone (no FlexAttention, whose
 # compilation per shape would take most of a GPU call): ratios to the table, same run.
 TMA_AB = {d: [None, ("table", dict(TMA=True)), (64, 128, 8, 3, dict(TMA=True)), (64, 128, 8, 3, {})]
@@ -174,15 +204,18 @@ def sweep(args, flex, do_bench, entries=None, name="bwd_sweep.csv"):
         table = bwd_config(head_dim, torch.bfloat16, causal)
         t_table = None
         for entry in (entries or SWEEP)[head_dim]:
+            flags = dict(entry[-1]) if entry else {}
+            dq_cfg = dict(table["dq"], **flags.pop("dq", {}))  # what an entry's dq= changes
             if entry is None or entry[0] == "table":
-                cfg = dict(table, **(entry[1] if entry else {}))
+                cfg = dict(table, **flags, dq=dq_cfg)
             else:
-                bm, bn, w, s, flags = entry
-                cfg = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, dq=table["dq"], **flags)
+                bm, bn, w, s = entry[:4]
+                cfg = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, dq=dq_cfg, **flags)
             bm, bn, w, s = (cfg[x] for x in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
             kv_b, atomic_dq = cfg.get("KV_B", False), cfg.get("ATOMIC_DQ", False)
             one_head, tma = cfg.get("ONE_HEAD", True), cfg.get("TMA", False)
             seen = set(compiled_stats(flash_bwd._attn_bwd_dkdv))
+            seen_dq = set(compiled_stats(flash_bwd._attn_bwd_dq))
             try:
                 got = attention_backward(do, q, k, v, out, lse, None, band, scale, config=dict(cfg))
                 errs = [((g.float() - r.float()).norm() / r.float().norm()).item()
@@ -195,7 +228,11 @@ def sweep(args, flex, do_bench, entries=None, name="bwd_sweep.csv"):
                 continue
             t_table = t if t_table is None else t_table  # the first entry is the table
             stats = [x for x in compiled_stats(flash_bwd._attn_bwd_dkdv) if x not in seen]
-            dq = "" if atomic_dq else "{BLOCK_M}x{BLOCK_N} w{num_warps} s{num_stages}".format(**cfg["dq"])
+            stats_dq = [x for x in compiled_stats(flash_bwd._attn_bwd_dq) if x not in seen_dq]
+            dq = "" if atomic_dq else " ".join(
+                ["{BLOCK_M}x{BLOCK_N} w{num_warps} s{num_stages}".format(**cfg["dq"])]
+                + [f"{k}={int(v)}" for k, v in cfg["dq"].items()
+                   if k.isupper() and not k.startswith("BLOCK")])
             rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n,
                              table=int(entry is None), block_m=bm, block_n=bn, warps=w, stages=s,
                              dq=dq,
@@ -204,10 +241,12 @@ def sweep(args, flex, do_bench, entries=None, name="bwd_sweep.csv"):
                              ms=f"{t:.4f}",
                              vs_flex=f"{t_flex / t:.3f}", vs_table=f"{t_table / t:.3f}",
                              max_rel_diff=f"{max(errs):.1e}",
-                             dkdv_stats=(stats[0].split(": ", 1)[1] if stats else "")))
+                             dkdv_stats=(stats[0].split(": ", 1)[1] if stats else ""),
+                             dq_stats=(stats_dq[0].split(": ", 1)[1] if stats_dq else "")))
             print(f"d={head_dim} causal={int(causal)} N={n} {bm}x{bn} w{w} s{s} kv_b={int(kv_b)} "
                   f"atomic_dq={int(atomic_dq)} one_head={int(one_head)}: "
-                  f"{t_flex / t:.2f}x flex {t_table / t:.2f}x table  {rows[-1]['dkdv_stats']}",
+                  f"dq {dq}: {t_flex / t:.2f}x flex {t_table / t:.2f}x table  {rows[-1]['dkdv_stats']}"
+                  f" | {rows[-1]['dq_stats']}",
                   flush=True)
         write_csv(args.out / name, run_meta(), rows)
 
@@ -332,6 +371,10 @@ def main(argv=None):
                    help="redraw bwd_explore.png (and bwd_step6.png) from the CSVs in --out")
     p.add_argument("--tma", action="store_true",
                    help="time TMA_AB's tensor-descriptor loads against the table (tma_ab.csv)")
+    p.add_argument("--step8", action="store_true",
+                   help="time STEP8's dQ and dK/dV variants against the table and flex (step8.csv)")
+    p.add_argument("--round", type=int, default=1, choices=[1, 2],
+                   help="with --step8: STEP8 (1) or STEP8_2 (2, head dim 128; step8_2.csv)")
     p.add_argument("--warp-spec", action="store_true",
                    help="try WARP_SPEC on the forward and dK/dV loops (warp_spec.csv)")
     args = p.parse_args(argv)
@@ -353,6 +396,10 @@ def main(argv=None):
     flex = flex_provider()
     if args.sweep:
         return sweep(args, flex, do_bench)
+    if args.step8:
+        if args.round == 2:
+            return sweep(args, flex, do_bench, entries=STEP8_2, name="step8_2.csv")
+        return sweep(args, flex, do_bench, entries=STEP8, name="step8.csv")
     side = torch.cuda.Stream()
     rows, krows = [], []
     for head_dim, causal, n in shapes(args):

@@ -60,7 +60,8 @@ def compile_for_hopper(fn, constants: dict, num_warps: int, num_stages: int,
         elif name.startswith("stride") and name.endswith("d"):  # the unit stride of a row
             signature[name], consts[name] = "constexpr", 1
         elif name.endswith("_desc"):  # host tensor descriptors (TMA), or unused
-            signature[name] = (f"tensordesc<{TL_DTYPES[dtype]}[1, 1, {consts['BLOCK_M']}, "
+            rows = consts["BLOCK_N" if name in ("k_desc", "v_desc") else "BLOCK_M"]
+            signature[name] = (f"tensordesc<{TL_DTYPES[dtype]}[1, 1, {rows}, "
                                f"{consts['HEAD_DIM']}]>" if consts.get("TMA") else "i32")
         elif name.startswith("cu_seqlens"):
             signature[name] = "*i32"
@@ -119,10 +120,9 @@ def table_rows(head_dims=(128, 64)):
     """Each entry of the Hopper launch table, both kernels."""
     for d in head_dims:
         for causal in (False, True):
-            dkdv, dq = flash_bwd._HOPPER_BWD[(d, causal)]
-            flags = {k: v for k, v in dkdv.items() if k.isupper() and not k.startswith("BLOCK")}
-            yield "dkdv", d, causal, dkdv, flags
-            yield "dq", d, causal, dq, {}
+            for kernel, config in zip(("dkdv", "dq"), flash_bwd._HOPPER_BWD[(d, causal)]):
+                flags = {k: v for k, v in config.items() if k.isupper() and not k.startswith("BLOCK")}
+                yield kernel, d, causal, config, flags
 
 
 def main(argv=None):

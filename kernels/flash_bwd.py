@@ -279,10 +279,12 @@ def _attn_bwd_dkdv(
 @triton.jit
 def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q,
-               seqlen_k, window_left, window_right, BLOCK_N: tl.constexpr,
-               IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
+               seqlen_k, window_left, window_right, k_desc, v_desc, off_b, off_hk,
+               BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
+               PRECISION: tl.constexpr, TMA: tl.constexpr):
     """dQ's loop over key blocks ``[lo, hi)``, in the three stretches of
-    :func:`kernels.flash_fwd._fwd_blocks`, the edges (``stretch != 1``) masked."""
+    :func:`kernels.flash_fwd._fwd_blocks`, the edges (``stretch != 1``) masked. ``TMA``: k and
+    v through tensor descriptors, as in the forward's loop."""
     for stretch in tl.static_range(3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
         for start_n in range(start, end, BLOCK_N):
@@ -293,10 +295,14 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
             else:
                 mask_nd = mask_d[None, :]
             # [BLOCK_N, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
-            k = tl.load(k_ptr + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-                        mask=mask_nd, other=0.0)
-            v = tl.load(v_ptr + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                        mask=mask_nd, other=0.0)
+            if TMA:
+                k = k_desc.load([off_b, off_hk, start_n, 0]).reshape(BLOCK_N, k_desc.block_shape[3])
+                v = v_desc.load([off_b, off_hk, start_n, 0]).reshape(BLOCK_N, v_desc.block_shape[3])
+            else:
+                k = tl.load(k_ptr + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                            mask=mask_nd, other=0.0)
+                v = tl.load(v_ptr + cols[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                            mask=mask_nd, other=0.0)
             if UPCAST:
                 k = k.to(tl.float32)
                 v = v.to(tl.float32)
@@ -318,7 +324,7 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
 @jit_kernel
 def _attn_bwd_dq(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
-    cu_seqlens_q_ptr, cu_seqlens_k_ptr,
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr, k_desc, v_desc,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -329,9 +335,15 @@ def _attn_bwd_dq(
     sm_scale, qk_scale, window_left, window_right, num_tiles,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+    TMA: tl.constexpr = False, LONGEST_FIRST: tl.constexpr = True,
 ):
-    """One program per (query block, query head): the forward's loop again, accumulating dQ."""
+    """One program per (query block, query head): the forward's loop again, accumulating dQ.
+    ``TMA``: k and v through ``k_desc`` and ``v_desc`` (dense layouts). ``LONGEST_FIRST``: with
+    a band, a head's query blocks run last to first, as in the forward: under a causal mask the
+    last block sees the most keys, and the short ones then fill the grid's tail."""
     pid_m, pid_bh = tile_ids(num_tiles)
+    if IS_LOCAL and LONGEST_FIRST:
+        pid_m = num_tiles - 1 - pid_m
     off_b = pid_bh // heads_q
     off_h = (pid_bh % heads_q).to(tl.int64)
     off_hk = off_h // group
@@ -375,8 +387,9 @@ def _attn_bwd_dq(
     mid_lo, mid_hi = split3(lo, hi, full_lo, full_hi)
     dq = _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q,
-                    seqlen_k, window_left, window_right, BLOCK_N=BLOCK_N, IS_LOCAL=IS_LOCAL,
-                    UPCAST=UPCAST, PRECISION=PRECISION)
+                    seqlen_k, window_left, window_right, k_desc, v_desc, off_b.to(tl.int32),
+                    off_hk.to(tl.int32), BLOCK_N=BLOCK_N, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
+                    PRECISION=PRECISION, TMA=TMA)
 
     dq = dq * sm_scale
     tl.store(dq_ptr + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
@@ -392,27 +405,39 @@ def _attn_bwd_dq(
 # without a mask on an H200; slower everywhere else). Head dim 64 causal: 2 stages since step 6
 # (1.05-1.12x FlexAttention, against 0.99-1.13x with 1 stage once the GQA loop was compiled away).
 # TMA (the dK/dV loop's q and dO tiles through tensor descriptors) at head_dim 128 unmasked:
-# 1.03/1.05/1.16x the same blocks through pointers at N = 1k/4k/16k (step 7); causal and head
-# dim 64 gained nothing measurable (0.95-1.02x) and keep pointers.
+# 1.03/1.05/1.16x the same blocks through pointers at N = 1k/4k/16k (step 7); head dim 64 gained
+# nothing measurable (0.95-1.02x) and keeps pointers. Step 8 (results/h200/bwd_step8.csv): the
+# dQ kernel's k and v through descriptors everywhere (1.00-1.04x; 185 registers instead of 247 at
+# head dim 128), and the causal head-dim-128 dK/dV at the unmasked entry's 64 x 64 KV_B blocks
+# once both use descriptors (1.08-1.11x the 32 x 64 pointer entry it replaces).
 _HOPPER_BWD = {
-    (64, False): (launch_config(32, 128, 4, 3), launch_config(128, 64, 4, 3)),
-    (64, True): (launch_config(64, 64, 4, 2), launch_config(64, 64, 4, 3)),
-    (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True), launch_config(128, 64, 8, 3)),
-    (128, True): (launch_config(32, 64, 4, 3), launch_config(128, 64, 8, 3)),
+    (64, False): (launch_config(32, 128, 4, 3), dict(launch_config(128, 64, 4, 3), TMA=True)),
+    (64, True): (launch_config(64, 64, 4, 2), dict(launch_config(64, 64, 4, 3), TMA=True)),
+    (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True),
+                   dict(launch_config(128, 64, 8, 3), TMA=True)),
+    (128, True): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True),
+                  dict(launch_config(128, 64, 8, 3), TMA=True)),
 }
+# Packed (varlen) batches, where they differ: descriptors serve dense layouts only, and through
+# pointers the causal head-dim-128 dK/dV loop is faster at 32 x 64 than at KV_B's 64 x 64 (the
+# step-7 entry; with the dense table varlen ran at 0.85-0.94x dense there: step 8).
+_HOPPER_BWD_PACKED = {(128, True): (launch_config(32, 64, 4, 3), launch_config(128, 64, 8, 3))}
 
 
-def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False) -> dict:
+def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False, packed: bool = False) -> dict:
     """Launch configuration of the backward kernels: ``BLOCK_M``/``BLOCK_N``/warps/stages of the
     dK/dV kernel (and the preprocess), and under ``"dq"`` the same four for the dQ kernel.
     dK/dV keeps a key block on chip and streams query blocks; dQ the other way round, so each
     prefers its resident block large and its streamed block small. The dK/dV dict may also hold
-    ``KV_B`` (see :func:`_dkdv_blocks`)."""
+    ``KV_B`` (see :func:`_dkdv_blocks`), either dict ``TMA`` (the streamed tiles through tensor
+    descriptors: q and dO in dK/dV, k and v in dQ; dense layouts only, pointers otherwise).
+    ``packed``: for varlen batches."""
     d = padded_head_dim(head_dim)
     if INTERPRET or dtype == torch.float32 or d > 128:
         cfg = cfg_dq = launch_config(32, 32, 4, 1)
     elif is_hopper():
-        cfg, cfg_dq = _HOPPER_BWD[(max(d, 64), bool(causal))]
+        key = (max(d, 64), bool(causal))
+        cfg, cfg_dq = _HOPPER_BWD_PACKED.get(key, _HOPPER_BWD[key]) if packed else _HOPPER_BWD[key]
     else:
         cfg = cfg_dq = launch_config(64, 64, 4, 2)
     return dict(cfg, dq=dict(cfg_dq))
@@ -443,7 +468,7 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     dv = torch.empty_like(v)
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
-    cfg = dict(bwd_config(head_dim, q.dtype, band.causal) if config is None else config)
+    cfg = dict(bwd_config(head_dim, q.dtype, band.causal, layout.packed) if config is None else config)
     cfg_dq = cfg.pop("dq")
     # ATOMIC_DQ: the dK/dV kernel also adds up dQ, in fp32, and the dQ kernel is not launched
     dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if cfg.get("ATOMIC_DQ") else dq
@@ -480,11 +505,14 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     )
     if cfg.get("ATOMIC_DQ"):
         return dq.copy_(dq_acc), dk, dv
+    cfg_dq = dict(cfg_dq)
     tiles = triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"])
+    k_desc, v_desc = row_descriptors((k, v), cfg_dq["BLOCK_N"], head_dim_pad) if (
+        cfg_dq.pop("TMA", False) and not layout.packed) else (None, None)
     _attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
-        q, k, v, do, lse, delta, dq, cu_q, cu_k,
+        q, k, v, do, lse, delta, dq, cu_q, cu_k, k_desc or k, v_desc or v,
         *strides_qkvdo, *layout.strides(dq), *layout.lse_strides(lse),
-        heads_q, heads_q // heads_kv, *common, tiles, **meta, **cfg_dq,
+        heads_q, heads_q // heads_kv, *common, tiles, **meta, TMA=k_desc is not None, **cfg_dq,
     )
     return dq, dk, dv
 

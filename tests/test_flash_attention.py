@@ -222,7 +222,7 @@ BLOCK_SHAPES = {
     "wide-atomic_dq": ((16, 64), (64, 16), None, dict(ATOMIC_DQ=True)),
     "tall-kv_b-atomic_dq": ((64, 16), (16, 64), None, dict(KV_B=True, ATOMIC_DQ=True)),
     "wide-head_loop": ((16, 64), (64, 16), (16, 64), dict(ONE_HEAD=False)),  # the sweeps' A/B
-    # descriptors (TMA): q, dO in dK/dV, and k, v in the forward
+    # descriptors (TMA): q, dO in dK/dV, and k, v in the forward and in dQ
     "tall-tma": ((64, 16), (16, 64), (64, 16), dict(TMA=True)),
     "wide-kv_b-tma": ((16, 64), (64, 16), (16, 64), dict(KV_B=True, TMA=True)),
 }
@@ -243,6 +243,8 @@ def test_block_shapes(blocks, seqlens, mask):
     fwd, dkdv, dq = (shape and dict(BLOCK_M=shape[0], BLOCK_N=shape[1], num_warps=4, num_stages=2)
                      for shape in shapes)
     fwd["TMA"] = flags.get("TMA", False)
+    if dq is not None:
+        dq["TMA"] = flags.get("TMA", False)
 
     def blocked(q, k, v, *, causal, window_size, softmax_scale, return_lse):
         """flash_attention with the launch configurations given (inputs are valid here)."""
