@@ -34,6 +34,7 @@ from .tiles import (
     jit_kernel,
     key_range,
     launch_config,
+    load_rows,
     padded_head_dim,
     row_descriptors,
     sequence,
@@ -81,10 +82,10 @@ def _attn_bwd_preprocess(
 def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, stride_qm,
                  stride_qd, stride_dom, stride_dod, stride_dqm, stride_dqd, offs_n, offs_m, offs_d,
                  mask_n, mask_d, lo, mid_lo, mid_hi, hi, sm_scale, qk_scale, seqlen_q, seqlen_k,
-                 window_left, window_right, q_desc, do_desc, off_b, off_h, BLOCK_M: tl.constexpr,
-                 IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-                 KV_B: tl.constexpr, ATOMIC_DQ: tl.constexpr, WARP_SPEC: tl.constexpr,
-                 TMA: tl.constexpr):
+                 window_left, window_right, q_desc, do_desc, off_b, off_h, start_q,
+                 BLOCK_M: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
+                 PRECISION: tl.constexpr, KV_B: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+                 WARP_SPEC: tl.constexpr, TMA: tl.constexpr, VARLEN: tl.constexpr):
     """dK and dV's loop over query blocks ``[lo, hi)`` of one query head, in the three stretches
     of :func:`kernels.flash_fwd._fwd_blocks` (masked ``[lo, mid_lo)``, unmasked
     ``[mid_lo, mid_hi)``, masked ``[mid_hi, hi)``). Padded keys need no mask here (their rows of
@@ -96,9 +97,11 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
     only ever the second operand of a dot (read from shared memory), and ``P`` and ``dS``
     transposed for the two accumulations. Which is faster depends on the block shape (the launch
     table says which each shape uses). ``WARP_SPEC``: as in the forward's loop. ``TMA``: q and
-    dO come through tensor descriptors (``q_desc``, ``do_desc``: 4-D, ``(batch, heads, rows,
-    head_dim)``, made on the host), which Hopper serves with its copy engine; rows and columns
-    past the tensor's come back as zeros, so no mask is needed (an experiment, not measured yet).
+    dO come through tensor descriptors (``q_desc``, ``do_desc``, made on the host by
+    :func:`kernels.tiles.row_descriptors`), which Hopper serves with its copy engine; rows and
+    columns past the tensor's come back as zeros, so no mask is needed, except in a packed batch
+    (``VARLEN``), where the rows past a sequence's end are the next one's: the edges zero them,
+    as the masked loads do, so that a non-finite value there cannot reach this sequence.
 
     With ``ATOMIC_DQ`` the loop also computes this tile's share of dQ, ``scale * dS K``, and adds
     it into the fp32 buffer at ``dq_head`` with atomics (FlashAttention-2's single backward
@@ -119,8 +122,11 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
                 mask_q = mask_d[None, :]
             # [BLOCK_M, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
             if TMA:
-                q = q_desc.load([off_b, off_h, start_m, 0]).reshape(BLOCK_M, q_desc.block_shape[3])
-                do = do_desc.load([off_b, off_h, start_m, 0]).reshape(BLOCK_M, do_desc.block_shape[3])
+                q = load_rows(q_desc, off_b, off_h, start_q, start_m, BLOCK_M, VARLEN)
+                do = load_rows(do_desc, off_b, off_h, start_q, start_m, BLOCK_M, VARLEN)
+                if VARLEN and stretch != 1:
+                    q = tl.where(mask_m[:, None], q, 0.0)
+                    do = tl.where(mask_m[:, None], do, 0.0)
             else:
                 q = tl.load(q_head + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
                             mask=mask_q, other=0.0)
@@ -262,10 +268,10 @@ def _attn_bwd_dkdv(
                               stride_qm, stride_qd, stride_dom, stride_dod, stride_dqm, stride_dqd,
                               offs_n, offs_m, offs_d, mask_n, mask_d, lo, mid_lo, mid_hi, hi,
                               sm_scale, qk_scale, seqlen_q, seqlen_k, window_left, window_right,
-                              q_desc, do_desc, off_b.to(tl.int32), off_h.to(tl.int32),
+                              q_desc, do_desc, off_b.to(tl.int32), off_h.to(tl.int32), start_q,
                               BLOCK_M=BLOCK_M, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
                               PRECISION=PRECISION, KV_B=KV_B, ATOMIC_DQ=ATOMIC_DQ,
-                              WARP_SPEC=WARP_SPEC, TMA=TMA)
+                              WARP_SPEC=WARP_SPEC, TMA=TMA, VARLEN=VARLEN)
 
     dk = dk * sm_scale
     tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
@@ -279,12 +285,13 @@ def _attn_bwd_dkdv(
 @triton.jit
 def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q,
-               seqlen_k, window_left, window_right, k_desc, v_desc, off_b, off_hk,
+               seqlen_k, window_left, window_right, k_desc, v_desc, off_b, off_hk, start_k,
                BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
-               PRECISION: tl.constexpr, TMA: tl.constexpr):
+               PRECISION: tl.constexpr, TMA: tl.constexpr, VARLEN: tl.constexpr):
     """dQ's loop over key blocks ``[lo, hi)``, in the three stretches of
     :func:`kernels.flash_fwd._fwd_blocks`, the edges (``stretch != 1``) masked. ``TMA``: k and
-    v through tensor descriptors, as in the forward's loop."""
+    v through tensor descriptors, as in the forward's loop; in a packed batch the edges zero the
+    rows past the sequence's end, as in :func:`_dkdv_blocks`."""
     for stretch in tl.static_range(3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
         for start_n in range(start, end, BLOCK_N):
@@ -296,8 +303,11 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
                 mask_nd = mask_d[None, :]
             # [BLOCK_N, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
             if TMA:
-                k = k_desc.load([off_b, off_hk, start_n, 0]).reshape(BLOCK_N, k_desc.block_shape[3])
-                v = v_desc.load([off_b, off_hk, start_n, 0]).reshape(BLOCK_N, v_desc.block_shape[3])
+                k = load_rows(k_desc, off_b, off_hk, start_k, start_n, BLOCK_N, VARLEN)
+                v = load_rows(v_desc, off_b, off_hk, start_k, start_n, BLOCK_N, VARLEN)
+                if VARLEN and stretch != 1:
+                    k = tl.where(mask_n[:, None], k, 0.0)
+                    v = tl.where(mask_n[:, None], v, 0.0)
             else:
                 k = tl.load(k_ptr + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
                             mask=mask_nd, other=0.0)
@@ -388,8 +398,8 @@ def _attn_bwd_dq(
     dq = _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q,
                     seqlen_k, window_left, window_right, k_desc, v_desc, off_b.to(tl.int32),
-                    off_hk.to(tl.int32), BLOCK_N=BLOCK_N, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
-                    PRECISION=PRECISION, TMA=TMA)
+                    off_hk.to(tl.int32), start_k, BLOCK_N=BLOCK_N, IS_LOCAL=IS_LOCAL,
+                    UPCAST=UPCAST, PRECISION=PRECISION, TMA=TMA, VARLEN=VARLEN)
 
     dq = dq * sm_scale
     tl.store(dq_ptr + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
@@ -418,26 +428,20 @@ _HOPPER_BWD = {
     (128, True): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True),
                   dict(launch_config(128, 64, 8, 3), TMA=True)),
 }
-# Packed (varlen) batches, where they differ: descriptors serve dense layouts only, and through
-# pointers the causal head-dim-128 dK/dV loop is faster at 32 x 64 than at KV_B's 64 x 64 (the
-# step-7 entry; with the dense table varlen ran at 0.85-0.94x dense there: step 8).
-_HOPPER_BWD_PACKED = {(128, True): (launch_config(32, 64, 4, 3), launch_config(128, 64, 8, 3))}
 
 
-def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False, packed: bool = False) -> dict:
+def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False) -> dict:
     """Launch configuration of the backward kernels: ``BLOCK_M``/``BLOCK_N``/warps/stages of the
     dK/dV kernel (and the preprocess), and under ``"dq"`` the same four for the dQ kernel.
     dK/dV keeps a key block on chip and streams query blocks; dQ the other way round, so each
     prefers its resident block large and its streamed block small. The dK/dV dict may also hold
     ``KV_B`` (see :func:`_dkdv_blocks`), either dict ``TMA`` (the streamed tiles through tensor
-    descriptors: q and dO in dK/dV, k and v in dQ; dense layouts only, pointers otherwise).
-    ``packed``: for varlen batches."""
+    descriptors: q and dO in dK/dV, k and v in dQ, dense or packed)."""
     d = padded_head_dim(head_dim)
     if INTERPRET or dtype == torch.float32 or d > 128:
         cfg = cfg_dq = launch_config(32, 32, 4, 1)
     elif is_hopper():
-        key = (max(d, 64), bool(causal))
-        cfg, cfg_dq = _HOPPER_BWD_PACKED.get(key, _HOPPER_BWD[key]) if packed else _HOPPER_BWD[key]
+        cfg, cfg_dq = _HOPPER_BWD[(max(d, 64), bool(causal))]
     else:
         cfg = cfg_dq = launch_config(64, 64, 4, 2)
     return dict(cfg, dq=dict(cfg_dq))
@@ -468,7 +472,7 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     dv = torch.empty_like(v)
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
-    cfg = dict(bwd_config(head_dim, q.dtype, band.causal, layout.packed) if config is None else config)
+    cfg = dict(bwd_config(head_dim, q.dtype, band.causal) if config is None else config)
     cfg_dq = cfg.pop("dq")
     # ATOMIC_DQ: the dK/dV kernel also adds up dQ, in fp32, and the dQ kernel is not launched
     dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if cfg.get("ATOMIC_DQ") else dq
@@ -496,7 +500,7 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
                      *layout.strides(do))
     tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
     q_desc, do_desc = row_descriptors((q, do), block_m, head_dim_pad) if (
-        cfg.pop("TMA", False) and not layout.packed) else (None, None)
+        cfg.pop("TMA", False)) else (None, None)
     _attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
         q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k, q_desc or q, do_desc or do,
         *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.strides(dq_acc),
@@ -508,7 +512,7 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     cfg_dq = dict(cfg_dq)
     tiles = triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"])
     k_desc, v_desc = row_descriptors((k, v), cfg_dq["BLOCK_N"], head_dim_pad) if (
-        cfg_dq.pop("TMA", False) and not layout.packed) else (None, None)
+        cfg_dq.pop("TMA", False)) else (None, None)
     _attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
         q, k, v, do, lse, delta, dq, cu_q, cu_k, k_desc or k, v_desc or v,
         *strides_qkvdo, *layout.strides(dq), *layout.lse_strides(lse),

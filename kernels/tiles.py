@@ -224,7 +224,9 @@ class Layout:
 
 def row_descriptors(tensors, block_rows: int, head_dim_pad: int):
     """Host tensor descriptors (TMA) over dense ``(batch, heads, rows, cols)`` tensors, one block
-    ``[1, 1, block_rows, head_dim_pad]`` (rows and columns past the tensor's load as zeros);
+    ``[1, 1, block_rows, head_dim_pad]``, or packed ``(total, heads, cols)`` ones, one block
+    ``[block_rows, 1, head_dim_pad]`` (rows and columns past the tensor's load as zeros; a packed
+    sequence's rows past its end are the next sequence's: :func:`load_rows` says what to do);
     ``(None, ...)`` unless every tensor qualifies (Triton with ``TensorDescriptor``, a unit last
     stride, the other strides and the base 16-byte aligned)."""
     try:
@@ -234,5 +236,19 @@ def row_descriptors(tensors, block_rows: int, head_dim_pad: int):
     if not all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
                and all(s * t.element_size() % 16 == 0 for s in t.stride()[:-1]) for t in tensors):
         return (None,) * len(tensors)
-    return tuple(TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_rows, head_dim_pad])
+    return tuple(TensorDescriptor(t, list(t.shape), list(t.stride()),
+                                  [block_rows, 1, head_dim_pad] if t.dim() == 3
+                                  else [1, 1, block_rows, head_dim_pad])
                  for t in tensors)
+
+
+@triton.jit
+def load_rows(desc, off_b, off_h, start, row, BLOCK: tl.constexpr, VARLEN: tl.constexpr):
+    """Rows ``row .. row + BLOCK`` of head ``off_h`` of a sequence starting at ``start``, through
+    a descriptor of :func:`row_descriptors`: ``[BLOCK, cols]``. Dense descriptors are 4-D and
+    count rows within the sequence; packed ones are 3-D and count them from the packed tensor's
+    first row, so the sequence's start is added. The caller zeroes rows past the sequence's end
+    where it needs them zero (a packed batch's next sequence lies there)."""
+    if VARLEN:
+        return desc.load([(start + row).to(tl.int32), off_h, 0]).reshape(BLOCK, desc.block_shape[2])
+    return desc.load([off_b, off_h, row, 0]).reshape(BLOCK, desc.block_shape[3])

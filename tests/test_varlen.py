@@ -232,3 +232,44 @@ def test_unchecked_offsets_never_leave_the_tensors(case):
                             env={**os.environ, "PYTHONPATH": str(root)})
     print(result.stdout[-2000:], result.stderr[-2000:])
     assert result.returncode == 0 and "clamped" in result.stdout, f"exit code {result.returncode}"
+
+
+@needs_triton
+@pytest.mark.parametrize("mask", ["full", "causal"])
+@pytest.mark.parametrize("kv_b", [False, True], ids=["kt_q", "kv_b"])
+def test_packed_descriptors_stay_in_their_sequence(kv_b, mask):
+    """The backward's tensor descriptors (TMA) on a packed batch: a block running past a
+    sequence's end reads the next sequence's rows there, and the edge blocks zero them, so the
+    gradients are the pointer loads' (and the float64 reference's), and a NaN in the middle
+    sequence's v and dO stays in that sequence (without the zeroing, the first sequence's last
+    blocks would carry it into its dK, dV and dQ). Block shapes that divide no length, GQA."""
+    from kernels.band import Band
+    from kernels.flash_bwd import attention_backward
+    from kernels.flash_fwd import attention_forward
+    from kernels.varlen import _layout
+
+    causal, window = MASKS[mask]
+    lengths = [37, 20, 45]
+    q, k, v = (x.detach().float() for x in packed(lengths, lengths, 2, 1, 32, torch.float32))
+    seqs = cu(lengths)
+    layout, band, scale = _layout(seqs, seqs, 45, 45), Band.from_window(window, causal), 32 ** -0.5
+    do = torch.randn_like(q)
+    poisoned = slice(37, 57)  # the middle sequence's rows
+    v[poisoned, :, 3], do[poisoned, :, 5] = float("nan"), float("nan")
+    out, lse = attention_forward(q, k, v, band, scale, layout)
+    grads = {}
+    for tma in (False, True):
+        cfg = dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, num_stages=1, KV_B=kv_b, TMA=tma,
+                   dq=dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1, TMA=tma))
+        grads[tma] = attention_backward(do, q, k, v, out, lse, None, band, scale, layout, cfg)
+    clean = torch.ones(q.shape[0], dtype=torch.bool)
+    clean[poisoned] = False
+    qd, kd, vd = (x[clean].double().requires_grad_() for x in (q, k, v))
+    kept = cu([37, 45])
+    ref = attention_varlen_reference(qd, kd, vd, kept, kept, 45, 45, causal=causal, window_size=window)
+    ref_grads = torch.autograd.grad(ref, (qd, kd, vd), do[clean].double())
+    for name, pointer, tma, want in zip(("dq", "dk", "dv"), grads[False], grads[True], ref_grads):
+        assert torch.isfinite(tma[clean]).all(), name
+        assert torch.isnan(tma[poisoned]).any(), name  # the NaN is there, in its own sequence
+        torch.testing.assert_close(tma[clean], pointer[clean], atol=1e-5, rtol=1e-5)
+        assert (tma[clean].double() - want).norm() / want.norm() < 1e-5, name
