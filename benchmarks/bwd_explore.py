@@ -179,6 +179,56 @@ STEP8_2 = {
 }
 
 
+# --varlen: the backward of a packed batch (equal lengths, token-major as a QKV projection
+# writes it) against the dense table's on the same values, dK/dV entries of the causal and full
+# head-dim-128 tables and the step-7 pointer entry; dQ through descriptors or not.
+VARLEN_AB = [None, (32, 64, 4, 3, dict(TMA=True)), (32, 64, 4, 3, dict(dq=dict(TMA=False))),
+             (64, 64, 4, 2, dict(KV_B=True, TMA=False, dq=dict(TMA=False)))]
+
+
+def varlen_ab(args, do_bench):
+    """Each entry of VARLEN_AB on the packed batch, timed against the dense table's backward in
+    the same run (``vs_dense``), with the largest difference from the dense gradients."""
+    from kernels.flash_bwd import attention_backward, bwd_config
+    from kernels.varlen import _layout
+
+    rows = []
+    for head_dim, causal, n in shapes(args):
+        b, h, q, k, v, do, band, scale, out, lse, ref = problem(head_dim, causal, n)
+        pack = [x.transpose(1, 2).reshape(b * n, h, head_dim).contiguous() for x in (q, k, v, do, out)]
+        seqs = torch.arange(0, b * n + 1, n, device="cuda", dtype=torch.int32)
+        layout = _layout(seqs, seqs, n, n)
+        lse_packed = lse.transpose(0, 1).reshape(h, b * n).contiguous()  # (heads, total)
+        t_dense = do_bench(lambda: attention_backward(do, q, k, v, out, lse, None, band, scale),  # noqa: B023
+                           warmup=25, rep=100, return_mode="median")
+        table = bwd_config(head_dim, torch.bfloat16, causal)
+        for entry in VARLEN_AB:
+            flags = dict(entry[-1]) if entry else {}
+            dq_cfg = dict(table["dq"], **flags.pop("dq", {}))
+            cfg = (dict(table, dq=dq_cfg) if entry is None else
+                   dict(BLOCK_M=entry[0], BLOCK_N=entry[1], num_warps=entry[2], num_stages=entry[3],
+                        dq=dq_cfg, **flags))
+            def run(cfg=cfg):  # noqa: E306
+                return attention_backward(pack[3], *pack[:3], pack[4], lse_packed, None, band, scale,
+                                          layout, dict(cfg))
+            try:
+                got = run()
+                diff = max((g.view(b, n, -1, head_dim).transpose(1, 2).float() - r.float()).abs().max().item()
+                           for g, r in zip(got, ref))
+                t = do_bench(run, warmup=25, rep=100, return_mode="median")
+            except Exception as err:  # noqa: BLE001 -- a compile failure is a result here
+                print(f"  {cfg}: {type(err).__name__}: {str(err)[:120]}", flush=True)
+                continue
+            label = ("table" if entry is None else
+                     "{BLOCK_M}x{BLOCK_N} w{num_warps} s{num_stages}".format(**cfg)
+                     + "".join(f" {k}={int(v)}" for k, v in cfg.items() if k in ("KV_B", "TMA")))
+            label += f" | dq TMA={int(dq_cfg.get('TMA', False))}"
+            rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, config=label,
+                             ms=f"{t:.4f}", vs_dense=f"{t_dense / t:.3f}", max_abs_diff=f"{diff:.1e}"))
+            print(rows[-1], flush=True)
+        write_csv(args.out / "varlen_bwd.csv", run_meta(), rows)
+
+
 # --tma: the tensor-descriptor loads against the launch table alone (no FlexAttention, whose
 # compilation per shape would take most of a GPU call): ratios to the table, same run.
 TMA_AB = {d: [None, ("table", dict(TMA=True)), (64, 128, 8, 3, dict(TMA=True)), (64, 128, 8, 3, {})]
@@ -375,6 +425,8 @@ def main(argv=None):
                    help="time STEP8's dQ and dK/dV variants against the table and flex (step8.csv)")
     p.add_argument("--round", type=int, default=1, choices=[1, 2],
                    help="with --step8: STEP8 (1) or STEP8_2 (2, head dim 128; step8_2.csv)")
+    p.add_argument("--varlen", action="store_true",
+                   help="time VARLEN_AB's packed backward against the dense one (varlen_bwd.csv)")
     p.add_argument("--warp-spec", action="store_true",
                    help="try WARP_SPEC on the forward and dK/dV loops (warp_spec.csv)")
     args = p.parse_args(argv)
@@ -391,6 +443,8 @@ def main(argv=None):
     start_gpu_run(p, args.out, "benchmarks.bwd_explore")
     if args.warp_spec:
         return warp_spec(args, do_bench)
+    if args.varlen:
+        return varlen_ab(args, do_bench)
     if args.tma:
         return sweep(args, None, do_bench, entries=TMA_AB, name="tma_ab.csv")
     flex = flex_provider()

@@ -249,6 +249,9 @@ def load_rows(desc, off_b, off_h, start, row, BLOCK: tl.constexpr, VARLEN: tl.co
     count rows within the sequence; packed ones are 3-D and count them from the packed tensor's
     first row, so the sequence's start is added. The caller zeroes rows past the sequence's end
     where it needs them zero (a packed batch's next sequence lies there)."""
+    # One return: the compiler would also build the code after a return inside a constexpr if
     if VARLEN:
-        return desc.load([(start + row).to(tl.int32), off_h, 0]).reshape(BLOCK, desc.block_shape[2])
-    return desc.load([off_b, off_h, row, 0]).reshape(BLOCK, desc.block_shape[3])
+        tile = desc.load([(start + row).to(tl.int32), off_h, 0]).reshape(BLOCK, desc.block_shape[2])
+    else:
+        tile = desc.load([off_b, off_h, row, 0]).reshape(BLOCK, desc.block_shape[3])
+    return tile
