@@ -428,20 +428,31 @@ _HOPPER_BWD = {
     (128, True): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True),
                   dict(launch_config(128, 64, 8, 3), TMA=True)),
 }
+# Packed (varlen) batches at head dim 128 keep the step-7 pointer entries: their kernels hold more
+# values live (each sequence's start, its lengths), and with descriptors the dK/dV loop spilled
+# 508 bytes where the dense one spills 116 (ptxas_report.py) and ran at 0.58-0.62x the dense
+# backward; through pointers 0.90-0.93x (full) and 0.88-0.93x (causal; results/h200/varlen_bwd.csv).
+# Head dim 64 keeps the dense table (0.95-1.01x, the dQ kernel's descriptors included).
+_HOPPER_BWD_PACKED = {
+    (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True), launch_config(128, 64, 8, 3)),
+    (128, True): (launch_config(32, 64, 4, 3), launch_config(128, 64, 8, 3)),
+}
 
 
-def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False) -> dict:
+def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False, packed: bool = False) -> dict:
     """Launch configuration of the backward kernels: ``BLOCK_M``/``BLOCK_N``/warps/stages of the
     dK/dV kernel (and the preprocess), and under ``"dq"`` the same four for the dQ kernel.
     dK/dV keeps a key block on chip and streams query blocks; dQ the other way round, so each
     prefers its resident block large and its streamed block small. The dK/dV dict may also hold
     ``KV_B`` (see :func:`_dkdv_blocks`), either dict ``TMA`` (the streamed tiles through tensor
-    descriptors: q and dO in dK/dV, k and v in dQ, dense or packed)."""
+    descriptors: q and dO in dK/dV, k and v in dQ, dense or packed). ``packed``: for varlen
+    batches."""
     d = padded_head_dim(head_dim)
     if INTERPRET or dtype == torch.float32 or d > 128:
         cfg = cfg_dq = launch_config(32, 32, 4, 1)
     elif is_hopper():
-        cfg, cfg_dq = _HOPPER_BWD[(max(d, 64), bool(causal))]
+        key = (max(d, 64), bool(causal))
+        cfg, cfg_dq = _HOPPER_BWD_PACKED.get(key, _HOPPER_BWD[key]) if packed else _HOPPER_BWD[key]
     else:
         cfg = cfg_dq = launch_config(64, 64, 4, 2)
     return dict(cfg, dq=dict(cfg_dq))
@@ -472,7 +483,7 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     dv = torch.empty_like(v)
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
-    cfg = dict(bwd_config(head_dim, q.dtype, band.causal) if config is None else config)
+    cfg = dict(bwd_config(head_dim, q.dtype, band.causal, layout.packed) if config is None else config)
     cfg_dq = cfg.pop("dq")
     # ATOMIC_DQ: the dK/dV kernel also adds up dQ, in fp32, and the dQ kernel is not launched
     dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if cfg.get("ATOMIC_DQ") else dq

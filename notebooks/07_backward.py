@@ -284,14 +284,16 @@ show_source("kernels.flash_bwd:attention_backward", "if dlse is not None:", "del
 # $dS^\top = P^\top \circ (dP^\top - \delta)$, $dK \mathrel{+}= dS^\top Q$. With `KV_B` it keeps
 # the forward's orientation, $S = QK^\top$, and transposes $P$ and $dS$ for the two accumulations,
 # so that $K$ and $V$ are only ever the second operand of a dot. The launch table (`bwd_config`)
-# picks it for one entry only, head dim 128 without a mask on Hopper (64 x 64 blocks, 4 warps,
-# 2 stages), where it measured faster; everywhere else it was slower (`benchmarks/NOTES.md`,
-# step 5; notebook 12). The outer `for g` loop runs over the query heads that share this kv head
-# (GQA, notebook 08), so their contributions add up on chip too; without GQA (`ONE_HEAD`) its one
-# trip is known when compiling and no loop is built, because a run-time loop around the query loop
-# cost the kernel most of its spilled registers (step 6). `warp_specialize=WARP_SPEC and ...` is an
-# experiment, off by default: on Hopper, Triton 3.6 did nothing with it or failed (notebook 13).
-# So is `if TMA:`, which loads $Q$ and $dO$ through tensor descriptors (compiled, not yet timed).
+# picks it at head dim 128 on Hopper (64 x 64 blocks, 4 warps, 2 stages), where it measured faster;
+# at head dim 64 it was slower (`benchmarks/NOTES.md`, steps 5 and 8; notebook 12). The outer
+# `for g` loop runs over the query heads that share this kv head (GQA, notebook 08), so their
+# contributions add up on chip too; without GQA (`ONE_HEAD`) its one trip is known when compiling
+# and no loop is built, because a run-time loop around the query loop cost the kernel most of its
+# spilled registers (step 6). `warp_specialize=WARP_SPEC and ...` is an experiment, off by default:
+# on Hopper, Triton 3.6 did nothing with it or failed (notebook 13).
+# `if TMA:` loads $Q$ and $dO$ through tensor descriptors, which Hopper's copy engine serves
+# (on at head dim 128 in the H200's table, 1.03-1.16x; steps 7 and 8); in a packed batch the
+# edge blocks then zero the rows past the sequence's end, which belong to the next sequence.
 
 # %%
 show_source("kernels.flash_bwd:_attn_bwd_dkdv", "lo = 0", "hi = tl.minimum((pid_n + 1)")

@@ -500,8 +500,9 @@ assert all(kernel == "dkdv" for kernel, *_ in retuned)  # only the backward's dK
 # either would do), except where the dK/dV kernel was tuned again later, on the H200: with a
 # variant of its loop this sweep did not have (`NOTES.md`, step 5; the registers below say why),
 # and at head dim 64 causal once its loop changed (step 6). Since step 7 the forward's entries
-# also load $K$ and $V$ through tensor descriptors (`TMA`): the same blocks, the copies handed to
-# Hopper's copy engine, measured on the H200 (notebook 13, section 6).
+# also load $K$ and $V$ through tensor descriptors (`TMA`), and since step 8 the dQ kernel's too:
+# the same blocks, the copies handed to Hopper's copy engine, measured on the H200 (notebook 13,
+# section 6).
 # Five forward configurations or more lie within 10% of the best at every shape,
 # and the first few within a few percent, as much as two runs of a shared machine differ: a
 # plateau, on which the exact winner is partly luck and a table measured once serves.

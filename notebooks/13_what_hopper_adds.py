@@ -215,10 +215,11 @@ for d in (64, 128):
         assert max(rs) < 1.0
 
 # %% [markdown]
-# **Takeaway.** On the H200, this kernel's backward is ahead of FlexAttention's at head dim 64 and
-# behind it at 128; cuDNN's is ahead of both at every shape, and cuDNN's forward is ahead of this
-# kernel's too (on the H100). All of them are compute-bound from $N = 4$k on and far below the
-# roof: the difference is how well each keeps the tensor cores busy.
+# **Takeaway.** On the H200, before the steps of section 6, this kernel's backward was ahead of
+# FlexAttention's at head dim 64 and behind it at 128; cuDNN's is ahead of both at every shape,
+# and cuDNN's forward is ahead of this kernel's too (on the H100). All of them are compute-bound
+# from $N = 4$k on and far below the roof: the difference is how well each keeps the tensor cores
+# busy.
 
 # %% [markdown]
 # ## 2. Where the time goes, kernel by kernel
@@ -734,11 +735,12 @@ assert all(FP8[s, "fp8_vrow", "table"] < FP8[s, "fp8", "table"] for s in fp8_sha
 # ## 6. The steps tried so far, measured
 #
 # Issue 20 lists the paths towards FlexAttention's backward and cuDNN's; `benchmarks/NOTES.md`,
-# steps 5 to 7, records each one tried: a prediction, the measurement, and why they differ. Each
+# steps 5 to 8, records each one tried: a prediction, the measurement, and why they differ. Each
 # row below is one variant, timed in one run against FlexAttention and cuDNN (the rows from the
 # sweeps, `KV_B` and step 6's, timed FlexAttention but not cuDNN: their ratio to cuDNN goes
-# through FlexAttention's, two runs, marked ≈). The last row is the final sweep of step 7
-# (`attention_tflops.csv`), every provider in one run, with the launch tables as committed.
+# through FlexAttention's, two runs, marked ≈). The last two rows are the final sweeps of steps 7
+# and 8 (`attention_tflops_step7.csv`, `attention_tflops.csv`), every provider in one run, with
+# the launch tables of each step.
 
 # %%
 _, rows_after, _ = read_csv(H200_DIR / "bwd_explore_rows.csv")
@@ -784,12 +786,19 @@ def sweep_ratios(pick):
 
 ABLATION["step 6: GQA loop compiled away"] = ("yes", sweep_ratios(lambda r: r["table"] == "1"))
 ABLATION["step 6: one kernel, atomic dQ"] = ("no", sweep_ratios(lambda r: r["atomic_dq"] == "1"))
-smeta, final_rows, _ = read_csv(H200_DIR / "attention_tflops.csv")  # step 7's final sweep, one run
-FINAL = {(r["provider"], shape_of(r)): float(r["ms"])
-         for r in final_rows if r["dtype"] == "bf16" and r["mode"] == "bwd"}
-ABLATION["step 7: q, dO through TMA; final sweep"] = ("d=128 full only", {
-    s: (FINAL["flex", s] / ms, FINAL["sdpa-cudnn", s] / ms, tflops_of(s, ms))
-    for (provider, s), ms in FINAL.items() if provider == "triton"})
+def final_sweep(name):
+    """{shape: (ratio to Flex, ratio to cuDNN, TFLOP/s)} of our bf16 backward in a final sweep."""
+    _, final_rows, _ = read_csv(H200_DIR / name)
+    final = {(r["provider"], shape_of(r)): float(r["ms"])
+             for r in final_rows if r["dtype"] == "bf16" and r["mode"] == "bwd"}
+    return {s: (final["flex", s] / ms, final["sdpa-cudnn", s] / ms, tflops_of(s, ms))
+            for (provider, s), ms in final.items() if provider == "triton"}
+
+
+ABLATION["step 7: q, dO through TMA; final sweep"] = ("d=128 full only",
+                                                      final_sweep("attention_tflops_step7.csv"))
+ABLATION["step 8: dQ through TMA, causal KV_B"] = ("yes", final_sweep("attention_tflops.csv"))
+FINAL_STEPS = ("step 7", "step 8")  # the final sweeps, one run each
 FROM_SWEEPS = ("KV_B", "step 6")  # their ratio to cuDNN goes through FlexAttention's (≈)
 NOT_MEASURED = ["persistent grid"]
 COLUMNS = [(128, 0, 4096), (128, 0, 16384), (128, 1, 4096), (128, 1, 16384)]
@@ -821,7 +830,7 @@ for j, s in enumerate(COLUMNS):
 ax.axhline(1.0, color="k", lw=1, label="FlexAttention: the goal")
 ax.set_xticks(range(len(COLUMNS)), [label(*s) for s in COLUMNS])
 ax.set(ylabel="backward speed / FlexAttention's (same run)", ylim=(0.6, 1.5),
-       title=f"Head dim 128, bf16: each step of NOTES.md steps 5-7 ({emeta['device']}, {emeta['date']})")
+       title=f"Head dim 128, bf16: each step of NOTES.md steps 5-8 ({emeta['device']}, {emeta['date']})")
 ax.legend(fontsize=7, ncol=2, loc="upper left")
 ax.grid(alpha=0.3, axis="y")
 plt.show()
@@ -851,11 +860,11 @@ signs = {name: {np.sign(res[s][0] - base[s][0]) for s in COLUMNS}
          for name, (_, res) in ABLATION.items() if name in moved}
 assert all(v == {-1.0, 1.0} for v in signs.values())  # each moved the ratio up at some shapes, down at others
 assert all(kv_b[s][0] > max(res[s][0] for name, (_, res) in ABLATION.items()
-                           if not name.startswith((*FROM_SWEEPS, "step 7")))
+                           if not name.startswith((*FROM_SWEEPS, *FINAL_STEPS)))
            for s in COLUMNS[:2])  # KV_B: the best of step 5 without a mask...
 assert all(kv_b[s][0] < base[s][0] for s in COLUMNS[2:])  # ...and worse than before with the causal mask
 assert all(res[s][0] < 1.0 and res[s][1] < 0.75 for name, res in ((n, r) for n, (_, r) in ABLATION.items())
-           if not name.startswith("step 7") for s in COLUMNS)  # below FlexAttention before step 7
+           if not name.startswith(FINAL_STEPS) for s in COLUMNS)  # below FlexAttention before step 7
 step6, atomic = ABLATION["step 6: GQA loop compiled away"][1], ABLATION["step 6: one kernel, atomic dQ"][1]
 assert all(atomic[s][0] < step6[s][0] - 0.05 for s in step6)  # the fused backward lost everywhere
 assert all(step6[s][0] >= kv_b[s][0] - 0.02 for s in COLUMNS[:2])  # step 6 kept KV_B's speed, or more
@@ -865,6 +874,13 @@ print("step 7, backward / FlexAttention: " + ", ".join(f"{label(*s)} {step7[s][0
 assert all(step7[s][0] > 0.98 and step7[s][0] > step6[s][0] + 0.03 for s in COLUMNS[:2])  # level, unmasked
 assert all(step7[s][0] < 0.95 for s in COLUMNS[2:])  # still behind with the causal mask
 assert all(step7[s][0] > 1.0 for s in step7 if s[0] == 64)
+step8 = ABLATION["step 8: dQ through TMA, causal KV_B"][1]
+print("step 8, backward / FlexAttention: " + ", ".join(f"{label(*s)} {step8[s][0]:.2f}" for s in COLUMNS))
+assert all(step8[s][0] >= 1.0 and step8[s][0] > step7[s][0] + 0.05 for s in COLUMNS[2:])  # causal: ahead
+assert all(step8[s][0] > 0.99 for s in COLUMNS[:2]) and all(step8[s][0] > 1.0 for s in step8 if s[0] == 64)
+below = sorted(s for s in step8 if step8[s][0] < 1.0)
+print(f"step 8, bf16 shapes below FlexAttention: {[label(*s) for s in below]}")
+assert below == [(128, 0, 1024)]  # the one bf16 shape left (fp16: the same one; NOTES.md, step 8)
 
 # %% [markdown]
 # What the measurements say, step by step (NOTES.md gives each prediction):
@@ -877,7 +893,7 @@ assert all(step7[s][0] > 1.0 for s in step7 if s[0] == 64)
 # * **Loading $q$, $k$, $v$ as rows** (the products take their transposes): the same speed, simpler
 #   code; kept.
 # * **`KV_B`** (section 3): the best dK/dV loop without a mask at head dim 128, worse with the causal
-#   mask; kept for the first only.
+#   mask through pointers; kept for the first only, until step 8 timed it with descriptors.
 # * **Step 6, the GQA loop compiled away**: the dK/dV kernel looped over the query heads of a GQA
 #   group at run time even without GQA, and that loop around the query loop cost registers (the
 #   accumulators and the pipeline's buffers live across both levels). With its one trip known when
@@ -895,16 +911,22 @@ assert all(step7[s][0] > 1.0 for s in step7 if s[0] == 64)
 #   through pointers at head dim 128 without a mask ($N$ = 1k, 4k, 16k; `tma_ab.csv`), within
 #   noise with the causal mask and at head dim 64; kept for the first. In the final sweep (last
 #   row) that backward is level with FlexAttention from $N$ = 4k.
-# * **Not reached:** the goal, at least FlexAttention's speed at every shape. With the causal mask
-#   at head dim 128 every step stays about a tenth behind (0.89-0.94 in the final sweep, bf16 and
-#   fp16), and no head-dim-128 backward reaches 0.8 of cuDNN's speed: the fastest is at 42% of
-#   the H200's peak, cuDNN's backward at 55%.
+# * **Step 8, the dQ kernel's $K$ and $V$ through descriptors** (1.00-1.04 times the table, and
+#   185 registers instead of 247), and with them the unmasked entry's `KV_B` loop for the causal
+#   mask too: 1.08-1.11 times the step-7 entry, which had used pointers. With the causal mask at
+#   head dim 128 the backward went from 0.89-0.94 of FlexAttention's speed to 1.00-1.05 (bf16 and
+#   fp16, N = 1k to 16k).
+# * **Not reached:** the goal, at least FlexAttention's speed at every shape, misses one shape per
+#   dtype: head dim 128 without a mask at N = 1k (0.97 bf16, 0.99 fp16). No head-dim-128 backward
+#   reaches 0.8 of cuDNN's speed from N = 4k (0.74-0.79; printed above: the fastest share of the
+#   H200's peak, and cuDNN's).
 # * **Not measured yet:** a persistent grid (section 5 says why FlashAttention-3 expected it to
 #   help); nothing on this page says what it would give.
 #
 # **Takeaway.** Launch configurations and scheduling did not close the gap; the loop's arithmetic
-# arrangement (without a mask), the registers its structure costs, and handing the streamed loads
-# to the copy engine moved it most. What FlashAttention-3 adds beyond that is a schedule.
+# arrangement, the registers its structure costs, and handing the streamed loads to the copy
+# engine (in both backward kernels) closed it at all but one shape per dtype. What
+# FlashAttention-3 adds beyond that is a schedule.
 
 # %%
 _, ws_rows, ws_meta = read_csv(H200_DIR / "warp_spec.csv")
@@ -949,7 +971,8 @@ assert {r["kernel"] for r in ws_rows if r["compiles"] == "0"} == {"fwd", "bwd"}
 # When Triton is installed, the next cell checks the Triton entries of this list against the version
 # you have; it also checks which of these features our kernels use: host tensor descriptors
 # (`TMA`, made by `kernels.tiles.row_descriptors`) for the forward's $K$ and $V$ in every Hopper
-# launch table, and for the dK/dV kernel's $Q$ and $dO$ at head dim 128 without a mask (step 7);
+# launch table, for the dK/dV kernel's $Q$ and $dO$ at head dim 128 (step 7, and causal since
+# step 8), and for the dQ kernel's $K$ and $V$ (step 8);
 # `warp_specialize` behind `WARP_SPEC`, off by default and in no table; no Gluon.
 
 # %%
@@ -964,7 +987,7 @@ TABLES = {m[0]: m[1] for name in ("flash_fwd.py", "flash_bwd.py")
           for m in re.findall(r"^(_HOPPER_\w+) = (\{.*?\})$", SOURCES[name], re.S | re.M)}
 print(f"launch tables: {sorted(TABLES)}; "
       f"turning TMA on: {sorted(n for n, t in TABLES.items() if 'TMA' in t)}")
-assert len(TABLES) == 4 and not any("WARP_SPEC" in t for t in TABLES.values())
+assert len(TABLES) == 5 and not any("WARP_SPEC" in t for t in TABLES.values())
 assert {n for n, t in TABLES.items() if "TMA=True" in t} == {"_HOPPER_FWD", "_HOPPER_FWD_FP8", "_HOPPER_BWD"}
 
 if kernels.HAS_TRITON:
