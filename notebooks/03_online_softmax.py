@@ -293,7 +293,9 @@ for b in blocks:
     print(f"block {b:>4}: online float32 max error {errors[-1]:.1e}  "
           f"(torch.softmax float32: {torch_err:.1e})")
     assert errors[-1] < 4 * torch_err
-assert max(errors[2:5]) <= torch_err  # blocks of 16 to 256 keys
+# blocks of 16 to 256 keys: torch's rounding, within the spread of one random draw (the max of
+# 256 x 64 errors moves by a tenth between CPUs whose float32 matmuls round differently)
+assert max(errors[2:5]) <= 1.25 * torch_err
 assert errors[0] == max(errors)  # a block of one key: the most rescales, the largest error
 
 fig, ax = plt.subplots(figsize=(6, 3.6))
@@ -309,7 +311,8 @@ plt.show()
 # %% [markdown]
 # Every block size stays within a small multiple of float32's own rounding. A block of one key is
 # the worst case, with one rescale per key (1024 of them per row); blocks of the sizes kernels use
-# (16 to 256 keys) are as accurate as `torch.softmax` itself.
+# (16 to 256 keys) are as accurate as `torch.softmax` itself, to within the spread of one random
+# draw (the cell allows a quarter).
 #
 # **Takeaway.** The online softmax is exact arithmetic reorganised, not an approximation.
 
