@@ -348,7 +348,7 @@ def _attn_bwd_dq(
     TMA: tl.constexpr = False, LONGEST_FIRST: tl.constexpr = True,
 ):
     """One program per (query block, query head): the forward's loop again, accumulating dQ.
-    ``TMA``: k and v through ``k_desc`` and ``v_desc`` (dense layouts). ``LONGEST_FIRST``: with
+    ``TMA``: k and v through ``k_desc`` and ``v_desc`` (dense or packed). ``LONGEST_FIRST``: with
     a band, a head's query blocks run last to first, as in the forward: under a causal mask the
     last block sees the most keys, and the short ones then fill the grid's tail."""
     pid_m, pid_bh = tile_ids(num_tiles)
@@ -415,8 +415,8 @@ def _attn_bwd_dq(
 # without a mask on an H200; slower everywhere else). Head dim 64 causal: 2 stages since step 6
 # (1.05-1.12x FlexAttention, against 0.99-1.13x with 1 stage once the GQA loop was compiled away).
 # TMA (the dK/dV loop's q and dO tiles through tensor descriptors) at head_dim 128 unmasked:
-# 1.03/1.05/1.16x the same blocks through pointers at N = 1k/4k/16k (step 7); head dim 64 gained
-# nothing measurable (0.95-1.02x) and keeps pointers. Step 8 (results/h200/bwd_step8.csv): the
+# 1.03/1.05/1.16x the same blocks through pointers at N = 1k/4k/16k (step 7); head dim 64's dK/dV
+# gained nothing measurable (0.95-1.02x) and keeps pointers. Step 8 (results/h200/bwd_step8.csv): the
 # dQ kernel's k and v through descriptors everywhere (1.00-1.04x; 185 registers instead of 247 at
 # head dim 128), and the causal head-dim-128 dK/dV at the unmasked entry's 64 x 64 KV_B blocks
 # once both use descriptors (1.08-1.11x the 32 x 64 pointer entry it replaces).
