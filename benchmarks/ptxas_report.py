@@ -18,6 +18,8 @@ Usage (Linux with Triton; no GPU needed)::
     python -m benchmarks.ptxas_report                      # the launch table, head dims 64 and 128
     python -m benchmarks.ptxas_report --kernel dkdv --head-dim 128 --causal \\
         --config 64,128,8,3 --flags ONE_HEAD=0
+    python -m benchmarks.ptxas_report --kernel dkdv --head-dim 128 --causal \
+        --config 64,64,4,2 --flags KV_B=1 TMA=1 VARLEN=1   # a packed (varlen) batch
 """
 
 from __future__ import annotations
@@ -61,8 +63,9 @@ def compile_for_hopper(fn, constants: dict, num_warps: int, num_stages: int,
             signature[name], consts[name] = "constexpr", 1
         elif name.endswith("_desc"):  # host tensor descriptors (TMA), or unused
             rows = consts["BLOCK_N" if name in ("k_desc", "v_desc") else "BLOCK_M"]
-            signature[name] = (f"tensordesc<{TL_DTYPES[dtype]}[1, 1, {rows}, "
-                               f"{consts['HEAD_DIM']}]>" if consts.get("TMA") else "i32")
+            block = f"{rows}, 1" if consts.get("VARLEN") else f"1, 1, {rows}"  # packed: 3-D
+            signature[name] = (f"tensordesc<{TL_DTYPES[dtype]}[{block}, {consts['HEAD_DIM']}]>"
+                               if consts.get("TMA") else "i32")
         elif name.startswith("cu_seqlens"):
             signature[name] = "*i32"
         elif name.endswith("_ptr"):
@@ -107,8 +110,8 @@ def report(kernel: str, head_dim: int, causal: bool, config: dict, flags: dict,
            dtype: torch.dtype = torch.bfloat16) -> dict:
     """Compile one kernel in one configuration and return ptxas's numbers."""
     constants = dict(BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
-                     HEAD_DIM=padded_head_dim(head_dim), IS_LOCAL=causal, VARLEN=False,
-                     UPCAST=False, PRECISION="tf32", **flags)
+                     HEAD_DIM=padded_head_dim(head_dim), IS_LOCAL=causal, UPCAST=False,
+                     PRECISION="tf32", **{"VARLEN": False, **flags})
     if kernel == "dkdv":
         constants.setdefault("ONE_HEAD", True)  # what the launcher passes without GQA
     compiled = compile_for_hopper(KERNELS[kernel], constants, config["num_warps"],
@@ -132,7 +135,7 @@ def main(argv=None):
     p.add_argument("--causal", action="store_true")
     p.add_argument("--config", help="BLOCK_M,BLOCK_N,warps,stages")
     p.add_argument("--flags", nargs="*", default=[], metavar="NAME=0|1",
-                   help="constexpr flags of the kernel, e.g. KV_B=1 ONE_HEAD=0")
+                   help="constexpr flags of the kernel, e.g. KV_B=1 ONE_HEAD=0 (VARLEN=1: packed)")
     args = p.parse_args(argv)
     if args.kernel:
         if not args.config:

@@ -430,8 +430,9 @@ _HOPPER_BWD = {
 }
 # Packed (varlen) batches at head dim 128 keep the step-7 pointer entries: their kernels hold more
 # values live (each sequence's start, its lengths), and with descriptors the dK/dV loop spilled
-# 508 bytes where the dense one spills 116 (ptxas_report.py) and ran at 0.58-0.62x the dense
-# backward; through pointers 0.90-0.93x (full) and 0.88-0.93x (causal; results/h200/varlen_bwd.csv).
+# 508 bytes where the dense one spills 116 (ptxas_report.py --flags ... VARLEN=1, Triton 3.7) and
+# ran at 0.58-0.62x the dense backward; through pointers 0.90-0.93x (full) and 0.88-0.93x
+# (causal; results/h200/varlen_bwd.csv).
 # Head dim 64 keeps the dense table (0.95-1.01x, the dQ kernel's descriptors included).
 _HOPPER_BWD_PACKED = {
     (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True), launch_config(128, 64, 8, 3)),

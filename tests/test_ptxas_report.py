@@ -39,6 +39,17 @@ def test_gqa_loop_costs_spills():
 
 
 @needs_triton
+def test_packed_descriptors_spill_more():
+    """Step 8 of NOTES.md: the causal head-dim-128 dK/dV loop through descriptors spills more on
+    a packed batch (the sequence's start and lengths live too) than on a dense one, which is why
+    packed batches keep pointers there (flash_bwd._HOPPER_BWD_PACKED)."""
+    dense, packed = (spills(run_report("--kernel", "dkdv", "--head-dim", "128", "--causal", "--config",
+                                       "64,64,4,2", "--flags", "KV_B=1", "TMA=1", *varlen).splitlines()[-1])
+                     for varlen in ([], ["VARLEN=1"]))
+    assert packed > 2 * dense, (dense, packed)
+
+
+@needs_triton
 def test_bad_flag_is_refused():
     done = subprocess.run([sys.executable, "-m", "benchmarks.ptxas_report", "--kernel", "dq",
                            "--config", "64,64,4,3", "--flags", "KV_B=yes"], cwd=ROOT,
