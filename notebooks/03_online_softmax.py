@@ -277,31 +277,35 @@ assert err < 1e-13 and torch.allclose(lse_all, torch.logsumexp(s, dim=1))
 # In float32, the online result differs from the exact one only by rounding: the operations are
 # reordered and each rescale adds one rounding, but nothing is approximated. Compare against a
 # float64 reference, next to plain `torch.softmax` in float32 (the rounding any float32 code
-# makes), for block sizes from 1 key to the whole row:
+# makes), for block sizes from 1 key to the whole row. The measure is the root-mean-square error
+# over all 256 x 64 outputs: the largest single error is one draw from the tail, and moves by a
+# tenth or more with the seed or with how a CPU's float32 matmul rounds.
 
 # %%
 rows, n, d = 256, 1024, 64
 s64 = 3 * torch.randn(rows, n, dtype=torch.float64)
 v64 = torch.randn(n, d, dtype=torch.float64)
 exact = torch.softmax(s64, dim=1) @ v64
-torch_err = ((torch.softmax(s64.float(), dim=1) @ v64.float()).double() - exact).abs().max().item()
+def rms(err):
+    return err.pow(2).mean().sqrt().item()
+
+
+torch_err = rms((torch.softmax(s64.float(), dim=1) @ v64.float()).double() - exact)
 blocks = [1, 4, 16, 64, 256, 1024]
 errors = []
 for b in blocks:
     out32, _, _ = online_attention(s64.float(), v64.float(), block=b)
-    errors.append((out32.double() - exact).abs().max().item())
-    print(f"block {b:>4}: online float32 max error {errors[-1]:.1e}  "
-          f"(torch.softmax float32: {torch_err:.1e})")
+    errors.append(rms(out32.double() - exact))
+    print(f"block {b:>4}: online float32 rms error {errors[-1]:.2e}  "
+          f"(torch.softmax float32: {torch_err:.2e})")
     assert errors[-1] < 4 * torch_err
-# blocks of 16 to 256 keys: torch's rounding, within the spread of one random draw (the max of
-# 256 x 64 errors moves by a tenth between CPUs whose float32 matmuls round differently)
-assert max(errors[2:5]) <= 1.25 * torch_err
+assert max(errors[2:5]) <= torch_err  # blocks of 16 to 256 keys
 assert errors[0] == max(errors)  # a block of one key: the most rescales, the largest error
 
 fig, ax = plt.subplots(figsize=(6, 3.6))
 ax.loglog(blocks, errors, "o-", label="online softmax, float32")
 ax.axhline(torch_err, color="gray", ls="--", label="torch.softmax, float32")
-ax.set(xlabel="block size (keys per step)", ylabel="max abs error vs float64",
+ax.set(xlabel="block size (keys per step)", ylabel="rms error vs float64",
        title=f"Online softmax vs exact: rounding only ({rows} rows x {n} keys)")
 ax.set_xticks(blocks, [str(b) for b in blocks])
 ax.minorticks_off()
@@ -311,8 +315,7 @@ plt.show()
 # %% [markdown]
 # Every block size stays within a small multiple of float32's own rounding. A block of one key is
 # the worst case, with one rescale per key (1024 of them per row); blocks of the sizes kernels use
-# (16 to 256 keys) are as accurate as `torch.softmax` itself, to within the spread of one random
-# draw (the cell allows a quarter).
+# (16 to 256 keys) are as accurate as `torch.softmax` itself.
 #
 # **Takeaway.** The online softmax is exact arithmetic reorganised, not an approximation.
 
