@@ -100,8 +100,8 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
     dO come through tensor descriptors (``q_desc``, ``do_desc``, made on the host by
     :func:`kernels.tiles.row_descriptors`), which Hopper serves with its copy engine; rows and
     columns past the tensor's come back as zeros, so no mask is needed, except in a packed batch
-    (``VARLEN``), where the rows past a sequence's end are the next one's: the edges zero them,
-    as the masked loads do, so that a non-finite value there cannot reach this sequence.
+    (``VARLEN``), where the rows past a sequence's end are the next one's: on the edges
+    :func:`kernels.tiles.load_rows` zeroes them, as the masked loads do.
 
     With ``ATOMIC_DQ`` the loop also computes this tile's share of dQ, ``scale * dS K``, and adds
     it into the fp32 buffer at ``dq_head`` with atomics (FlashAttention-2's single backward
@@ -122,11 +122,8 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
                 mask_q = mask_d[None, :]
             # [BLOCK_M, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
             if TMA:
-                q = load_rows(q_desc, off_b, off_h, start_q, start_m, BLOCK_M, VARLEN)
-                do = load_rows(do_desc, off_b, off_h, start_q, start_m, BLOCK_M, VARLEN)
-                if VARLEN and stretch != 1:
-                    q = tl.where(mask_m[:, None], q, 0.0)
-                    do = tl.where(mask_m[:, None], do, 0.0)
+                q = load_rows(q_desc, off_b, off_h, start_q, start_m, mask_m, BLOCK_M, VARLEN, stretch != 1)
+                do = load_rows(do_desc, off_b, off_h, start_q, start_m, mask_m, BLOCK_M, VARLEN, stretch != 1)
             else:
                 q = tl.load(q_head + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
                             mask=mask_q, other=0.0)
@@ -290,8 +287,7 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
                PRECISION: tl.constexpr, TMA: tl.constexpr, VARLEN: tl.constexpr):
     """dQ's loop over key blocks ``[lo, hi)``, in the three stretches of
     :func:`kernels.flash_fwd._fwd_blocks`, the edges (``stretch != 1``) masked. ``TMA``: k and
-    v through tensor descriptors, as in the forward's loop; in a packed batch the edges zero the
-    rows past the sequence's end, as in :func:`_dkdv_blocks`."""
+    v through tensor descriptors, as in the forward's loop (:func:`kernels.tiles.load_rows`)."""
     for stretch in tl.static_range(3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
         for start_n in range(start, end, BLOCK_N):
@@ -303,11 +299,8 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
                 mask_nd = mask_d[None, :]
             # [BLOCK_N, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
             if TMA:
-                k = load_rows(k_desc, off_b, off_hk, start_k, start_n, BLOCK_N, VARLEN)
-                v = load_rows(v_desc, off_b, off_hk, start_k, start_n, BLOCK_N, VARLEN)
-                if VARLEN and stretch != 1:
-                    k = tl.where(mask_n[:, None], k, 0.0)
-                    v = tl.where(mask_n[:, None], v, 0.0)
+                k = load_rows(k_desc, off_b, off_hk, start_k, start_n, mask_n, BLOCK_N, VARLEN, stretch != 1)
+                v = load_rows(v_desc, off_b, off_hk, start_k, start_n, mask_n, BLOCK_N, VARLEN, stretch != 1)
             else:
                 k = tl.load(k_ptr + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
                             mask=mask_nd, other=0.0)
@@ -429,8 +422,8 @@ _HOPPER_BWD = {
                   dict(launch_config(128, 64, 8, 3), TMA=True)),
 }
 # Packed (varlen) batches at head dim 128 keep the step-7 pointer entries: their kernels hold more
-# values live (each sequence's start, its lengths), and with descriptors the dK/dV loop spilled
-# 508 bytes where the dense one spills 116 (ptxas_report.py --flags ... VARLEN=1, Triton 3.7) and
+# values live (each sequence's start, its lengths), and with descriptors the dK/dV loop spills
+# about four times the dense one's bytes (ptxas_report.py --flags ... VARLEN=1, Triton 3.7) and
 # ran at 0.58-0.62x the dense backward; through pointers 0.90-0.93x (full) and 0.88-0.93x
 # (causal; results/h200/varlen_bwd.csv).
 # Head dim 64 keeps the dense table (0.95-1.01x, the dQ kernel's descriptors included).

@@ -243,15 +243,20 @@ def row_descriptors(tensors, block_rows: int, head_dim_pad: int):
 
 
 @triton.jit
-def load_rows(desc, off_b, off_h, start, row, BLOCK: tl.constexpr, VARLEN: tl.constexpr):
+def load_rows(desc, off_b, off_h, start, row, valid, BLOCK: tl.constexpr, VARLEN: tl.constexpr,
+              EDGE: tl.constexpr):
     """Rows ``row .. row + BLOCK`` of head ``off_h`` of a sequence starting at ``start``, through
     a descriptor of :func:`row_descriptors`: ``[BLOCK, cols]``. Dense descriptors are 4-D and
     count rows within the sequence; packed ones are 3-D and count them from the packed tensor's
-    first row, so the sequence's start is added. The caller zeroes rows past the sequence's end
-    where it needs them zero (a packed batch's next sequence lies there)."""
+    first row, so the sequence's start is added. Rows past the tensor come back as zeros; in a
+    packed batch the rows past the sequence's end are the next sequence's, so on an ``EDGE``
+    block (one that may reach past the end) the rows where ``valid`` ([BLOCK] booleans) is
+    false are zeroed, as a masked load would leave them, and a NaN there cannot leak across."""
     # One return: the compiler would also build the code after a return inside a constexpr if
     if VARLEN:
         tile = desc.load([(start + row).to(tl.int32), off_h, 0]).reshape(BLOCK, desc.block_shape[2])
+        if EDGE:
+            tile = tl.where(valid[:, None], tile, 0.0)
     else:
         tile = desc.load([off_b, off_h, row, 0]).reshape(BLOCK, desc.block_shape[3])
     return tile
