@@ -47,6 +47,11 @@ def test_packed_descriptors_spill_more():
                                        "64,64,4,2", "--flags", "KV_B=1", "TMA=1", *varlen).splitlines()[-1])
                      for varlen in ([], ["VARLEN=1"]))
     assert packed > 2 * dense, (dense, packed)
+    # The dQ kernel's packed descriptors compile too: the interpreter runs Python, so only a
+    # compile finds what it cannot (a return inside a constexpr if built both branches' loads)
+    dq = run_report("--kernel", "dq", "--head-dim", "64", "--causal", "--config", "64,64,4,3",
+                    "--flags", "TMA=1", "VARLEN=1").splitlines()[-1]
+    assert "registers" in dq, dq
 
 
 @needs_triton
