@@ -203,11 +203,8 @@ def varlen_ab(args, do_bench):
                            warmup=25, rep=100, return_mode="median")
         table = bwd_config(head_dim, torch.bfloat16, causal)
         for entry in VARLEN_AB:
-            flags = dict(entry[-1]) if entry else {}
-            dq_cfg = dict(table["dq"], **flags.pop("dq", {}))
-            cfg = (dict(table, dq=dq_cfg) if entry is None else
-                   dict(BLOCK_M=entry[0], BLOCK_N=entry[1], num_warps=entry[2], num_stages=entry[3],
-                        dq=dq_cfg, **flags))
+            cfg = entry_config(entry, table)
+            dq_cfg = cfg["dq"]
             def run(cfg=cfg):  # noqa: E306
                 return attention_backward(pack[3], *pack[:3], pack[4], lse_packed, None, band, scale,
                                           layout, dict(cfg))
@@ -235,6 +232,18 @@ TMA_AB = {d: [None, ("table", dict(TMA=True)), (64, 128, 8, 3, dict(TMA=True)), 
           for d in (64, 128)}
 
 
+def entry_config(entry, table: dict) -> dict:
+    """The backward config of one entry of a sweep list: ``None`` (the launch table ``table``),
+    ``("table", flags)`` or ``(BLOCK_M, BLOCK_N, warps, stages, flags)``; ``flags`` are the dK/dV
+    kernel's, and their ``dq=`` changes the table's dQ config."""
+    flags = dict(entry[-1]) if entry else {}
+    dq_cfg = dict(table["dq"], **flags.pop("dq", {}))
+    if entry is None or entry[0] == "table":
+        return dict(table, **flags, dq=dq_cfg)
+    bm, bn, w, s = entry[:4]
+    return dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, dq=dq_cfg, **flags)
+
+
 def sweep(args, flex, do_bench, entries=None, name="bwd_sweep.csv"):
     """Each dK/dV configuration of ``entries`` (default SWEEP; the launch table first) at each
     shape: the backward's time against the table's and, unless ``flex`` is None, against flex's in
@@ -254,13 +263,7 @@ def sweep(args, flex, do_bench, entries=None, name="bwd_sweep.csv"):
         table = bwd_config(head_dim, torch.bfloat16, causal)
         t_table = None
         for entry in (entries or SWEEP)[head_dim]:
-            flags = dict(entry[-1]) if entry else {}
-            dq_cfg = dict(table["dq"], **flags.pop("dq", {}))  # what an entry's dq= changes
-            if entry is None or entry[0] == "table":
-                cfg = dict(table, **flags, dq=dq_cfg)
-            else:
-                bm, bn, w, s = entry[:4]
-                cfg = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s, dq=dq_cfg, **flags)
+            cfg = entry_config(entry, table)
             bm, bn, w, s = (cfg[x] for x in ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages"))
             kv_b, atomic_dq = cfg.get("KV_B", False), cfg.get("ATOMIC_DQ", False)
             one_head, tma = cfg.get("ONE_HEAD", True), cfg.get("TMA", False)
@@ -411,6 +414,42 @@ def plot_step6(out: Path) -> Path:
     return ratio_bars(out / "bwd_step6.png", shapes, series, meta, ylim=1.4, ncol=2, step=6)
 
 
+def plot_step8(out: Path) -> list[Path]:
+    """Step 8 of NOTES.md from ``bwd_step8.csv`` and ``varlen_bwd.csv`` in ``out``: per shape,
+    the backward against FlexAttention's with the step-7 table, with the dQ kernel's
+    descriptors added, and with the causal dK/dV entry step 8 chose (``bwd_step8.png``, one run);
+    and the packed backward against the dense one for each entry timed (``varlen_bwd.png``)."""
+    meta, rows, _ = read_csv(out / "bwd_step8.csv")
+    shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
+                    key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
+    dkdv = ("block_m", "block_n", "warps", "stages", "kv_b", "tma")
+    table = {(r["head_dim"], r["causal"], r["seqlen"]): r for r in rows if r["table"] == "1"}
+    picks = {  # label: which row of a shape (the first that matches)
+        "step-7 table": lambda r, t: r is t,
+        "+ dQ's k, v through descriptors": lambda r, t: (
+            [r[x] for x in dkdv] == [t[x] for x in dkdv] and r["dq"] == t["dq"] + " TMA=1"),
+        "+ dK/dV 64x64 KV_B with descriptors (the step-8 causal d=128 entry)": lambda r, t: (
+            [r[x] for x in dkdv] == ["64", "64", "4", "2", "1", "1"] and r["dq"] == t["dq"] + " TMA=1"),
+    }
+    series = {label: [next((float(r["vs_flex"]) for r in rows
+                            if (r["head_dim"], r["causal"], r["seqlen"]) == s and pick(r, table[s])),
+                           float("nan")) for s in shapes]
+              for label, pick in picks.items()}
+    paths = [ratio_bars(out / "bwd_step8.png", shapes, series, meta, ylim=1.4, ncol=3, step=8)]
+    vmeta, vrows, _ = read_csv(out / "varlen_bwd.csv")
+    vshapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in vrows},
+                     key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
+    configs = list(dict.fromkeys(r["config"] for r in vrows))
+    ratio = {(r["config"], r["head_dim"], r["causal"], r["seqlen"]): float(r["vs_dense"]) for r in vrows}
+    vseries = {("dense table (descriptors)" if c.startswith("table") else c):
+               [ratio.get((c, *s), float("nan")) for s in vshapes] for c in configs}
+    paths.append(shape_bars(out / "varlen_bwd.png", vshapes, vseries, vmeta,
+                            ylabel="packed backward speed / dense (same run)",
+                            title="Packed (varlen) backward on the H200, bf16, equal lengths: step 8 "
+                                  "of benchmarks/NOTES.md", ylim=1.4, ncol=2))
+    return paths
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="directory for the CSVs and the PNG")
@@ -418,7 +457,8 @@ def main(argv=None):
     p.add_argument("--head-dims", type=int, nargs="+", default=[128, 64])
     p.add_argument("--sweep", action="store_true", help="time the dK/dV configurations of SWEEP")
     p.add_argument("--plot-only", action="store_true",
-                   help="redraw bwd_explore.png (and bwd_step6.png) from the CSVs in --out")
+                   help="redraw bwd_explore.png (and bwd_step6.png, bwd_step8.png, varlen_bwd.png) "
+                        "from the CSVs in --out")
     p.add_argument("--tma", action="store_true",
                    help="time TMA_AB's tensor-descriptor loads against the table (tma_ab.csv)")
     p.add_argument("--step8", action="store_true",
@@ -434,6 +474,8 @@ def main(argv=None):
         print(f"wrote {plot(args.out)}")
         if (args.out / "bwd_sweep_3.csv").exists():
             print(f"wrote {plot_step6(args.out)}")
+        if (args.out / "bwd_step8.csv").exists():
+            print("wrote " + ", ".join(map(str, plot_step8(args.out))))
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
