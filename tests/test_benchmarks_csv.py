@@ -71,13 +71,28 @@ def test_varlen_layout_plot_of_the_committed_run(tmp_path):
     assert all(0.9 <= float(r["vs_dense"]) <= 1.1 for r in rows if r["variant"] == "varlen")
 
 
+H200 = ROOT / "benchmarks" / "results" / "h200"
+
+
+def plot_only(tmp_path, *names):
+    """``bwd_explore.py --plot-only`` on copies of the committed H200 CSVs ``names``."""
+    for name in names:
+        (tmp_path / name).write_text((H200 / name).read_text())
+    load("bwd_explore").main(["--out", str(tmp_path), "--plot-only"])
+
+
+def by_shape(rows) -> dict:
+    """Rows grouped by (head_dim, causal, seqlen), as the CSVs write them."""
+    groups = collections.defaultdict(list)
+    for r in rows:
+        groups[r["head_dim"], r["causal"], r["seqlen"]].append(r)
+    return groups
+
+
 def test_backward_ablation_plot_of_the_committed_runs(tmp_path):
     """bwd_explore.py --plot-only draws issue 20's step 5 from the saved H200 runs without a GPU;
     the kept KV_B configuration is the fastest of the sweep without a mask at head dim 128."""
-    h200 = ROOT / "benchmarks" / "results" / "h200"
-    for name in ("bwd_explore.csv", "bwd_sweep_2.csv"):
-        (tmp_path / name).write_text((h200 / name).read_text())
-    load("bwd_explore").main(["--out", str(tmp_path), "--plot-only"])
+    plot_only(tmp_path, "bwd_explore.csv", "bwd_sweep_2.csv")
     assert (tmp_path / "bwd_explore.png").stat().st_size > 0
     _, rows, _ = read_csv(tmp_path / "bwd_sweep_2.csv")
     for n in ("4096", "16384"):
@@ -93,17 +108,11 @@ def test_step6_plot_and_claims_of_the_committed_runs(tmp_path):
     at every shape; compiling the GQA loop away for one head helps at head dim 128 up to N = 4k
     and loses nothing beyond 3% anywhere there; warp specialisation compiles only for the head-dim
     128 forward, without partitions, and changes its speed by less than 3%."""
-    h200 = ROOT / "benchmarks" / "results" / "h200"
-    for name in ("bwd_explore.csv", "bwd_sweep_2.csv", "bwd_sweep_3.csv"):
-        (tmp_path / name).write_text((h200 / name).read_text())
-    load("bwd_explore").main(["--out", str(tmp_path), "--plot-only"])
+    plot_only(tmp_path, "bwd_explore.csv", "bwd_sweep_2.csv", "bwd_sweep_3.csv")
     assert (tmp_path / "bwd_step6.png").stat().st_size > 0
-    _, rows, _ = read_csv(h200 / "bwd_sweep_3.csv")
-    by_shape = collections.defaultdict(list)
-    for r in rows:
-        by_shape[r["head_dim"], r["causal"], r["seqlen"]].append(r)
-    assert len(by_shape) == 12
-    for shape, group in by_shape.items():
+    groups = by_shape(read_csv(H200 / "bwd_sweep_3.csv")[1])
+    assert len(groups) == 12
+    for shape, group in groups.items():
         table = next(float(r["vs_flex"]) for r in group if r["table"] == "1")
         loop = next(float(r["vs_flex"]) for r in group if r["one_head"] == "0")
         atomic = max(float(r["vs_flex"]) for r in group if r["atomic_dq"] == "1")
@@ -113,7 +122,7 @@ def test_step6_plot_and_claims_of_the_committed_runs(tmp_path):
             assert table > loop - 0.03, shape
             if shape[2] != "16384":
                 assert table > loop, shape
-    _, ws, _ = read_csv(h200 / "warp_spec.csv")
+    _, ws, _ = read_csv(H200 / "warp_spec.csv")
     compiled = [r for r in ws if r["compiles"] == "1"]
     assert {(r["head_dim"], r["kernel"]) for r in compiled} == {("128", "fwd")}
     assert all(r["partitions"] == "0" and abs(float(r["speedup"]) - 1) < 0.03 for r in compiled)
@@ -127,17 +136,11 @@ def test_step8_plots_and_claims_of_the_committed_runs(tmp_path):
     both kernels through descriptors) is 1.08x the step-7 entry or more; on packed batches at
     head dim 128 the dense table's descriptors ran at under 0.65x dense and the pointer entries
     kept (_HOPPER_BWD_PACKED) at 0.88x or more, with the dense backward's gradients."""
-    h200 = ROOT / "benchmarks" / "results" / "h200"
-    for name in ("bwd_explore.csv", "bwd_sweep_2.csv", "bwd_step8.csv", "varlen_bwd.csv"):
-        (tmp_path / name).write_text((h200 / name).read_text())
-    load("bwd_explore").main(["--out", str(tmp_path), "--plot-only"])
-    assert (tmp_path / "bwd_step8.png").stat().st_size > 0 and (tmp_path / "varlen_bwd.png").stat().st_size > 0
-    _, rows, _ = read_csv(h200 / "bwd_step8.csv")
-    by_shape = collections.defaultdict(list)
-    for r in rows:
-        by_shape[r["head_dim"], r["causal"], r["seqlen"]].append(r)
-    assert len(by_shape) == 12
-    for shape, group in by_shape.items():
+    plot_only(tmp_path, "bwd_explore.csv", "bwd_sweep_2.csv", "bwd_step8.csv", "varlen_bwd.csv")
+    assert all((tmp_path / png).stat().st_size > 0 for png in ("bwd_step8.png", "varlen_bwd.png"))
+    groups = by_shape(read_csv(H200 / "bwd_step8.csv")[1])
+    assert len(groups) == 12
+    for shape, group in groups.items():
         table = next(r for r in group if r["table"] == "1")
         dq_tma = next(r for r in group if r["table"] == "0" and r["dq"] == table["dq"] + " TMA=1")
         assert float(dq_tma["vs_table"]) >= 0.995, shape
@@ -146,7 +149,7 @@ def test_step8_plots_and_claims_of_the_committed_runs(tmp_path):
             chosen = next(r for r in group if (r["block_m"], r["block_n"], r["warps"], r["stages"],
                                                r["kv_b"], r["tma"]) == ("64", "64", "4", "2", "1", "1"))
             assert float(chosen["vs_table"]) >= 1.08, shape
-    _, vrows, _ = read_csv(h200 / "varlen_bwd.csv")
+    _, vrows, _ = read_csv(H200 / "varlen_bwd.csv")
     kept = {"0": "64x64 w4 s2 KV_B=1 TMA=0 | dq TMA=0", "1": "32x64 w4 s3 | dq TMA=0"}
     for r in vrows:
         assert float(r["max_abs_diff"]) == 0.0  # the packed backward's gradients are the dense ones
