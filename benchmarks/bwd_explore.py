@@ -6,8 +6,9 @@ not) this times, in one run and on the same inputs:
 * ``ours``: ``kernels.flash_bwd.attention_backward`` with its launch table;
 * ``ours_flexcfg``: the same kernels with FlexAttention's Hopper blocks (dK/dV 64 x 128 and dQ
   128 x 64, 8 warps, 3 stages: ``torch/_inductor/template_heuristics/triton.py``, "sm90");
-* ``ours_streams``: the dK/dV and dQ kernels launched on two CUDA streams, so that they share the
-  GPU the way FlexAttention's single launch (dK/dV programs and dQ programs in one grid) does;
+* ``ours_streams``: the dK/dV and dQ kernels launched on two CUDA streams (``STREAMS`` in the
+  config), so that they share the GPU the way FlexAttention's single launch (dK/dV programs and
+  dQ programs in one grid) does;
 * ``flex``, ``cudnn``: FlexAttention (compiled) and SDPA's cuDNN backend, backward only;
 
 and, through ``torch.profiler``, each backward's time per kernel. Rows go to ``bwd_explore.csv``
@@ -15,8 +16,10 @@ and, through ``torch.profiler``, each backward's time per kernel. Rows go to ``b
 
 Usage (GPU only): ``python -m benchmarks.bwd_explore --out DIR [--seqlens 1024 4096 16384]``;
 ``--sweep`` times the dK/dV configurations instead, ``--tma`` the tensor-descriptor loads
-against the launch table (no FlexAttention), ``--warp-spec`` Triton's warp specialisation;
-``--plot-only`` redraws the plot from the CSVs
+against the launch table (no FlexAttention), ``--warp-spec`` Triton's warp specialisation,
+``--step8`` and ``--step9`` the variants of those steps of NOTES.md (step 9: the orders of the
+kernels, dQ computing delta itself or running on a second stream); ``--plot-only`` redraws the
+plots from the CSVs
 in ``--out`` (no GPU needed).
 """
 
@@ -38,45 +41,6 @@ TOKENS, MODEL_DIM = 16384, 2048
 def flex_cfg() -> dict:
     cfg = dict(BLOCK_M=64, BLOCK_N=128, num_warps=8, num_stages=3)
     return dict(cfg, dq=dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3))
-
-
-def backward_two_streams(do, q, k, v, out, lse, band, scale, side: torch.cuda.Stream):
-    """``attention_backward`` with the dQ kernel on a second stream, beside dK/dV."""
-    import triton
-
-    from kernels import flash_bwd as fb
-    from kernels.tiles import LOG2E, Layout, dot_flags, grid, padded_head_dim
-
-    layout = Layout.dense(q, k)
-    cfg = dict(fb.bwd_config(q.shape[-1], q.dtype, band.causal))
-    cfg_dq = dict(cfg.pop("dq"))
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    head_dim, hp = q.shape[-1], padded_head_dim(q.shape[-1])
-    heads_q, heads_kv = q.shape[1], k.shape[1]
-    cu_q, cu_k, _ = layout.pointers(lse)
-    seqlen_q, seqlen_k = layout.lengths(q, k)
-    delta = torch.empty_like(lse)
-    tiles = triton.cdiv(layout.seqlen_q, cfg["BLOCK_M"])
-    fb._attn_bwd_preprocess[grid(tiles, layout.batch * heads_q)](
-        out, do, delta, cu_q, *layout.strides(out), *layout.strides(do), *layout.lse_strides(delta),
-        heads_q, seqlen_q, head_dim, tiles, BLOCK_M=cfg["BLOCK_M"], HEAD_DIM=hp, VARLEN=False)
-    left, right = band.bounds(seqlen_q, seqlen_k)
-    meta = dict(HEAD_DIM=hp, IS_LOCAL=band.is_local, VARLEN=False, **dot_flags(q.dtype))
-    common = (seqlen_q, seqlen_k, head_dim, scale, scale * LOG2E, left, right)
-    strides = (*layout.strides(q), *layout.strides(k), *layout.strides(v), *layout.strides(do))
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        tiles = triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"])
-        fb._attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
-            q, k, v, do, lse, delta, dq, cu_q, cu_k, k, v, *strides, *layout.strides(dq),
-            *layout.lse_strides(lse), heads_q, heads_q // heads_kv, *common, tiles, **meta, **cfg_dq)
-    tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
-    fb._attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
-        q, k, v, do, lse, delta, dk, dv, dq, cu_q, cu_k, q, do, *strides, *layout.strides(dk),
-        *layout.strides(dv), *layout.strides(dq), *layout.lse_strides(lse), heads_kv,
-        heads_q // heads_kv, *common, tiles, **meta, **cfg)
-    torch.cuda.current_stream().wait_stream(side)
-    return dq, dk, dv
 
 
 def kernel_times(fn, reps: int = 20) -> dict[str, float]:
@@ -177,6 +141,13 @@ STEP8_2 = {
           (32, 128, 8, 3, dict(KV_B=True, TMA=True)),
           ("table", dict(dq=_dq(128, 64, 4, 3, TMA=True))), ("table", dict(dq=_dq(64, 128, 4, 3, TMA=True)))],
 }
+
+
+# --step9: the orders of the same kernels (flash_bwd.attention_backward): the dQ kernel computing
+# delta itself and running first, no preprocess launch (OWN_DELTA); dQ on a second stream beside
+# dK/dV (STREAMS), so that one kernel's programs fill the other's last wave; and both.
+STEP9 = {d: [None, ("table", dict(dq=dict(OWN_DELTA=True))), ("table", dict(STREAMS=True)),
+             ("table", dict(STREAMS=True, dq=dict(OWN_DELTA=True)))] for d in (128, 64)}
 
 
 # --varlen: the backward of a packed batch (equal lengths, token-major as a QKV projection
@@ -290,14 +261,14 @@ def sweep(args, flex, do_bench, entries=None, name="bwd_sweep.csv"):
                              table=int(entry is None), block_m=bm, block_n=bn, warps=w, stages=s,
                              dq=dq,
                              kv_b=int(kv_b), atomic_dq=int(atomic_dq), one_head=int(one_head),
-                             tma=int(tma),
+                             tma=int(tma), streams=int(cfg.get("STREAMS", False)),
                              ms=f"{t:.4f}",
                              vs_flex=f"{t_flex / t:.3f}", vs_table=f"{t_table / t:.3f}",
                              max_rel_diff=f"{max(errs):.1e}",
                              dkdv_stats=(stats[0].split(": ", 1)[1] if stats else ""),
                              dq_stats=(stats_dq[0].split(": ", 1)[1] if stats_dq else "")))
             print(f"d={head_dim} causal={int(causal)} N={n} {bm}x{bn} w{w} s{s} kv_b={int(kv_b)} "
-                  f"atomic_dq={int(atomic_dq)} one_head={int(one_head)}: "
+                  f"atomic_dq={int(atomic_dq)} one_head={int(one_head)} streams={rows[-1]['streams']}: "
                   f"dq {dq}: {t_flex / t:.2f}x flex {t_table / t:.2f}x table  {rows[-1]['dkdv_stats']}"
                   f" | {rows[-1]['dq_stats']}",
                   flush=True)
@@ -463,6 +434,8 @@ def main(argv=None):
                    help="time TMA_AB's tensor-descriptor loads against the table (tma_ab.csv)")
     p.add_argument("--step8", action="store_true",
                    help="time STEP8's dQ and dK/dV variants against the table and flex (step8.csv)")
+    p.add_argument("--step9", action="store_true",
+                   help="time STEP9's kernel orders against the table and flex (step9.csv)")
     p.add_argument("--round", type=int, default=1, choices=[1, 2],
                    help="with --step8: STEP8 (1) or STEP8_2 (2, head dim 128; step8_2.csv)")
     p.add_argument("--varlen", action="store_true",
@@ -480,7 +453,7 @@ def main(argv=None):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
 
-    from kernels.flash_bwd import attention_backward
+    from kernels.flash_bwd import attention_backward, bwd_config
 
     start_gpu_run(p, args.out, "benchmarks.bwd_explore")
     if args.warp_spec:
@@ -492,19 +465,22 @@ def main(argv=None):
     flex = flex_provider()
     if args.sweep:
         return sweep(args, flex, do_bench)
+    if args.step9:
+        return sweep(args, flex, do_bench, entries=STEP9, name="step9.csv")
     if args.step8:
         if args.round == 2:
             return sweep(args, flex, do_bench, entries=STEP8_2, name="step8_2.csv")
         return sweep(args, flex, do_bench, entries=STEP8, name="step8.csv")
-    side = torch.cuda.Stream()
     rows, krows = [], []
     for head_dim, causal, n in shapes(args):
         b, h, q, k, v, do, band, scale, out, lse, ref = problem(head_dim, causal, n)
+        table = bwd_config(head_dim, torch.bfloat16, causal)
         variants = {
             "ours": lambda: attention_backward(do, q, k, v, out, lse, None, band, scale),
             "ours_flexcfg": lambda: attention_backward(do, q, k, v, out, lse, None, band, scale,
                                                        config=flex_cfg()),
-            "ours_streams": lambda: backward_two_streams(do, q, k, v, out, lse, band, scale, side),
+            "ours_streams": lambda: attention_backward(do, q, k, v, out, lse, None, band, scale,
+                                                       config=dict(table, STREAMS=True)),
         }
         for name in ("ours_flexcfg", "ours_streams"):  # same answer, or the timing is moot
             got = variants[name]()

@@ -44,6 +44,7 @@ from kernels.tiles import padded_head_dim  # noqa: E402
 
 KERNELS = {"dkdv": flash_bwd._attn_bwd_dkdv, "dq": flash_bwd._attn_bwd_dq}
 TL_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+HOST_FLAGS = ("STREAMS",)  # read by the launcher, not a kernel argument
 
 
 def compile_for_hopper(fn, constants: dict, num_warps: int, num_stages: int,
@@ -69,7 +70,8 @@ def compile_for_hopper(fn, constants: dict, num_warps: int, num_stages: int,
         elif name.startswith("cu_seqlens"):
             signature[name] = "*i32"
         elif name.endswith("_ptr"):
-            fp32 = name in ("lse_ptr", "delta_ptr") or (name == "dq_ptr" and consts.get("ATOMIC_DQ"))
+            fp32 = name in ("lse_ptr", "dlse_ptr", "delta_ptr") or (
+                name == "dq_ptr" and consts.get("ATOMIC_DQ"))
             signature[name] = "*fp32" if fp32 else "*" + TL_DTYPES[dtype]
         elif name.endswith("scale"):
             signature[name] = "fp32"
@@ -124,7 +126,8 @@ def table_rows(head_dims=(128, 64)):
     for d in head_dims:
         for causal in (False, True):
             for kernel, config in zip(("dkdv", "dq"), flash_bwd._HOPPER_BWD[(d, causal)]):
-                flags = {k: v for k, v in config.items() if k.isupper() and not k.startswith("BLOCK")}
+                flags = {k: v for k, v in config.items()
+                         if k.isupper() and not k.startswith("BLOCK") and k not in HOST_FLAGS}
                 yield kernel, d, causal, config, flags
 
 

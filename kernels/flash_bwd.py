@@ -326,24 +326,32 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
 
 @jit_kernel
 def _attn_bwd_dq(
-    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+    q_ptr, k_ptr, v_ptr, do_ptr, o_ptr, lse_ptr, dlse_ptr, delta_ptr, dq_ptr,
     cu_seqlens_q_ptr, cu_seqlens_k_ptr, k_desc, v_desc,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_dob, stride_doh, stride_dom, stride_dod,
+    stride_ob, stride_oh, stride_om, stride_od,
     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
-    stride_lb, stride_lh,
+    stride_lb, stride_lh,  # lse, dlse and delta share one layout, rows contiguous
     heads_q, group, seqlen_q, seqlen_k, head_dim,
     sm_scale, qk_scale, window_left, window_right, num_tiles,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     TMA: tl.constexpr = False, LONGEST_FIRST: tl.constexpr = True,
+    OWN_DELTA: tl.constexpr = False, HAS_DLSE: tl.constexpr = False,
+    STORE_DELTA: tl.constexpr = False,
 ):
     """One program per (query block, query head): the forward's loop again, accumulating dQ.
     ``TMA``: k and v through ``k_desc`` and ``v_desc`` (dense or packed). ``LONGEST_FIRST``: with
     a band, a head's query blocks run last to first, as in the forward: under a causal mask the
-    last block sees the most keys, and the short ones then fill the grid's tail."""
+    last block sees the most keys, and the short ones then fill the grid's tail.
+
+    ``OWN_DELTA``: the program computes its rows' ``delta = rowsum(dO * O) - dlse`` itself (the
+    preprocess kernel's work: it holds dO already, so only O is read again) instead of loading
+    it; ``HAS_DLSE``: subtract ``dlse_ptr``'s rows; ``STORE_DELTA``: write delta to
+    ``delta_ptr`` for the dK/dV kernel, which then runs after this one."""
     pid_m, pid_bh = tile_ids(num_tiles)
     if IS_LOCAL and LONGEST_FIRST:
         pid_m = num_tiles - 1 - pid_m
@@ -360,7 +368,9 @@ def _attn_bwd_dq(
     dq_ptr += off_b * stride_dqb + off_h * stride_dqh + start_q * stride_dqm
     k_ptr += off_b * stride_kb + off_hk * stride_kh + start_k * stride_kn
     v_ptr += off_b * stride_vb + off_hk * stride_vh + start_k * stride_vn
+    o_ptr += off_b * stride_ob + off_h * stride_oh + start_q * stride_om
     lse_ptr += off_b * stride_lb + off_h * stride_lh + start_q
+    dlse_ptr += off_b * stride_lb + off_h * stride_lh + start_q
     delta_ptr += off_b * stride_lb + off_h * stride_lh + start_q
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -380,7 +390,16 @@ def _attn_bwd_dq(
         do = do.to(tl.float32)
     lse = tl.load(lse_ptr + offs_m, mask=mask_m, other=float("inf"))
     lse = tl.where(lse == float("-inf"), float("inf"), lse) * LOG2E_C
-    delta = tl.load(delta_ptr + offs_m, mask=mask_m, other=0.0)
+    if OWN_DELTA:
+        o = tl.load(o_ptr + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
+                    mask=mask_md, other=0.0)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # [BLOCK_M]
+        if HAS_DLSE:
+            delta -= tl.load(dlse_ptr + offs_m, mask=mask_m, other=0.0)
+        if STORE_DELTA:
+            tl.store(delta_ptr + offs_m, delta, mask=mask_m)
+    else:
+        delta = tl.load(delta_ptr + offs_m, mask=mask_m, other=0.0)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
 
     lo, hi = key_range(pid_m * BLOCK_M, (pid_m + 1) * BLOCK_M, seqlen_q, seqlen_k, window_left,
@@ -463,7 +482,9 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
         config: ``dict(BLOCK_M=, BLOCK_N=, num_warps=, num_stages=, dq=dict(...))`` as
             :func:`bwd_config` returns it (the dK/dV kernel's and the preprocess's, and under
             ``"dq"`` the dQ kernel's); ``None``: :func:`bwd_config`. With ``ATOMIC_DQ=True`` the
-            dK/dV kernel computes dQ too and ``"dq"`` is not read.
+            dK/dV kernel computes dQ too and ``"dq"`` is not read. ``dq=dict(OWN_DELTA=True)``:
+            the dQ kernel computes delta and runs first, no preprocess; ``STREAMS=True`` (CUDA
+            only, ignored elsewhere): the dQ kernel runs on a second stream beside dK/dV.
 
     Returns:
         ``dq``, ``dk``, ``dv`` like ``q``, ``k``, ``v``.
@@ -478,52 +499,110 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
     cfg = dict(bwd_config(head_dim, q.dtype, band.causal, layout.packed) if config is None else config)
-    cfg_dq = cfg.pop("dq")
+    cfg_dq = dict(cfg.pop("dq"))
+    atomic_dq = cfg.get("ATOMIC_DQ", False)
     # ATOMIC_DQ: the dK/dV kernel also adds up dQ, in fp32, and the dQ kernel is not launched
-    dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if cfg.get("ATOMIC_DQ") else dq
+    dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if atomic_dq else dq
+    own_delta = cfg_dq.pop("OWN_DELTA", False) and not atomic_dq
+    side = _side_stream(q.device) if cfg.pop("STREAMS", False) and not atomic_dq else None
     block_m = cfg["BLOCK_M"]
     head_dim_pad = padded_head_dim(head_dim)
     lse = lse.contiguous()
+    dlse = None if dlse is None else dlse.contiguous()
     cu_q, cu_k, _ = layout.pointers(lse)
     seqlen_q, seqlen_k = layout.lengths(q, k)
-
-    # delta_i = rowsum(dO_i * O_i) - dlse_i   (the second term makes lse itself differentiable)
     delta = torch.empty_like(lse)
-    tiles = triton.cdiv(layout.seqlen_q, block_m)
-    _attn_bwd_preprocess[grid(tiles, layout.batch * heads_q)](
-        out, do, delta, cu_q, *layout.strides(out), *layout.strides(do), *layout.lse_strides(delta),
-        heads_q, seqlen_q, head_dim, tiles, BLOCK_M=block_m, HEAD_DIM=head_dim_pad,
-        VARLEN=layout.packed,
-    )
-    if dlse is not None:
-        delta = delta - dlse
     left, right = band.bounds(seqlen_q, seqlen_k)
     meta = dict(HEAD_DIM=head_dim_pad, IS_LOCAL=band.is_local, VARLEN=layout.packed,
                 **dot_flags(q.dtype))
     common = (seqlen_q, seqlen_k, head_dim, softmax_scale, softmax_scale * LOG2E, left, right)
     strides_qkvdo = (*layout.strides(q), *layout.strides(k), *layout.strides(v),
                      *layout.strides(do))
-    tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
-    q_desc, do_desc = row_descriptors((q, do), block_m, head_dim_pad) if (
-        cfg.pop("TMA", False)) else (None, None)
-    _attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
-        q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k, q_desc or q, do_desc or do,
-        *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.strides(dq_acc),
-        *layout.lse_strides(lse), heads_kv, heads_q // heads_kv, *common, tiles, **meta,
-        ONE_HEAD=cfg.pop("ONE_HEAD", True) and heads_q == heads_kv, TMA=q_desc is not None, **cfg,
-    )
-    if cfg.get("ATOMIC_DQ"):
+
+    def preprocess():
+        """delta_i = rowsum(dO_i * O_i) - dlse_i (the second term makes lse itself differentiable)"""
+        nonlocal delta
+        tiles = triton.cdiv(layout.seqlen_q, block_m)
+        _attn_bwd_preprocess[grid(tiles, layout.batch * heads_q)](
+            out, do, delta, cu_q, *layout.strides(out), *layout.strides(do),
+            *layout.lse_strides(delta), heads_q, seqlen_q, head_dim, tiles, BLOCK_M=block_m,
+            HEAD_DIM=head_dim_pad, VARLEN=layout.packed,
+        )
+        if dlse is not None:
+            delta = delta - dlse
+
+    def dkdv():
+        tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
+        flags = dict(cfg)
+        q_desc, do_desc = row_descriptors((q, do), block_m, head_dim_pad) if (
+            flags.pop("TMA", False)) else (None, None)
+        _attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
+            q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k, q_desc or q, do_desc or do,
+            *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.strides(dq_acc),
+            *layout.lse_strides(lse), heads_kv, heads_q // heads_kv, *common, tiles, **meta,
+            ONE_HEAD=flags.pop("ONE_HEAD", True) and heads_q == heads_kv, TMA=q_desc is not None,
+            **flags,
+        )
+
+    def dq_kernel(store_delta: bool):
+        tiles = triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"])
+        flags = dict(cfg_dq)
+        k_desc, v_desc = row_descriptors((k, v), cfg_dq["BLOCK_N"], head_dim_pad) if (
+            flags.pop("TMA", False)) else (None, None)
+        _attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
+            q, k, v, do, out, lse, lse if dlse is None else dlse, delta, dq, cu_q, cu_k,
+            k_desc or k, v_desc or v, *strides_qkvdo, *layout.strides(out), *layout.strides(dq),
+            *layout.lse_strides(lse), heads_q, heads_q // heads_kv, *common, tiles, **meta,
+            TMA=k_desc is not None, OWN_DELTA=own_delta, HAS_DLSE=own_delta and dlse is not None,
+            STORE_DELTA=store_delta, **flags,
+        )
+
+    # Four orders of the same kernels (the launch table says which each shape uses):
+    if atomic_dq:  # preprocess, then dK/dV with dQ
+        preprocess()
+        dkdv()
         return dq.copy_(dq_acc), dk, dv
-    cfg_dq = dict(cfg_dq)
-    tiles = triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"])
-    k_desc, v_desc = row_descriptors((k, v), cfg_dq["BLOCK_N"], head_dim_pad) if (
-        cfg_dq.pop("TMA", False)) else (None, None)
-    _attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
-        q, k, v, do, lse, delta, dq, cu_q, cu_k, k_desc or k, v_desc or v,
-        *strides_qkvdo, *layout.strides(dq), *layout.lse_strides(lse),
-        heads_q, heads_q // heads_kv, *common, tiles, **meta, TMA=k_desc is not None, **cfg_dq,
-    )
+    if side is None and own_delta:  # dQ (writing delta), then dK/dV: no preprocess launch
+        dq_kernel(store_delta=True)
+        dkdv()
+    elif side is None:  # preprocess, dK/dV, dQ
+        preprocess()
+        dkdv()
+        dq_kernel(store_delta=False)
+    else:
+        _fork_dq(side, dq_kernel, preprocess, dkdv, own_delta)
     return dq, dk, dv
+
+
+def _fork_dq(side, dq_kernel, preprocess, dkdv, own_delta: bool):
+    """``STREAMS``: dQ on a second stream, beside dK/dV, so that the programs of one kernel fill
+    the SMs that the other's last wave leaves idle; with ``OWN_DELTA`` dQ starts at once, beside
+    the preprocess too. The current stream waits for both, so nothing the side stream reads is
+    freed or overwritten before it is done (the empty ``delta`` the preprocess replaces is not
+    read there)."""
+    main = torch.cuda.current_stream(side.device)
+    if not own_delta:
+        preprocess()
+    side.wait_stream(main)
+    with torch.cuda.stream(side):
+        dq_kernel(store_delta=False)
+    if own_delta:
+        preprocess()
+    dkdv()
+    main.wait_stream(side)
+
+
+_SIDE_STREAMS: dict = {}
+
+
+def _side_stream(device: torch.device):
+    """One second CUDA stream per device for ``STREAMS`` (None off CUDA: the kernels then run in
+    order on the CPU, as the interpreter does)."""
+    if device.type != "cuda":
+        return None
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return _SIDE_STREAMS[device]
 
 
 __all__ = ["attention_backward", "bwd_config"]

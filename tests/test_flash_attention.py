@@ -96,6 +96,48 @@ def test_gradient_through_lse(causal, loss_fn):
         assert_close(name, g, ref, ref.float(), torch.float32)
 
 
+# The orders the backward's kernels can run in (flash_bwd.attention_backward): OWN_DELTA (the
+# dQ kernel computes delta, with dlse, and writes it for dK/dV: no preprocess kernel), STREAMS
+# (dQ on a second CUDA stream beside dK/dV; on the CPU the kernels run in order) and both (dQ
+# computes its own delta, beside the preprocess and dK/dV).
+BWD_ORDERS = {"own_delta": ({}, dict(OWN_DELTA=True)), "streams": (dict(STREAMS=True), {}),
+              "streams-own_delta": (dict(STREAMS=True), dict(OWN_DELTA=True))}
+
+
+@needs_triton
+@pytest.mark.parametrize("loss_fn", list(LSE_LOSSES))
+@pytest.mark.parametrize("mask", ["full", "causal", "window"])
+@pytest.mark.parametrize("order", list(BWD_ORDERS))
+def test_backward_orders(order, mask, loss_fn):
+    """Each order against float64, GQA and odd lengths, with a gradient through lse (the dlse
+    term the dQ kernel subtracts itself under OWN_DELTA) and through out."""
+    from kernels.band import Band
+    from kernels.flash_attn import FlashAttentionFunction
+    from kernels.flash_bwd import bwd_config
+
+    causal, window = MASKS[mask]
+    top, dq_flags = BWD_ORDERS[order]
+    cfg = dict(bwd_config(32, torch.float32, causal), **top)
+    cfg["dq"] = dict(cfg["dq"], **dq_flags)
+    q, k, v = make_qkv(2, 4, 2, 37, 45, 32, torch.float32)
+    grads = []
+    for dt in (torch.float32, torch.float64):
+        qi, ki, vi = (x.detach().to(dt).requires_grad_() for x in (q, k, v))
+        if dt == torch.float32:
+            band = Band.from_window(window, causal)
+            out, lse = FlashAttentionFunction.apply(qi, ki, vi, band, 32 ** -0.5, None, None, cfg)
+        else:
+            out, lse = attention_reference(qi, ki, vi, causal=causal, window_size=window,
+                                           return_lse=True)
+        LSE_LOSSES[loss_fn](out, lse).backward()
+        grads.append((qi.grad, ki.grad, vi.grad))
+    for name, g, ref in zip(("dq", "dk", "dv"), *grads):
+        if ref is None:  # lse does not depend on v
+            assert name == "dv" and loss_fn == "lse-only" and not g.any()
+            continue
+        assert_close(name, g, ref, ref.float(), torch.float32)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 def test_large_logits_are_stable(dtype):
     """Logits of magnitude ~1e4 (a large softmax_scale): the running max keeps exp() finite and
