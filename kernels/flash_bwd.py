@@ -431,14 +431,19 @@ def _attn_bwd_dq(
 # gained nothing measurable (0.95-1.02x) and keeps pointers. Step 8 (results/h200/bwd_step8.csv): the
 # dQ kernel's k and v through descriptors everywhere (1.00-1.04x; 185 registers instead of 247 at
 # head dim 128), and the causal head-dim-128 dK/dV at the unmasked entry's 64 x 64 KV_B blocks
-# once both use descriptors (1.08-1.11x the 32 x 64 pointer entry it replaces).
+# once both use descriptors (1.08-1.11x the 32 x 64 pointer entry it replaces). Step 9
+# (results/h200/bwd_step9.csv): the dQ kernel computes delta itself and runs first, no
+# preprocess launch (OWN_DELTA: 1.00-1.03x at every shape); dQ on a second stream beside dK/dV
+# (STREAMS) measured 0.92-1.05x and is not in the table.
 _HOPPER_BWD = {
-    (64, False): (launch_config(32, 128, 4, 3), dict(launch_config(128, 64, 4, 3), TMA=True)),
-    (64, True): (launch_config(64, 64, 4, 2), dict(launch_config(64, 64, 4, 3), TMA=True)),
+    (64, False): (launch_config(32, 128, 4, 3),
+                  dict(launch_config(128, 64, 4, 3), TMA=True, OWN_DELTA=True)),
+    (64, True): (launch_config(64, 64, 4, 2),
+                 dict(launch_config(64, 64, 4, 3), TMA=True, OWN_DELTA=True)),
     (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True),
-                   dict(launch_config(128, 64, 8, 3), TMA=True)),
+                   dict(launch_config(128, 64, 8, 3), TMA=True, OWN_DELTA=True)),
     (128, True): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True),
-                  dict(launch_config(128, 64, 8, 3), TMA=True)),
+                  dict(launch_config(128, 64, 8, 3), TMA=True, OWN_DELTA=True)),
 }
 # Packed (varlen) batches at head dim 128 keep the step-7 pointer entries: their kernels hold more
 # values live (each sequence's start, its lengths), and with descriptors the dK/dV loop spills
@@ -446,9 +451,11 @@ _HOPPER_BWD = {
 # ran at 0.58-0.62x the dense backward; through pointers 0.90-0.93x (full) and 0.88-0.93x
 # (causal; results/h200/varlen_bwd.csv).
 # Head dim 64 keeps the dense table (0.95-1.01x, the dQ kernel's descriptors included).
+# OWN_DELTA as in the dense table (step 9).
 _HOPPER_BWD_PACKED = {
-    (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True), launch_config(128, 64, 8, 3)),
-    (128, True): (launch_config(32, 64, 4, 3), launch_config(128, 64, 8, 3)),
+    (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True),
+                   dict(launch_config(128, 64, 8, 3), OWN_DELTA=True)),
+    (128, True): (launch_config(32, 64, 4, 3), dict(launch_config(128, 64, 8, 3), OWN_DELTA=True)),
 }
 
 

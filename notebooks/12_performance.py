@@ -482,14 +482,15 @@ for d, causal in PANELS:
         head = f"{kernel:>5} d={d:>3} {'causal' if causal else 'full':>6} {describe(*cfg):>18} "
         tail = (f" {describe(b['BLOCK_M'], b['BLOCK_N'], b['num_warps'], b['num_stages']):>18}"
                 f" {b['tflops']:6.0f} {top[4]['tflops'] / b['tflops']:8.1%}")
-        loop_options = {k: v for k, v in options.items() if k != "TMA"}  # TMA: how tiles load, step 7
+        # TMA: how tiles load (step 7); OWN_DELTA: the dQ kernel computes delta itself (step 9)
+        loop_options = {k: v for k, v in options.items() if k not in ("TMA", "OWN_DELTA")}
         if loop_options or (kernel, d, causal) in H200_RETUNED:  # chosen after the H100 sweep
             retuned.append((kernel, d, causal, options))
             print(f"{head}{'-':>8}{tail}  + {options}: chosen later, on the H200")
             continue
         chosen = next(r for r in tune if (r["kernel"], r["head_dim"], r["causal"]) == (kernel, d, causal)
                       and (r["BLOCK_M"], r["BLOCK_N"], r["num_warps"], r["num_stages"]) == cfg)
-        print(f"{head}{chosen['tflops']:8.0f}{tail}" + ("  + TMA, on the H200" if options else ""))
+        print(f"{head}{chosen['tflops']:8.0f}{tail}" + (f"  + {options}, on the H200" if options else ""))
         assert chosen["tflops"] >= 0.995 * b["tflops"]  # the table holds the sweep's best (ties within 0.5%)
         if kernel == "fwd":
             assert top[4]["tflops"] >= 0.9 * b["tflops"]  # five configurations within 10% of the best
@@ -502,7 +503,8 @@ assert all(kernel == "dkdv" for kernel, *_ in retuned)  # only the backward's dK
 # and at head dim 64 causal once its loop changed (step 6). Since step 7 the forward's entries
 # also load $K$ and $V$ through tensor descriptors (`TMA`), and since step 8 the dQ kernel's too:
 # the same blocks, the copies handed to Hopper's copy engine, measured on the H200 (notebook 13,
-# section 6).
+# section 6); since step 9 the dQ kernel computes $\delta$ itself (`OWN_DELTA`), which changes
+# the order of the launches, not the loop.
 # Five forward configurations or more lie within 10% of the best at every shape,
 # and the first few within a few percent, as much as two runs of a shared machine differ: a
 # plateau, on which the exact winner is partly luck and a table measured once serves.
