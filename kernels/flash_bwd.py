@@ -506,7 +506,7 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
     cfg = dict(bwd_config(head_dim, q.dtype, band.causal, layout.packed) if config is None else config)
-    cfg_dq = dict(cfg.pop("dq"))
+    cfg_dq = dict(cfg.pop("dq", None) or {})  # None with ATOMIC_DQ: no dQ kernel
     atomic_dq = cfg.get("ATOMIC_DQ", False)
     # ATOMIC_DQ: the dK/dV kernel also adds up dQ, in fp32, and the dQ kernel is not launched
     dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if atomic_dq else dq
