@@ -421,6 +421,27 @@ def plot_step8(out: Path) -> list[Path]:
     return paths
 
 
+def step9_order(row: dict) -> str:
+    """Which of STEP9's orders a row of ``bwd_step9.csv`` timed."""
+    own, streams = "OWN_DELTA=1" in row["dq"], row["streams"] == "1"
+    return {(False, False): "step-8 table: preprocess, dK/dV, dQ",
+            (True, False): "OWN_DELTA: dQ computes delta, then dK/dV (kept)",
+            (False, True): "STREAMS: dQ on a second stream beside dK/dV",
+            (True, True): "both"}[own, streams]
+
+
+def plot_step9(out: Path) -> Path:
+    """Step 9 of NOTES.md from ``bwd_step9.csv`` in ``out``: per shape, the backward against
+    FlexAttention's in each order of the kernels (one run): ``bwd_step9.png``."""
+    meta, rows, _ = read_csv(out / "bwd_step9.csv")
+    shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
+                    key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
+    ratio = {(step9_order(r), r["head_dim"], r["causal"], r["seqlen"]): float(r["vs_flex"]) for r in rows}
+    orders = list(dict.fromkeys(step9_order(r) for r in rows))
+    series = {o: [ratio[(o, *s)] for s in shapes] for o in orders}
+    return ratio_bars(out / "bwd_step9.png", shapes, series, meta, ylim=1.4, ncol=2, step=9)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="directory for the CSVs and the PNG")
@@ -428,8 +449,8 @@ def main(argv=None):
     p.add_argument("--head-dims", type=int, nargs="+", default=[128, 64])
     p.add_argument("--sweep", action="store_true", help="time the dK/dV configurations of SWEEP")
     p.add_argument("--plot-only", action="store_true",
-                   help="redraw bwd_explore.png (and bwd_step6.png, bwd_step8.png, varlen_bwd.png) "
-                        "from the CSVs in --out")
+                   help="redraw bwd_explore.png (and bwd_step6.png, bwd_step8.png, varlen_bwd.png, "
+                        "bwd_step9.png) from the CSVs in --out")
     p.add_argument("--tma", action="store_true",
                    help="time TMA_AB's tensor-descriptor loads against the table (tma_ab.csv)")
     p.add_argument("--step8", action="store_true",
@@ -449,6 +470,8 @@ def main(argv=None):
             print(f"wrote {plot_step6(args.out)}")
         if (args.out / "bwd_step8.csv").exists():
             print("wrote " + ", ".join(map(str, plot_step8(args.out))))
+        if (args.out / "bwd_step9.csv").exists():
+            print(f"wrote {plot_step9(args.out)}")
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
