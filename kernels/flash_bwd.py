@@ -9,6 +9,10 @@ output and each row's log-sum-exp; from them the backward recomputes ``P`` block
 * the dQ kernel keeps a block of queries on chip and streams the key blocks past it (the forward's
   loop again), so that no gradient needs atomics.
 
+On Hopper the launch table has the dQ kernel compute delta itself and run first (``OWN_DELTA``:
+one launch and one read of dO fewer, ``benchmarks/NOTES.md`` step 9); elsewhere, and in the
+interpreter, the three kernels run in the order above.
+
 Layout of the file: the three ``@triton.jit`` kernels with their inner loops, the launch table
 (:func:`bwd_config`) and the launcher :func:`attention_backward`. The tile, sequence and band
 helpers live in ``tiles.py``.
