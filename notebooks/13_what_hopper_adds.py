@@ -735,12 +735,12 @@ assert all(FP8[s, "fp8_vrow", "table"] < FP8[s, "fp8", "table"] for s in fp8_sha
 # ## 6. The steps tried so far, measured
 #
 # Issue 20 lists the paths towards FlexAttention's backward and cuDNN's; `benchmarks/NOTES.md`,
-# steps 5 to 8, records each one tried: a prediction, the measurement, and why they differ. Each
+# steps 5 to 9, records each one tried: a prediction, the measurement, and why they differ. Each
 # row below is one variant, timed in one run against FlexAttention and cuDNN (the rows from the
 # sweeps, `KV_B` and step 6's, timed FlexAttention but not cuDNN: their ratio to cuDNN goes
-# through FlexAttention's, two runs, marked ≈). The last two rows are the final sweeps of steps 7
-# and 8 (`attention_tflops_step7.csv`, `attention_tflops.csv`), every provider in one run, with
-# the launch tables of each step.
+# through FlexAttention's, two runs, marked ≈). The last three rows are the final sweeps of steps
+# 7, 8 and 9 (`attention_tflops_step7.csv`, `attention_tflops_step8.csv`, `attention_tflops.csv`),
+# every provider in one run, with the launch tables of each step.
 
 # %%
 _, rows_after, _ = read_csv(H200_DIR / "bwd_explore_rows.csv")
@@ -797,8 +797,9 @@ def final_sweep(name):
 
 ABLATION["step 7: q, dO through TMA; final sweep"] = ("d=128 full only",
                                                       final_sweep("attention_tflops_step7.csv"))
-ABLATION["step 8: dQ through TMA, causal KV_B"] = ("yes", final_sweep("attention_tflops.csv"))
-FINAL_STEPS = ("step 7", "step 8")  # the final sweeps, one run each
+ABLATION["step 8: dQ through TMA, causal KV_B"] = ("yes", final_sweep("attention_tflops_step8.csv"))
+ABLATION["step 9: dQ computes delta (OWN_DELTA)"] = ("yes", final_sweep("attention_tflops.csv"))
+FINAL_STEPS = ("step 7", "step 8", "step 9")  # the final sweeps, one run each
 FROM_SWEEPS = ("KV_B", "step 6")  # their ratio to cuDNN goes through FlexAttention's (≈)
 NOT_MEASURED = ["persistent grid"]
 COLUMNS = [(128, 0, 4096), (128, 0, 16384), (128, 1, 4096), (128, 1, 16384)]
@@ -830,7 +831,7 @@ for j, s in enumerate(COLUMNS):
 ax.axhline(1.0, color="k", lw=1, label="FlexAttention: the goal")
 ax.set_xticks(range(len(COLUMNS)), [label(*s) for s in COLUMNS])
 ax.set(ylabel="backward speed / FlexAttention's (same run)", ylim=(0.6, 1.5),
-       title=f"Head dim 128, bf16: each step of NOTES.md steps 5-8 ({emeta['device']}, {emeta['date']})")
+       title=f"Head dim 128, bf16: each step of NOTES.md steps 5-9 ({emeta['device']}, {emeta['date']})")
 ax.legend(fontsize=7, ncol=2, loc="upper left")
 ax.grid(alpha=0.3, axis="y")
 plt.show()
@@ -881,6 +882,18 @@ assert all(step8[s][0] > 0.99 for s in COLUMNS[:2]) and all(step8[s][0] > 1.0 fo
 below = sorted(s for s in step8 if step8[s][0] < 1.0)
 print(f"step 8, bf16 shapes below FlexAttention: {[label(*s) for s in below]}")
 assert below == [(128, 0, 1024)]  # the one bf16 shape left (fp16: the same one; NOTES.md, step 8)
+step9 = ABLATION["step 9: dQ computes delta (OWN_DELTA)"][1]
+print("step 9, backward / FlexAttention: " + ", ".join(f"{label(*s)} {step9[s][0]:.2f}" for s in COLUMNS))
+below9 = sorted(s for s in step9 if step9[s][0] < 1.0)
+# the same table timed again against FlexAttention, backward only, after the final sweep
+_, repeat_rows, _ = read_csv(H200_DIR / "bwd_repeat_step9.csv")
+repeat = {(r["provider"], shape_of(r)): float(r["ms"]) for r in repeat_rows}
+again = {s: repeat["flex", s] / ms for (provider, s), ms in repeat.items() if provider == "triton"}
+print(f"step 9, bf16 shapes below FlexAttention: {[label(*s) for s in below9]}; "
+      f"{' / '.join(f'{step9[s][0]:.3f} and {again[s]:.3f}' for s in below9)} in two runs")
+assert below9 == [(128, 0, 1024)] and all(0.97 < r < 1.0 for s in below9 for r in (step9[s][0], again[s]))
+assert all(again[s] >= 1.0 for s in again if s not in below9)  # the repeat agrees elsewhere
+assert max(abs(again[s] - step9[s][0]) for s in again) < 0.05  # two runs of one table: the drift
 
 # %% [markdown]
 # What the measurements say, step by step (NOTES.md gives each prediction):
@@ -916,16 +929,23 @@ assert below == [(128, 0, 1024)]  # the one bf16 shape left (fp16: the same one;
 #   mask too: 1.08-1.11 times the step-7 entry, which had used pointers. With the causal mask at
 #   head dim 128 the backward went from 0.89-0.94 of FlexAttention's speed to 1.00-1.05 (bf16 and
 #   fp16, N = 1k to 16k).
-# * **Not reached:** the goal, at least FlexAttention's speed at every shape, misses one shape per
-#   dtype: head dim 128 without a mask at N = 1k (0.97 bf16, 0.99 fp16). No head-dim-128 backward
-#   reaches 0.8 of cuDNN's speed from N = 4k (0.74-0.79; printed above: the fastest share of the
-#   H200's peak, and cuDNN's).
+# * **Step 9, the order of the launches**: with `OWN_DELTA` the dQ kernel reads $O$ beside the
+#   $dO$ it already holds, computes $\delta_i = \sum_j dO_{ij} O_{ij}$ itself, writes it for the
+#   dK/dV kernel and runs first, so the separate preprocess launch (and one read of $dO$) goes:
+#   1.00-1.03 times the step-8 table (`bwd_step9.csv`), about the 20 µs predicted at N = 1k and
+#   nothing measurable at 16k. Running dQ on a second stream beside dK/dV was within noise and
+#   is not used.
+# * **Not reached:** the goal, at least FlexAttention's speed at every shape, misses one shape:
+#   head dim 128 without a mask at N = 1k in bf16, 0.98 in the final sweep and 1.00 (just below)
+#   in a second run of the same table (fp16 at that shape: 1.02). No head-dim-128 backward reaches
+#   0.8 of cuDNN's speed from N = 4k (0.76-0.79; printed above: the fastest share of the H200's
+#   peak, and cuDNN's).
 # * **Not measured yet:** a persistent grid (section 5 says why FlashAttention-3 expected it to
 #   help); nothing on this page says what it would give.
 #
 # **Takeaway.** Launch configurations and scheduling did not close the gap; the loop's arithmetic
 # arrangement, the registers its structure costs, and handing the streamed loads to the copy
-# engine (in both backward kernels) closed it at all but one shape per dtype. What
+# engine (in both backward kernels) closed it at all but one shape of the 24. What
 # FlashAttention-3 adds beyond that is a schedule.
 
 # %%
