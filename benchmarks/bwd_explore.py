@@ -17,8 +17,9 @@ and, through ``torch.profiler``, each backward's time per kernel. Rows go to ``b
 Usage (GPU only): ``python -m benchmarks.bwd_explore --out DIR [--seqlens 1024 4096 16384]``;
 ``--sweep`` times the dK/dV configurations instead, ``--tma`` the tensor-descriptor loads
 against the launch table (no FlexAttention), ``--warp-spec`` Triton's warp specialisation,
-``--step8`` and ``--step9`` the variants of those steps of NOTES.md (step 9: the orders of the
-kernels, dQ computing delta itself or running on a second stream); ``--plot-only`` redraws the
+``--step8``, ``--step9`` and ``--step10`` the variants of those steps of NOTES.md (step 9: the
+orders of the kernels, dQ computing delta itself or running on a second stream; step 10: dK/dV
+launched while dQ's last programs run); ``--plot-only`` redraws the
 plots from the CSVs
 in ``--out`` (no GPU needed).
 """
@@ -150,6 +151,12 @@ STEP9 = {d: [None, ("table", dict(dq=dict(OWN_DELTA=True))), ("table", dict(STRE
              ("table", dict(STREAMS=True, dq=dict(OWN_DELTA=True)))] for d in (128, 64)}
 
 
+# --step10: the dK/dV kernel launched while the dQ kernel's last programs run (Hopper's
+# programmatic dependent launch, flash_bwd._attn_bwd_dkdv): PDL=1 waits for the whole dQ kernel
+# after loading k and v; PDL=2 waits per query head, on counters the dQ programs increment.
+STEP10 = {d: [None, ("table", dict(PDL=1)), ("table", dict(PDL=2))] for d in (128, 64)}
+
+
 # --varlen: the backward of a packed batch (equal lengths, token-major as a QKV projection
 # writes it) against the dense table's on the same values, dK/dV entries of the causal and full
 # head-dim-128 tables and the step-7 pointer entry; dQ through descriptors or not.
@@ -241,6 +248,11 @@ def sweep(args, flex, do_bench, entries=None, name="bwd_sweep.csv"):
             seen = set(compiled_stats(flash_bwd._attn_bwd_dkdv))
             seen_dq = set(compiled_stats(flash_bwd._attn_bwd_dq))
             try:
+                # the last block freed is lse's size, full of NaN: the next delta (torch.empty)
+                # likely lands on it, so a dK/dV program reading delta before it is written
+                # shows in max_rel_diff rather than reading an earlier call's equal values
+                del_nan = torch.full_like(lse, float("nan"))
+                del del_nan
                 got = attention_backward(do, q, k, v, out, lse, None, band, scale, config=dict(cfg))
                 errs = [((g.float() - r.float()).norm() / r.float().norm()).item()
                         for g, r in zip(got, ref)]
@@ -262,6 +274,7 @@ def sweep(args, flex, do_bench, entries=None, name="bwd_sweep.csv"):
                              dq=dq,
                              kv_b=int(kv_b), atomic_dq=int(atomic_dq), one_head=int(one_head),
                              tma=int(tma), streams=int(cfg.get("STREAMS", False)),
+                             pdl=int(cfg.get("PDL", 0)),
                              ms=f"{t:.4f}",
                              vs_flex=f"{t_flex / t:.3f}", vs_table=f"{t_table / t:.3f}",
                              max_rel_diff=f"{max(errs):.1e}",
@@ -442,6 +455,21 @@ def plot_step9(out: Path) -> Path:
     return ratio_bars(out / "bwd_step9.png", shapes, series, meta, ylim=1.4, ncol=2, step=9)
 
 
+STEP10_NAMES = {0: "step-9 table: dQ (OWN_DELTA), then dK/dV", 1: "PDL=1: dK/dV waits for all of dQ",
+                2: "PDL=2: dK/dV waits per query head"}
+
+
+def plot_step10(out: Path) -> Path:
+    """Step 10 of NOTES.md from ``bwd_step10.csv`` in ``out``: per shape, the backward against
+    FlexAttention's with each ``PDL`` (one run): ``bwd_step10.png``."""
+    meta, rows, _ = read_csv(out / "bwd_step10.csv")
+    shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
+                    key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
+    ratio = {(int(r["pdl"]), r["head_dim"], r["causal"], r["seqlen"]): float(r["vs_flex"]) for r in rows}
+    series = {name: [ratio[(pdl, *s)] for s in shapes] for pdl, name in STEP10_NAMES.items()}
+    return ratio_bars(out / "bwd_step10.png", shapes, series, meta, ylim=1.4, ncol=3, step=10)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="directory for the CSVs and the PNG")
@@ -457,6 +485,8 @@ def main(argv=None):
                    help="time STEP8's dQ and dK/dV variants against the table and flex (step8.csv)")
     p.add_argument("--step9", action="store_true",
                    help="time STEP9's kernel orders against the table and flex (step9.csv)")
+    p.add_argument("--step10", action="store_true",
+                   help="time STEP10's programmatic dependent launch against the table and flex (step10.csv)")
     p.add_argument("--round", type=int, default=1, choices=[1, 2],
                    help="with --step8: STEP8 (1) or STEP8_2 (2, head dim 128; step8_2.csv)")
     p.add_argument("--varlen", action="store_true",
@@ -472,6 +502,8 @@ def main(argv=None):
             print("wrote " + ", ".join(map(str, plot_step8(args.out))))
         if (args.out / "bwd_step9.csv").exists():
             print(f"wrote {plot_step9(args.out)}")
+        if (args.out / "bwd_step10.csv").exists():
+            print(f"wrote {plot_step10(args.out)}")
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
@@ -490,6 +522,8 @@ def main(argv=None):
         return sweep(args, flex, do_bench)
     if args.step9:
         return sweep(args, flex, do_bench, entries=STEP9, name="step9.csv")
+    if args.step10:
+        return sweep(args, flex, do_bench, entries=STEP10, name="step10.csv")
     if args.step8:
         if args.round == 2:
             return sweep(args, flex, do_bench, entries=STEP8_2, name="step8_2.csv")

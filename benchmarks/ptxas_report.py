@@ -138,7 +138,8 @@ def main(argv=None):
     p.add_argument("--causal", action="store_true")
     p.add_argument("--config", help="BLOCK_M,BLOCK_N,warps,stages")
     p.add_argument("--flags", nargs="*", default=[], metavar="NAME=0|1",
-                   help="constexpr flags of the kernel, e.g. KV_B=1 ONE_HEAD=0 (VARLEN=1: packed)")
+                   help="constexpr flags of the kernel, e.g. KV_B=1 ONE_HEAD=0 (VARLEN=1: packed; "
+                        "PDL=2: wait per head)")
     args = p.parse_args(argv)
     if args.kernel:
         if not args.config:
@@ -147,9 +148,9 @@ def main(argv=None):
         flags = {}
         for item in args.flags:
             name, _, value = item.partition("=")
-            if value not in ("0", "1"):
-                p.error(f"--flags: expected NAME=0 or NAME=1, got {item!r}")
-            flags[name] = value == "1"
+            if not value.isdigit():
+                p.error(f"--flags: expected NAME=0 or NAME=1 (or another integer: PDL=2), got {item!r}")
+            flags[name] = value == "1" if value in ("0", "1") else int(value)
         config = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=s)
         rows = [(args.kernel, args.head_dim, args.causal, config, flags)]
     else:

@@ -10,8 +10,10 @@ output and each row's log-sum-exp; from them the backward recomputes ``P`` block
   loop again), so that no gradient needs atomics.
 
 On Hopper the launch table has the dQ kernel compute delta itself and run first (``OWN_DELTA``:
-one launch and one read of dO fewer, ``benchmarks/NOTES.md`` step 9); elsewhere, and in the
-interpreter, the three kernels run in the order above.
+one launch and one read of dO fewer, ``benchmarks/NOTES.md`` step 9), and the dK/dV kernel start
+while the dQ kernel's last programs still run, each of its programs waiting only for the dQ
+programs of its own head (``PDL``, Hopper's programmatic dependent launch, step 10); elsewhere,
+and in the interpreter, the three kernels run one after the other in the order above.
 
 Layout of the file: the three ``@triton.jit`` kernels with their inner loops, the launch table
 (:func:`bwd_config`) and the launcher :func:`attention_backward`. The tile, sequence and band
@@ -23,6 +25,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 from ._checks import INTERPRET
 from .band import Band
@@ -80,6 +83,24 @@ def _attn_bwd_preprocess(
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)  # [BLOCK_M]
     tl.store(delta_ptr + off_b * stride_lb + off_h * stride_lh + rows, delta,
              mask=offs_m < seqlen_q)
+
+
+@triton.jit
+def _signal_ready(ready_ptr):
+    """``PDL=2``, the dQ kernel's side: after every thread of this program has stored its rows of
+    delta (the barrier), one release-ordered atomic counts the program in ``ready_ptr``."""
+    tl.debug_barrier()
+    tl.atomic_add(ready_ptr, 1, sem="release")
+
+
+@triton.jit
+def _wait_ready(ready_ptr, count):
+    """``PDL=2``, the dK/dV kernel's side: spin until ``count`` dQ programs of this query head
+    have written their delta. Safe because the dK/dV grid starts only once every dQ program has
+    started (``gdc_launch_dependents`` is the dQ kernel's first instruction), so every program
+    waited on is running or done; without programmatic launch the counters are full already."""
+    while tl.atomic_add(ready_ptr, 0, sem="acquire") < count:
+        pass
 
 
 @triton.jit
@@ -190,7 +211,7 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
 @jit_kernel
 def _attn_bwd_dkdv(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, dq_ptr,
-    cu_seqlens_q_ptr, cu_seqlens_k_ptr, q_desc, do_desc,
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr, q_desc, do_desc, ready_ptr,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -200,21 +221,31 @@ def _attn_bwd_dkdv(
     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
     stride_lb, stride_lh,  # lse and delta share one layout, rows contiguous
     heads_kv, group, seqlen_q, seqlen_k, head_dim,
-    sm_scale, qk_scale, window_left, window_right, num_tiles,
+    sm_scale, qk_scale, window_left, window_right, num_tiles, ready_count,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     KV_B: tl.constexpr = False, ATOMIC_DQ: tl.constexpr = False, WARP_SPEC: tl.constexpr = False,
-    ONE_HEAD: tl.constexpr = False, TMA: tl.constexpr = False,
+    ONE_HEAD: tl.constexpr = False, TMA: tl.constexpr = False, PDL: tl.constexpr = 0,
 ):
     """One program per (key block, kv head): dK and dV accumulate on chip over every query
     block, and over every query head of the GQA group, so no atomics are needed for them. With
-    ``ATOMIC_DQ`` it also adds each tile's dQ into ``dq_ptr`` (fp32, zeroed) with atomics."""
+    ``ATOMIC_DQ`` it also adds each tile's dQ into ``dq_ptr`` (fp32, zeroed) with atomics.
+
+    ``PDL`` (Hopper's programmatic dependent launch; this kernel runs after the dQ kernel, which
+    writes delta): the grid may start while the dQ kernel's last programs still run. ``PDL=1``:
+    k and v are loaded, then ``gdc_wait`` waits for the whole dQ kernel. ``PDL=2``: each query
+    head waits only for its own ``ready_count`` dQ programs (the counters at ``ready_ptr``, one
+    per (batch, query head)), so the programs of the first heads fill the SMs that the dQ
+    kernel's last wave leaves idle; ``gdc_wait`` at the end keeps the stream's order (this
+    kernel ends after the dQ kernel)."""
     pid_n, pid_bh = tile_ids(num_tiles)
     off_b = pid_bh // heads_kv
     off_hk = (pid_bh % heads_kv).to(tl.int64)
     start_q, seqlen_q = sequence(cu_seqlens_q_ptr, cu_seqlens_q_ptr, off_b, seqlen_q, VARLEN, False)
     start_k, seqlen_k = sequence(cu_seqlens_k_ptr, cu_seqlens_k_ptr, off_b, seqlen_k, VARLEN, False)
     if pid_n * BLOCK_N >= seqlen_k:
+        if PDL:
+            gdc_wait()  # every program waits: this kernel ends after the dQ kernel
         return
     off_b = off_b.to(tl.int64)
 
@@ -236,6 +267,8 @@ def _attn_bwd_dkdv(
         v = v.to(tl.float32)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
+    if PDL == 1:
+        gdc_wait()
 
     # Query i sees key j when j - off - right <= i <= j - off + left: only those query blocks.
     # Query blocks wholly inside that range (and wholly real rows) need no mask.
@@ -265,6 +298,8 @@ def _attn_bwd_dkdv(
         lse_head = lse_ptr + off_b * stride_lb + off_h * stride_lh + start_q
         delta_head = delta_ptr + off_b * stride_lb + off_h * stride_lh + start_q
         dq_head = dq_ptr + off_b * stride_dqb + off_h * stride_dqh + start_q * stride_dqm
+        if PDL == 2:
+            _wait_ready(ready_ptr + off_b * heads_kv * group + off_h, ready_count)
         dk, dv = _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head,
                               stride_qm, stride_qd, stride_dom, stride_dod, stride_dqm, stride_dqd,
                               offs_n, offs_m, offs_d, mask_n, mask_d, lo, mid_lo, mid_hi, hi,
@@ -281,6 +316,8 @@ def _attn_bwd_dkdv(
     tl.store(dv_ptr + off_b * stride_dvb + off_hk * stride_dvh
              + keys[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
              dv.to(dv_ptr.dtype.element_ty), mask=mask_nd)
+    if PDL == 2:
+        gdc_wait()
 
 
 @triton.jit
@@ -331,7 +368,7 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
 @jit_kernel
 def _attn_bwd_dq(
     q_ptr, k_ptr, v_ptr, do_ptr, o_ptr, lse_ptr, dlse_ptr, delta_ptr, dq_ptr,
-    cu_seqlens_q_ptr, cu_seqlens_k_ptr, k_desc, v_desc,
+    cu_seqlens_q_ptr, cu_seqlens_k_ptr, k_desc, v_desc, ready_ptr,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -345,7 +382,7 @@ def _attn_bwd_dq(
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     TMA: tl.constexpr = False, LONGEST_FIRST: tl.constexpr = True,
     OWN_DELTA: tl.constexpr = False, HAS_DLSE: tl.constexpr = False,
-    STORE_DELTA: tl.constexpr = False,
+    STORE_DELTA: tl.constexpr = False, PDL: tl.constexpr = 0,
 ):
     """One program per (query block, query head): the forward's loop again, accumulating dQ.
     ``TMA``: k and v through ``k_desc`` and ``v_desc`` (dense or packed). ``LONGEST_FIRST``: with
@@ -355,7 +392,12 @@ def _attn_bwd_dq(
     ``OWN_DELTA``: the program computes its rows' ``delta = rowsum(dO * O) - dlse`` itself (the
     preprocess kernel's work: it holds dO already, so only O is read again) instead of loading
     it; ``HAS_DLSE``: subtract ``dlse_ptr``'s rows; ``STORE_DELTA``: write delta to
-    ``delta_ptr`` for the dK/dV kernel, which then runs after this one."""
+    ``delta_ptr`` for the dK/dV kernel, which then runs after this one. ``PDL`` (1 or 2, see
+    :func:`_attn_bwd_dkdv`): let the dK/dV grid launch as soon as every program here has
+    started; ``PDL=2``: count each program at ``ready_ptr[batch * heads_q + head]`` once its
+    delta is stored."""
+    if PDL:
+        gdc_launch_dependents()
     pid_m, pid_bh = tile_ids(num_tiles)
     if IS_LOCAL and LONGEST_FIRST:
         pid_m = num_tiles - 1 - pid_m
@@ -365,6 +407,8 @@ def _attn_bwd_dq(
     start_q, seqlen_q = sequence(cu_seqlens_q_ptr, cu_seqlens_q_ptr, off_b, seqlen_q, VARLEN, False)
     start_k, seqlen_k = sequence(cu_seqlens_k_ptr, cu_seqlens_k_ptr, off_b, seqlen_k, VARLEN, False)
     if pid_m * BLOCK_M >= seqlen_q:
+        if PDL == 2:  # past a packed sequence's end: no rows, but dK/dV counts every program
+            _signal_ready(ready_ptr + pid_bh)
         return
     off_b = off_b.to(tl.int64)
     q_ptr += off_b * stride_qb + off_h * stride_qh + start_q * stride_qm
@@ -402,6 +446,8 @@ def _attn_bwd_dq(
             delta -= tl.load(dlse_ptr + offs_m, mask=mask_m, other=0.0)
         if STORE_DELTA:
             tl.store(delta_ptr + offs_m, delta, mask=mask_m)
+            if PDL == 2:
+                _signal_ready(ready_ptr + pid_bh)
     else:
         delta = tl.load(delta_ptr + offs_m, mask=mask_m, other=0.0)
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
@@ -438,15 +484,18 @@ def _attn_bwd_dq(
 # once both use descriptors (1.08-1.11x the 32 x 64 pointer entry it replaces). Step 9
 # (results/h200/bwd_step9.csv): the dQ kernel computes delta itself and runs first, no
 # preprocess launch (OWN_DELTA: 1.00-1.03x at every shape); dQ on a second stream beside dK/dV
-# (STREAMS) measured 0.92-1.05x and is not in the table.
+# (STREAMS) measured 0.92-1.05x and is not in the table. Step 10 (results/h200/bwd_step10.csv):
+# the dK/dV grid launched while the dQ kernel's last programs run, each query head waiting on
+# its own dQ programs (PDL=2: 1.01-1.07x at 11 of 12 shapes, 0.998x at the twelfth; PDL=1,
+# waiting for the whole dQ kernel, 0.98-1.07x).
 _HOPPER_BWD = {
-    (64, False): (launch_config(32, 128, 4, 3),
+    (64, False): (dict(launch_config(32, 128, 4, 3), PDL=2),
                   dict(launch_config(128, 64, 4, 3), TMA=True, OWN_DELTA=True)),
-    (64, True): (launch_config(64, 64, 4, 2),
+    (64, True): (dict(launch_config(64, 64, 4, 2), PDL=2),
                  dict(launch_config(64, 64, 4, 3), TMA=True, OWN_DELTA=True)),
-    (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True),
+    (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True, PDL=2),
                    dict(launch_config(128, 64, 8, 3), TMA=True, OWN_DELTA=True)),
-    (128, True): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True),
+    (128, True): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True, PDL=2),
                   dict(launch_config(128, 64, 8, 3), TMA=True, OWN_DELTA=True)),
 }
 # Packed (varlen) batches at head dim 128 keep the step-7 pointer entries: their kernels hold more
@@ -455,11 +504,12 @@ _HOPPER_BWD = {
 # ran at 0.58-0.62x the dense backward; through pointers 0.90-0.93x (full) and 0.88-0.93x
 # (causal; results/h200/varlen_bwd.csv).
 # Head dim 64 keeps the dense table (0.95-1.01x, the dQ kernel's descriptors included).
-# OWN_DELTA as in the dense table (step 9).
+# OWN_DELTA and PDL as in the dense table (steps 9 and 10).
 _HOPPER_BWD_PACKED = {
-    (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True),
+    (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True, PDL=2),
                    dict(launch_config(128, 64, 8, 3), OWN_DELTA=True)),
-    (128, True): (launch_config(32, 64, 4, 3), dict(launch_config(128, 64, 8, 3), OWN_DELTA=True)),
+    (128, True): (dict(launch_config(32, 64, 4, 3), PDL=2),
+                  dict(launch_config(128, 64, 8, 3), OWN_DELTA=True)),
 }
 
 
@@ -496,6 +546,9 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
             dK/dV kernel computes dQ too and ``"dq"`` is not read. ``dq=dict(OWN_DELTA=True)``:
             the dQ kernel computes delta and runs first, no preprocess; ``STREAMS=True`` (CUDA
             only, ignored elsewhere): the dQ kernel runs on a second stream beside dK/dV.
+            ``PDL=1`` or ``2`` (with ``OWN_DELTA``, compute capability 9.0 and up; ignored
+            elsewhere): the dK/dV kernel starts while the dQ kernel's last programs
+            run (see :func:`_attn_bwd_dkdv`).
 
     Returns:
         ``dq``, ``dk``, ``dv`` like ``q``, ``k``, ``v``.
@@ -516,6 +569,9 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     dq_acc = torch.zeros(q.shape, dtype=torch.float32, device=q.device) if atomic_dq else dq
     own_delta = cfg_dq.pop("OWN_DELTA", False) and not atomic_dq
     side = _side_stream(q.device) if cfg.pop("STREAMS", False) and not atomic_dq else None
+    # PDL: only after the dQ kernel on one stream, on a GPU that has programmatic dependent launch
+    pdl = cfg.pop("PDL", 0)
+    pdl = pdl if own_delta and side is None and _has_pdl(q.device) else 0
     block_m = cfg["BLOCK_M"]
     head_dim_pad = padded_head_dim(head_dim)
     lse = lse.contiguous()
@@ -523,6 +579,8 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     cu_q, cu_k, _ = layout.pointers(lse)
     seqlen_q, seqlen_k = layout.lengths(q, k)
     delta = torch.empty_like(lse)
+    ready = torch.zeros(layout.batch * heads_q, dtype=torch.int32, device=q.device) if pdl == 2 else delta
+    ready_count = triton.cdiv(layout.seqlen_q, cfg_dq.get("BLOCK_M", 1))
     left, right = band.bounds(seqlen_q, seqlen_k)
     meta = dict(HEAD_DIM=head_dim_pad, IS_LOCAL=band.is_local, VARLEN=layout.packed,
                 **dot_flags(q.dtype))
@@ -548,11 +606,11 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
         q_desc, do_desc = row_descriptors((q, do), block_m, head_dim_pad) if (
             flags.pop("TMA", False)) else (None, None)
         _attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
-            q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k, q_desc or q, do_desc or do,
+            q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k, q_desc or q, do_desc or do, ready,
             *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.strides(dq_acc),
-            *layout.lse_strides(lse), heads_kv, heads_q // heads_kv, *common, tiles, **meta,
-            ONE_HEAD=flags.pop("ONE_HEAD", True) and heads_q == heads_kv, TMA=q_desc is not None,
-            **flags,
+            *layout.lse_strides(lse), heads_kv, heads_q // heads_kv, *common, tiles, ready_count,
+            **meta, ONE_HEAD=flags.pop("ONE_HEAD", True) and heads_q == heads_kv,
+            TMA=q_desc is not None, PDL=pdl, **flags, **(dict(launch_pdl=True) if pdl else {}),
         )
 
     def dq_kernel(store_delta: bool):
@@ -562,10 +620,10 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
             flags.pop("TMA", False)) else (None, None)
         _attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
             q, k, v, do, out, lse, lse if dlse is None else dlse, delta, dq, cu_q, cu_k,
-            k_desc or k, v_desc or v, *strides_qkvdo, *layout.strides(out), *layout.strides(dq),
+            k_desc or k, v_desc or v, ready, *strides_qkvdo, *layout.strides(out), *layout.strides(dq),
             *layout.lse_strides(lse), heads_q, heads_q // heads_kv, *common, tiles, **meta,
             TMA=k_desc is not None, OWN_DELTA=own_delta, HAS_DLSE=own_delta and dlse is not None,
-            STORE_DELTA=store_delta, **flags,
+            STORE_DELTA=store_delta, PDL=pdl, **flags,
         )
 
     # Four orders of the same kernels (the launch table says which each shape uses):
@@ -601,6 +659,12 @@ def _fork_dq(side, dq_kernel, preprocess, dkdv, own_delta: bool):
         preprocess()
     dkdv()
     main.wait_stream(side)
+
+
+def _has_pdl(device: torch.device) -> bool:
+    """Programmatic dependent launch (``PDL``): CUDA devices of compute capability 9.0 and up,
+    compiled kernels only (not the interpreter)."""
+    return device.type == "cuda" and not INTERPRET and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 _SIDE_STREAMS: dict = {}

@@ -482,8 +482,9 @@ for d, causal in PANELS:
         head = f"{kernel:>5} d={d:>3} {'causal' if causal else 'full':>6} {describe(*cfg):>18} "
         tail = (f" {describe(b['BLOCK_M'], b['BLOCK_N'], b['num_warps'], b['num_stages']):>18}"
                 f" {b['tflops']:6.0f} {top[4]['tflops'] / b['tflops']:8.1%}")
-        # TMA: how tiles load (step 7); OWN_DELTA: the dQ kernel computes delta itself (step 9)
-        loop_options = {k: v for k, v in options.items() if k not in ("TMA", "OWN_DELTA")}
+        # TMA: how tiles load (step 7); OWN_DELTA: the dQ kernel computes delta itself (step 9);
+        # PDL: when the dK/dV kernel may start (step 10). None of them changes the loop's blocks
+        loop_options = {k: v for k, v in options.items() if k not in ("TMA", "OWN_DELTA", "PDL")}
         if loop_options or (kernel, d, causal) in H200_RETUNED:  # chosen after the H100 sweep
             retuned.append((kernel, d, causal, options))
             print(f"{head}{'-':>8}{tail}  + {options}: chosen later, on the H200")
@@ -504,7 +505,8 @@ assert all(kernel == "dkdv" for kernel, *_ in retuned)  # only the backward's dK
 # also load $K$ and $V$ through tensor descriptors (`TMA`), and since step 8 the dQ kernel's too:
 # the same blocks, the copies handed to Hopper's copy engine, measured on the H200 (notebook 13,
 # section 6); since step 9 the dQ kernel computes $\delta$ itself (`OWN_DELTA`), which changes
-# the order of the launches, not the loop.
+# the order of the launches, not the loop, and since step 10 the dK/dV kernel starts while the
+# dQ kernel's last programs run (`PDL`), which changes when a launch begins, not what it runs.
 # Five forward configurations or more lie within 10% of the best at every shape,
 # and the first few within a few percent, as much as two runs of a shared machine differ: a
 # plateau, on which the exact winner is partly luck and a table measured once serves.

@@ -7,6 +7,8 @@ gradients. The kernel's error must stay within twice what plain PyTorch makes in
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,9 +101,13 @@ def test_gradient_through_lse(causal, loss_fn):
 # The orders the backward's kernels can run in (flash_bwd.attention_backward): OWN_DELTA (the
 # dQ kernel computes delta, with dlse, and writes it for dK/dV: no preprocess kernel), STREAMS
 # (dQ on a second CUDA stream beside dK/dV; on the CPU the kernels run in order) and both (dQ
-# computes its own delta, beside the preprocess and dK/dV).
+# computes its own delta, beside the preprocess and dK/dV), and OWN_DELTA with the dK/dV kernel
+# launched while the dQ kernel runs (PDL=1: waiting for all of it; PDL=2: per query head, on
+# counters; Hopper only, so on the CPU these two run as OWN_DELTA does).
 BWD_ORDERS = {"own_delta": ({}, dict(OWN_DELTA=True)), "streams": (dict(STREAMS=True), {}),
-              "streams-own_delta": (dict(STREAMS=True), dict(OWN_DELTA=True))}
+              "streams-own_delta": (dict(STREAMS=True), dict(OWN_DELTA=True)),
+              "pdl-wait": (dict(PDL=1), dict(OWN_DELTA=True)),
+              "pdl-heads": (dict(PDL=2), dict(OWN_DELTA=True))}
 
 
 @needs_triton
@@ -323,6 +329,51 @@ def test_atomic_dq_masks_padded_keys(kv_b):
     for name, g, r in (("dq", qi.grad, qd.grad), ("dk", ki.grad, kd.grad), ("dv", vi.grad, vd.grad)):
         assert torch.isfinite(g).all(), name
         assert rel_err(g, r) < 1e-2, f"{name}: {rel_err(g, r):.3e}"  # 1.0e-3 on the H200
+
+
+@pytest.mark.skipif(not (ON_GPU and torch.cuda.get_device_capability()[0] >= 9),
+                    reason="programmatic dependent launch: compute capability 9.0 and up")
+@pytest.mark.parametrize("pdl", [1, 2])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+def test_pdl_backward_is_the_table_bit_for_bit(packed, head_dim, causal, pdl):
+    """With ``PDL`` the dK/dV kernel starts while the dQ kernel's last programs run; it must
+    give the launch table's bits (the same kernels, the same sums), with enough heads that dK/dV
+    programs do start during dQ's tail, odd lengths, GQA, and NaN where delta will lie: each call
+    first frees a block of lse's size full of NaN, which the empty delta then likely takes, so a
+    dK/dV program reading delta before the dQ program that writes it shows as NaN. Packed: eight
+    sequences of unequal lengths, so that some dQ and dK/dV programs have no rows."""
+    from kernels.band import Band
+    from kernels.flash_bwd import attention_backward, bwd_config
+    from kernels.flash_fwd import attention_forward
+    from kernels.tiles import Layout
+
+    lengths = [1000, 1, 517, 64, 999, 130, 1000, 77] if packed else [1000] * 8
+    q, k, v = make_qkv(8, 16, 8, 1000, 1000, head_dim, torch.bfloat16, requires_grad=False)
+    layout = None
+    if packed:  # (total, heads, head_dim), the first `length` rows of each sequence
+        q, k, v = (torch.cat([x[i, :, :n].transpose(0, 1) for i, n in enumerate(lengths)])
+                   for x in (q, k, v))
+        cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=DEVICE)
+        layout = Layout(len(lengths), max(lengths), max(lengths), cu, cu)
+    do = torch.randn_like(q)
+    band, scale = Band.from_window((-1, -1), causal), head_dim ** -0.5
+    out, lse = attention_forward(q, k, v, band, scale, layout)
+    cfg = bwd_config(head_dim, q.dtype, causal, packed)
+    assert cfg["dq"].get("OWN_DELTA"), "PDL needs the OWN_DELTA order of the Hopper table"
+
+    def backward(**flags):
+        nan = torch.full_like(lse, float("nan"))
+        del nan
+        return attention_backward(do, q, k, v, out, lse, None, band, scale, layout,
+                                  config=dict(cfg, **flags))
+
+    want = backward(PDL=0)
+    assert all(torch.isfinite(g).all() for g in want)
+    for _ in range(3):
+        for name, g, w in zip(("dq", "dk", "dv"), backward(PDL=pdl), want):
+            assert torch.equal(g, w), f"{name}: PDL={pdl} differs from PDL=0"
 
 
 @pytest.mark.skipif(not ON_GPU, reason="CUDA's grid limit; the interpreter has none, and would "

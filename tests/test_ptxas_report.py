@@ -59,7 +59,7 @@ def test_bad_flag_is_refused():
     done = subprocess.run([sys.executable, "-m", "benchmarks.ptxas_report", "--kernel", "dq",
                            "--config", "64,64,4,3", "--flags", "KV_B=yes"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and "expected NAME=0 or NAME=1" in done.stderr
+    assert done.returncode == 2 and "expected NAME=0 or NAME=1" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("argv", [["--kernel", "dq"]])
@@ -68,3 +68,16 @@ def test_kernel_needs_config(argv):
     done = subprocess.run([sys.executable, "-m", "benchmarks.ptxas_report", *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--kernel needs --config" in done.stderr
+
+
+@needs_triton
+def test_programmatic_launch_compiles():
+    """``PDL=2`` (step 10 of NOTES.md): the dQ kernel's signal (a barrier and a release atomic,
+    on the early return of a packed batch too) and the dK/dV kernel's spin-wait and
+    ``griddepcontrol`` instructions compile for sm_90; the interpreter never runs them."""
+    for kernel, config, flags in (("dkdv", "64,64,4,2", ["KV_B=1", "TMA=1", "PDL=2", "VARLEN=1"]),
+                                  ("dq", "128,64,8,3", ["OWN_DELTA=1", "STORE_DELTA=1", "PDL=2",
+                                                        "VARLEN=1"])):
+        line = run_report("--kernel", kernel, "--head-dim", "128", "--config", config,
+                          "--flags", *flags).splitlines()[-1]
+        assert "registers" in line and "PDL=2" in line, line
