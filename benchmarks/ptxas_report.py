@@ -67,7 +67,7 @@ def compile_for_hopper(fn, constants: dict, num_warps: int, num_stages: int,
             block = f"{rows}, 1" if consts.get("VARLEN") else f"1, 1, {rows}"  # packed: 3-D
             signature[name] = (f"tensordesc<{TL_DTYPES[dtype]}[{block}, {consts['HEAD_DIM']}]>"
                                if consts.get("TMA") else "i32")
-        elif name.startswith("cu_seqlens"):
+        elif name.startswith("cu_seqlens") or name == "ready_ptr":  # ready: PDL=2's counters
             signature[name] = "*i32"
         elif name.endswith("_ptr"):
             fp32 = name in ("lse_ptr", "dlse_ptr", "delta_ptr") or (

@@ -486,7 +486,7 @@ def _attn_bwd_dq(
 # preprocess launch (OWN_DELTA: 1.00-1.03x at every shape); dQ on a second stream beside dK/dV
 # (STREAMS) measured 0.92-1.05x and is not in the table. Step 10 (results/h200/bwd_step10.csv):
 # the dK/dV grid launched while the dQ kernel's last programs run, each query head waiting on
-# its own dQ programs (PDL=2: 1.01-1.07x at 11 of 12 shapes, 0.998x at the twelfth; PDL=1,
+# its own dQ programs (PDL=2: 1.01-1.05x at 11 of 12 shapes, 0.998x at the twelfth; PDL=1,
 # waiting for the whole dQ kernel, 0.98-1.07x).
 _HOPPER_BWD = {
     (64, False): (dict(launch_config(32, 128, 4, 3), PDL=2),

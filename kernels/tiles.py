@@ -38,7 +38,7 @@ LN2_C: tl.constexpr = tl.constexpr(LN2)
 # lets the compiler turn the `offs_d < head_dim` masks into 16-byte vector loads (measured on an
 # H100: 2-3x slower kernels without it).
 SIZES = ["heads_q", "heads_kv", "group", "seqlen_q", "seqlen_k", "window_left", "window_right",
-         "num_tiles"]
+         "num_tiles", "ready_count"]
 
 
 def jit_kernel(fn):
