@@ -39,8 +39,8 @@
 #
 # **Words:** [glossary](GLOSSARY.md) (its last section: TMA, WGMMA, warp specialisation). The
 # exercises at the end check code you write: the dK/dV kernel's shared memory, the backward's time
-# if its dK/dV kernel ran at the dQ kernel's rate, and how FlashAttention-3 shares the register
-# file between its warpgroups.
+# if its dK/dV kernel ran at the dQ kernel's rate, how FlashAttention-3 shares the register file
+# between its warpgroups, and how much of the GPU a kernel's last wave leaves idle.
 
 # %%
 import sys
@@ -1269,6 +1269,20 @@ def consumer_registers(consumer_warpgroups, producer_registers):
 
 
 check("13.consumer_registers", consumer_registers)
+
+# %% [markdown]
+# **4. The last wave.** A kernel of `programs` equal programs runs on `sms` SMs, each holding
+# `per_sm` programs at once; they start in waves of `per_sm * sms`. Write
+# `last_wave_idle(programs, per_sm, sms)`, the share of those slots left idle during the last wave
+# (0 when the programs fill whole waves). Section 6's wave model starts from this number for the
+# dQ kernel (2048 programs, one per SM) and the dK/dV kernel (4096, two per SM).
+
+# %%
+def last_wave_idle(programs, per_sm, sms=132):
+    raise NotImplementedError  # your code here
+
+
+check("13.last_wave_idle", last_wave_idle)
 
 # %% [markdown]
 # ## References

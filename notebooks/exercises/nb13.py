@@ -1,6 +1,7 @@
 """Checks for notebook 13 (what Hopper adds): the dK/dV kernel's shared memory against the
-compiler's reports, the backward at the dQ kernel's rate per matrix product, and how FlashAttention-3
-shares the register file between its producer and consumer warpgroups."""
+compiler's reports, the backward at the dQ kernel's rate per matrix product, how FlashAttention-3
+shares the register file between its producer and consumer warpgroups, and the idle share of a
+kernel's last wave."""
 
 from __future__ import annotations
 
@@ -143,3 +144,23 @@ def _consumer_registers(consumer_registers) -> str:
                            "not fit the register file or is not a multiple of 8")
     return (f"FlashAttention-3's {len(FA3_REGISTERS)} settings and {len(cases)} more (one to seven consumer "
             "warpgroups, the 256 cap, budgets that divide exactly)")
+
+
+def reference_idle_share(programs, per_sm, sms=132) -> float:
+    slots = per_sm * sms
+    left = programs % slots or slots  # programs in the last wave
+    return 1 - left / slots
+
+
+@exercise("13.last_wave_idle")
+def _last_wave_idle(last_wave_idle) -> str:
+    """last_wave_idle(programs, per_sm, sms) -> share of the slots idle in the last wave."""
+    cases = [(2048, 1, 132), (4096, 2, 132), (264, 2, 132), (1, 1, 132), (131, 1, 132), (133, 1, 132),
+             (1000, 3, 7), (21, 3, 7), (6, 4, 2)]
+    for programs, per_sm, sms in cases:
+        case = f"programs={programs}, per_sm={per_sm}, sms={sms}"
+        expect_close(case, last_wave_idle(programs, per_sm, sms), reference_idle_share(programs, per_sm, sms),
+                     rtol=0, atol=1e-9)
+    dq, dkdv = reference_idle_share(2048, 1), reference_idle_share(4096, 2)
+    return (f"{len(cases)} cases (whole waves, one program, one past a wave). At N = 1k, head dim 128, the "
+            f"dQ kernel leaves {dq:.0%} of the H200 idle in its last wave and the dK/dV kernel {dkdv:.0%}")

@@ -26,6 +26,13 @@ def consumer_registers(consumer_warpgroups, producer_registers):
     return min(256, left - left % 8)  # setmaxnreg: a multiple of 8, at most 256
 
 
+def last_wave_idle(programs, per_sm, sms=132):
+    slots = per_sm * sms  # programs running at once
+    waves = -(-programs // slots)  # ceil: the last wave may be partly empty
+    in_last = programs - (waves - 1) * slots
+    return 1 - in_last / slots
+
+
 def _smem_one_stage_less(block_m, block_n, head_dim, num_stages, dtype_bytes=2):
     """Counts num_stages - 1 Q/dO buffers (the loads in flight), not num_stages."""
     return dkdv_smem_bytes(block_m, block_n, head_dim, num_stages - 1, dtype_bytes)
@@ -102,8 +109,31 @@ def _registers_not_multiple_of_8(consumer_warpgroups, producer_registers):
     return min(256, left)
 
 
+def _idle_floor(programs, per_sm, sms=132):
+    """Takes programs % slots as the last wave's programs, so whole waves look entirely idle."""
+    return 1 - (programs % (per_sm * sms)) / (per_sm * sms)
+
+
+def _idle_one_per_sm(programs, per_sm, sms=132):
+    """Forgets that several programs share an SM: counts sms slots, not per_sm * sms."""
+    return last_wave_idle(programs, 1, sms)
+
+
+def _idle_busy_share(programs, per_sm, sms=132):
+    """Returns the busy share of the last wave, not the idle one."""
+    return 1 - last_wave_idle(programs, per_sm, sms)
+
+
+def _idle_average(programs, per_sm, sms=132):
+    """Averages over all waves: the idle slots of the last wave divided by every slot of the run."""
+    slots = per_sm * sms
+    waves = -(-programs // slots)
+    return (waves * slots - programs) / (waves * slots)
+
+
 MISTAKES = {"dkdv_smem_bytes": [_smem_one_stage_less, _smem_kv_per_stage, _smem_no_do, _smem_swapped,
                                 _smem_always_bf16],
             "backward_at_dq_rate": [_rate_no_preprocess, _rate_inverted, _rate_same_time, _rate_unchanged],
             "consumer_registers": [_registers_cap_255, _registers_no_producer, _registers_nearest_8,
-                                   _registers_equal_split, _registers_not_multiple_of_8]}
+                                   _registers_equal_split, _registers_not_multiple_of_8],
+            "last_wave_idle": [_idle_floor, _idle_one_per_sm, _idle_busy_share, _idle_average]}
