@@ -125,9 +125,12 @@ def table_rows(head_dims=(128, 64)):
     """Each entry of the Hopper launch table, both kernels."""
     for d in head_dims:
         for causal in (False, True):
-            for kernel, config in zip(("dkdv", "dq"), flash_bwd._HOPPER_BWD[(d, causal)]):
+            dkdv_cfg, dq_cfg = flash_bwd._HOPPER_BWD[(d, causal)]
+            for kernel, config in (("dkdv", dkdv_cfg), ("dq", dq_cfg)):
                 flags = {k: v for k, v in config.items()
                          if k.isupper() and not k.startswith("BLOCK") and k not in HOST_FLAGS}
+                if kernel == "dq" and flags.get("OWN_DELTA"):  # as the launcher passes them
+                    flags.update(STORE_DELTA=True, PDL=dkdv_cfg.get("PDL", 0))
                 yield kernel, d, causal, config, flags
 
 
