@@ -1010,9 +1010,14 @@ assert {r["kernel"] for r in ws_rows if r["compiles"] == "0"} == {"fwd", "bwd"}
 
 # %%
 SMS = 132  # streaming multiprocessors of an H200; each holds one dQ program or two dK/dV ones
+s1k = (128, 0, 1024)  # head dim 128, no mask, N = 1k
+heads = (TOKENS // s1k[2]) * (MODEL_DIM // s1k[0])  # (sequence, head) pairs in the batch: 256
+n_dq, n_dkdv = heads * s1k[2] // 128, heads * s1k[2] // 64  # 128 query rows, 64 keys per program
+PER_SM = {"dq": 1, "dkdv": 2}  # 164 and 105 KiB of shared memory, of an SM's 228
+waves = {"dq": -(-n_dq // (SMS * PER_SM["dq"])), "dkdv": -(-n_dkdv // (SMS * PER_SM["dkdv"]))}
 
 
-def simulate(early, t_dq, t_dkdv, spread, seed=0, heads=256, n_dq=2048, n_dkdv=4096):
+def simulate(early, t_dq, t_dkdv, spread, seed=0):
     """(end, busy) of the dQ kernel followed by the dK/dV kernel: each program goes, in launch
     order, to the first SM with room, as soon as one has room; lengths are t * (1 + spread * z),
     z standard normal. early (PDL=2): the dK/dV programs may take room once every dQ program is
@@ -1038,14 +1043,16 @@ def simulate(early, t_dq, t_dkdv, spread, seed=0, heads=256, n_dq=2048, n_dkdv=4
 
     for i in range(n_dq):
         h = i * heads // n_dq
-        head_done[h] = max(head_done[h], place(2, t_dq * (1 + spread * rng.standard_normal())))
+        length = t_dq * (1 + spread * rng.standard_normal())
+        head_done[h] = max(head_done[h], place(2 // PER_SM["dq"], length))
     if not early:  # the stream: the next kernel's first program starts when the last one ends
         while running:
             end, sm, units_back = heapq.heappop(running)
             room[sm] += units_back
         now = head_done.max()
     for i in range(n_dkdv):
-        place(1, t_dkdv * (1 + spread * rng.standard_normal()), ready=head_done[i * heads // n_dkdv])
+        place(2 // PER_SM["dkdv"], t_dkdv * (1 + spread * rng.standard_normal()),
+              ready=head_done[i * heads // n_dkdv])
     end = max(e for _, e, _ in spans)
     busy = np.zeros(int(end) + 2)
     for s, e, u in spans:
@@ -1055,12 +1062,12 @@ def simulate(early, t_dq, t_dkdv, spread, seed=0, heads=256, n_dq=2048, n_dkdv=4
 
 _, step10_rows, _ = read_csv(H200_DIR / "bwd_step10.csv")
 step10_ms = {(shape_of(r), int(r["pdl"])): float(r["ms"]) for r in step10_rows}
-s1k = (128, 0, 1024)
 split = KERNELS[s1k, "ours"]
 dq_share = split["_attn_bwd_dq"] / (split["_attn_bwd_dq"] + split["_attn_bwd_dkdv"])
 total_us = step10_ms[s1k, 0] * 1e3
-WAVES = 16  # 15.5 rounded up: a kernel of equal programs lasts whole waves
-t_dq, t_dkdv = dq_share * total_us / WAVES, (1 - dq_share) * total_us / WAVES
+# a kernel of equal programs lasts whole waves: each program's mean length
+t_dq, t_dkdv = dq_share * total_us / waves["dq"], (1 - dq_share) * total_us / waves["dkdv"]
+WAVES = waves["dq"]
 measured_gain = (step10_ms[s1k, 0] - step10_ms[s1k, 2]) * 1e3
 print(f"dQ's share of the two kernels (step 1's profile): {dq_share:.2f}; mean program "
       f"{t_dq:.1f} us (dQ), {t_dkdv:.1f} us (dK/dV)")

@@ -70,14 +70,45 @@ def test_kernel_needs_config(argv):
     assert done.returncode == 2 and "--kernel needs --config" in done.stderr
 
 
+# Compiles one kernel for sm_90 in a fresh process (this suite interprets) and counts, in its
+# PTX, the instructions PDL=2 adds: argv is (kernel, BLOCK_M, BLOCK_N, warps, stages, flags...)
+PTX_COUNTS = """
+import sys
+from benchmarks import ptxas_report as pr
+kernel, bm, bn, w, s, *flags = sys.argv[1:]
+consts = dict(BLOCK_M=int(bm), BLOCK_N=int(bn), HEAD_DIM=128, IS_LOCAL=False, UPCAST=False,
+              PRECISION="tf32", VARLEN=False, ONE_HEAD=True) if kernel == "dkdv" else dict(
+              BLOCK_M=int(bm), BLOCK_N=int(bn), HEAD_DIM=128, IS_LOCAL=False, UPCAST=False,
+              PRECISION="tf32", VARLEN=False)
+consts.update({k: int(v) for k, v in (f.split("=") for f in flags)})
+ptx = pr.compile_for_hopper(pr.KERNELS[kernel], consts, int(w), int(s), pr.torch.bfloat16).asm["ptx"]
+for op in ("griddepcontrol.launch_dependents", "griddepcontrol.wait", "atom.global.gpu.release",
+           "ld.global.gpu.acquire"):
+    print(op, ptx.count(op))
+"""
+
+
+def ptx_counts(*argv: str) -> dict[str, int]:
+    done = subprocess.run([sys.executable, "-c", PTX_COUNTS, *argv], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {op: int(n) for op, n in (line.split() for line in done.stdout.splitlines())}
+
+
 @needs_triton
-def test_programmatic_launch_compiles():
-    """``PDL=2`` (step 10 of NOTES.md): the dQ kernel's signal (a barrier and a release atomic,
-    on the early return of a packed batch too) and the dK/dV kernel's spin-wait and
-    ``griddepcontrol`` instructions compile for sm_90; the interpreter never runs them."""
-    for kernel, config, flags in (("dkdv", "64,64,4,2", ["KV_B=1", "TMA=1", "PDL=2", "VARLEN=1"]),
-                                  ("dq", "128,64,8,3", ["OWN_DELTA=1", "STORE_DELTA=1", "PDL=2",
-                                                        "VARLEN=1"])):
-        line = run_report("--kernel", kernel, "--head-dim", "128", "--config", config,
-                          "--flags", *flags).splitlines()[-1]
-        assert "registers" in line and "PDL=2" in line, line
+@pytest.mark.parametrize("varlen", [0, 1], ids=["dense", "packed"])
+def test_programmatic_launch_compiles(varlen):
+    """``PDL=2`` (step 10 of NOTES.md) compiles for sm_90 into what the launcher relies on, and
+    ``PDL=0`` into none of it: the dQ kernel lets the dK/dV grid launch and counts each program
+    with a release atomic (twice in the code: after storing delta, and on the early return past
+    a packed sequence's end); the dK/dV kernel spins on an acquire load and waits on the dQ
+    kernel (``griddepcontrol.wait``) before it ends, on its early return too."""
+    dq = {pdl: ptx_counts("dq", "128", "64", "8", "3", "OWN_DELTA=1", "STORE_DELTA=1", f"PDL={pdl}",
+                          f"VARLEN={varlen}") for pdl in (0, 2)}
+    dkdv = {pdl: ptx_counts("dkdv", "64", "64", "4", "2", "KV_B=1", "TMA=1", f"PDL={pdl}",
+                            f"VARLEN={varlen}") for pdl in (0, 2)}
+    assert not any(dq[0].values()) and not any(dkdv[0].values()), (dq[0], dkdv[0])
+    assert dq[2]["griddepcontrol.launch_dependents"] == 1 and dq[2]["atom.global.gpu.release"] == 2, dq[2]
+    assert dq[2]["griddepcontrol.wait"] == dq[2]["ld.global.gpu.acquire"] == 0, dq[2]
+    assert dkdv[2]["ld.global.gpu.acquire"] >= 1 and dkdv[2]["griddepcontrol.wait"] == 2, dkdv[2]
+    assert dkdv[2]["griddepcontrol.launch_dependents"] == dkdv[2]["atom.global.gpu.release"] == 0, dkdv[2]
