@@ -470,6 +470,31 @@ def plot_step10(out: Path) -> Path:
     return ratio_bars(out / "bwd_step10.png", shapes, series, meta, ylim=1.4, ncol=3, step=10)
 
 
+def sweep_vs_flex(path: Path) -> dict:
+    """{(dtype, head_dim, causal, seqlen): our backward's speed / FlexAttention's} of an
+    ``attention_tflops*.csv`` sweep (CSV strings in the key)."""
+    _, rows, _ = read_csv(path)
+    ms = {(r["provider"], r["dtype"], r["head_dim"], r["causal"], r["seqlen"]): float(r["ms"])
+          for r in rows if r["mode"] == "bwd"}
+    return {k[1:]: ms[("flex", *k[1:])] / t for k, t in ms.items() if k[0] == "triton"}
+
+
+def plot_step10_sweep(out: Path) -> Path:
+    """The backward against FlexAttention's in step 9's final sweep (``attention_tflops.csv``)
+    and in step 10's backward sweep (``attention_tflops_step10_bwd.csv``), bf16 and fp16:
+    ``bwd_step10_sweep.png``."""
+    runs = {"step 9": sweep_vs_flex(out / "attention_tflops.csv"),
+            "step 10": sweep_vs_flex(out / "attention_tflops_step10_bwd.csv")}
+    shapes = sorted({k[1:] for k in runs["step 10"]}, key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
+    series = {f"{dtype}, {step}'s sweep": [ratio[(dtype, *s)] for s in shapes]
+              for dtype in ("bf16", "fp16") for step, ratio in runs.items()}
+    meta, _, _ = read_csv(out / "attention_tflops_step10_bwd.csv")
+    return shape_bars(out / "bwd_step10_sweep.png", shapes, series, meta,
+                      ylabel="speed / FlexAttention's backward (same run)",
+                      title="Backward on the H200, 16k tokens per batch: the sweeps of steps 9 and 10 "
+                            "of benchmarks/NOTES.md", ylim=1.4, ncol=4)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="directory for the CSVs and the PNG")
@@ -478,7 +503,7 @@ def main(argv=None):
     p.add_argument("--sweep", action="store_true", help="time the dK/dV configurations of SWEEP")
     p.add_argument("--plot-only", action="store_true",
                    help="redraw bwd_explore.png (and bwd_step6.png, bwd_step8.png, varlen_bwd.png, "
-                        "bwd_step9.png) from the CSVs in --out")
+                        "bwd_step9.png, bwd_step10.png, bwd_step10_sweep.png) from the CSVs in --out")
     p.add_argument("--tma", action="store_true",
                    help="time TMA_AB's tensor-descriptor loads against the table (tma_ab.csv)")
     p.add_argument("--step8", action="store_true",
@@ -504,6 +529,8 @@ def main(argv=None):
             print(f"wrote {plot_step9(args.out)}")
         if (args.out / "bwd_step10.csv").exists():
             print(f"wrote {plot_step10(args.out)}")
+        if (args.out / "attention_tflops_step10_bwd.csv").exists():
+            print(f"wrote {plot_step10_sweep(args.out)}")
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
