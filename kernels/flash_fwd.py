@@ -70,7 +70,7 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
                 BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
                 PRECISION: tl.constexpr, WARP_SPEC: tl.constexpr = False,
                 ROUND_P: tl.constexpr = False, TMA: tl.constexpr = False,
-                V_T: tl.constexpr = False):
+                V_T: tl.constexpr = False, FOLD_SCALE: tl.constexpr = True):
     """The forward's inner loop over key blocks ``[lo, hi)``: online softmax, one block at a
     time, in three stretches: the edge blocks ``[lo, mid_lo)`` with the mask, the interior
     ``[mid_lo, mid_hi)`` without, the edge ``[mid_hi, hi)`` again. ``tl.static_range`` unrolls
@@ -82,7 +82,11 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
     ``TMA``: k and v come through host tensor descriptors (``k_desc``, ``v_desc``, 4-D, rows and
     columns past the tensor's load as zeros), which Hopper's copy engine serves; with ``V_T``,
     ``v_desc`` describes V stored column-major, ``(batch, heads, head_dim, seqlen)``, as the fp8
-    kernel keeps it (kernels/fp8.py), and its tile is transposed on chip."""
+    kernel keeps it (kernels/fp8.py), and its tile is transposed on chip. ``FOLD_SCALE`` (the
+    default since benchmarks/NOTES.md, step 11): ``qk_scale`` multiplies each row's maximum and
+    enters the exponent as ``exp2(s * qk_scale - m)``, one fused multiply-add per score, instead
+    of multiplying every score first (``False``, the kernel before: one more multiply per score,
+    the same values)."""
     for stretch in tl.static_range(3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
         for start_n in tl.range(start, end, BLOCK_N, warp_specialize=WARP_SPEC and stretch == 1):
@@ -102,8 +106,11 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
                              mask=mask_kt, other=0.0)
             if UPCAST:
                 kt = kt.to(tl.float32)
-            # [BLOCK_M, BLOCK_N]
-            s = tl.dot(q, kt, input_precision=PRECISION) * qk_scale
+            # [BLOCK_M, BLOCK_N]; with FOLD_SCALE unscaled: the scale goes to the row maxima and
+            # into the exponent below, where it folds into one fused multiply-add per score
+            s = tl.dot(q, kt, input_precision=PRECISION)
+            if not FOLD_SCALE:
+                s = s * qk_scale
             if stretch != 1:
                 valid = mask_n[None, :]
                 if IS_LOCAL:
@@ -112,12 +119,20 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
                 s = tl.where(valid, s, float("-inf"))
             # Online softmax. m_safe is 0 while a row has seen no key, so that exp2(-inf - m) = 0
             # instead of exp2(-inf + inf) = nan (only a masked block can leave a row empty).
-            m_new = tl.maximum(m_i, tl.max(s, 1))
+            # qk_scale > 0 (checked on the host), so max(s) * qk_scale is the maximum of the scaled
+            # scores, bit for bit.
+            if FOLD_SCALE:
+                m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+            else:
+                m_new = tl.maximum(m_i, tl.max(s, 1))
             if stretch != 1:
                 m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
             else:
                 m_safe = m_new
-            p = tl.math.exp2(s - m_safe[:, None])  # [BLOCK_M, BLOCK_N]
+            if FOLD_SCALE:
+                p = tl.math.exp2(s * qk_scale - m_safe[:, None])  # [BLOCK_M, BLOCK_N]
+            else:
+                p = tl.math.exp2(s - m_safe[:, None])
             alpha = tl.math.exp2(m_i - m_safe)  # rescales what was summed under the old max
             l_i = l_i * alpha + tl.sum(p, 1)
             acc = acc * alpha[:, None]
@@ -174,6 +189,7 @@ def _attn_fwd(
     ROUND_P: tl.constexpr = False,  # fp8 in the interpreter: round p to e4m3 itself (_round_to_e4m3)
     TMA: tl.constexpr = False,  # k and v through k_desc and v_desc (dense layouts only)
     V_T: tl.constexpr = False,  # v_desc describes V column-major: (batch, heads, head_dim, seqlen)
+    FOLD_SCALE: tl.constexpr = True,  # qk_scale inside the exponent's multiply-add (_fwd_blocks)
 ):
     pid_m, pid_bh = tile_ids(num_tiles)
     if IS_LOCAL:  # causal: the longest rows (last query blocks) first, the short ones fill the tail
@@ -248,7 +264,7 @@ def _attn_fwd(
                                 k_desc, v_desc, off_b.to(tl.int32), off_hk.to(tl.int32),
                                 BLOCK_N=BLOCK_N, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
                                 PRECISION=PRECISION, WARP_SPEC=WARP_SPEC,
-                                ROUND_P=ROUND_P, TMA=TMA, V_T=V_T)
+                                ROUND_P=ROUND_P, TMA=TMA, V_T=V_T, FOLD_SCALE=FOLD_SCALE)
 
     empty = l_i == 0.0  # rows that saw no key: output 0, lse -inf
     l_safe = tl.where(empty, 1.0, l_i)
@@ -369,7 +385,7 @@ def launch_forward(q, k, v, out, lse, layout: Layout, band: Band, softmax_scale:
         VARLEN=layout.packed, SEQUSED_K=layout.seqused_k is not None, PACK_GQA=pack_gqa,
         **dot_flags(q.dtype), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         WARP_SPEC=bool(cfg.get("WARP_SPEC")), FP8=fp8, ROUND_P=fp8 and INTERPRET,
-        TMA=tma, V_T=tma and v_t,
+        TMA=tma, V_T=tma and v_t, FOLD_SCALE=cfg.get("FOLD_SCALE", True),
     )
 
 
