@@ -70,7 +70,7 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
                 BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
                 PRECISION: tl.constexpr, WARP_SPEC: tl.constexpr = False,
                 ROUND_P: tl.constexpr = False, TMA: tl.constexpr = False,
-                V_T: tl.constexpr = False, FOLD_SCALE: tl.constexpr = True):
+                V_T: tl.constexpr = False, FOLD_SCALE: tl.constexpr = False):
     """The forward's inner loop over key blocks ``[lo, hi)``: online softmax, one block at a
     time, in three stretches: the edge blocks ``[lo, mid_lo)`` with the mask, the interior
     ``[mid_lo, mid_hi)`` without, the edge ``[mid_hi, hi)`` again. ``tl.static_range`` unrolls
@@ -82,11 +82,14 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
     ``TMA``: k and v come through host tensor descriptors (``k_desc``, ``v_desc``, 4-D, rows and
     columns past the tensor's load as zeros), which Hopper's copy engine serves; with ``V_T``,
     ``v_desc`` describes V stored column-major, ``(batch, heads, head_dim, seqlen)``, as the fp8
-    kernel keeps it (kernels/fp8.py), and its tile is transposed on chip. ``FOLD_SCALE`` (the
-    default since benchmarks/NOTES.md, step 11): ``qk_scale`` multiplies each row's maximum and
-    enters the exponent as ``exp2(s * qk_scale - m)``, one fused multiply-add per score, instead
-    of multiplying every score first (``False``, the kernel before: one more multiply per score,
-    the same values)."""
+    kernel keeps it (kernels/fp8.py), and its tile is transposed on chip. ``FOLD_SCALE`` (an option,
+    off; benchmarks/NOTES.md, step 11): ``qk_scale`` multiplies each row's maximum and enters the
+    exponent as ``exp2(s * qk_scale - m)``, one fused multiply-add per score, as FlashAttention's
+    CUDA does, instead of multiplying every score first: 0.2-3% faster on an H200, but a row's
+    largest ``p`` is then ``2**r`` (``r``, the rounding of ``m``) instead of exactly 1 while the
+    second matmul takes ``p`` rounded to 1, so where the softmax is one-hot the output can miss
+    that key's value by an ulp (3 of 45 rows of ``test_large_logits_are_stable``), an error the
+    backward's dQ multiplies by ``softmax_scale``: that test's dQ fails on the GPU."""
     for stretch in tl.static_range(3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
         for start_n in tl.range(start, end, BLOCK_N, warp_specialize=WARP_SPEC and stretch == 1):
@@ -189,7 +192,7 @@ def _attn_fwd(
     ROUND_P: tl.constexpr = False,  # fp8 in the interpreter: round p to e4m3 itself (_round_to_e4m3)
     TMA: tl.constexpr = False,  # k and v through k_desc and v_desc (dense layouts only)
     V_T: tl.constexpr = False,  # v_desc describes V column-major: (batch, heads, head_dim, seqlen)
-    FOLD_SCALE: tl.constexpr = True,  # qk_scale inside the exponent's multiply-add (_fwd_blocks)
+    FOLD_SCALE: tl.constexpr = False,  # qk_scale inside the exponent's multiply-add (_fwd_blocks)
 ):
     pid_m, pid_bh = tile_ids(num_tiles)
     if IS_LOCAL:  # causal: the longest rows (last query blocks) first, the short ones fill the tail
@@ -385,7 +388,7 @@ def launch_forward(q, k, v, out, lse, layout: Layout, band: Band, softmax_scale:
         VARLEN=layout.packed, SEQUSED_K=layout.seqused_k is not None, PACK_GQA=pack_gqa,
         **dot_flags(q.dtype), num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
         WARP_SPEC=bool(cfg.get("WARP_SPEC")), FP8=fp8, ROUND_P=fp8 and INTERPRET,
-        TMA=tma, V_T=tma and v_t, FOLD_SCALE=cfg.get("FOLD_SCALE", True),
+        TMA=tma, V_T=tma and v_t, FOLD_SCALE=bool(cfg.get("FOLD_SCALE")),
     )
 
 

@@ -378,7 +378,7 @@ else:
 # right $= 0$, left unbounded).
 
 # %%
-show_source("kernels.flash_fwd:_attn_fwd", "lo, hi = key_range(", "TMA=TMA, V_T=V_T)")
+show_source("kernels.flash_fwd:_attn_fwd", "lo, hi = key_range(", "FOLD_SCALE=FOLD_SCALE)")
 
 # %% [markdown]
 # **`key_range`**: the keys *some* row of the tile sees. The first row's first key is
@@ -416,7 +416,11 @@ show_source("kernels.tiles:band_mask", "def band_mask", "return (cols")
 # padded keys, the `m_safe` guard and the key masks in their loads; the interior (1) gets none of
 # them, only the head-dimension mask `mask_d`. Section 5 draws which tiles take which stretch.
 # `tl.range` is Python's `range` with options for the compiler; the one used here,
-# `warp_specialize`, is an experiment that stays off (`WARP_SPEC`, notebook 13).
+# `warp_specialize`, is an experiment that stays off (`WARP_SPEC`, notebook 13). So does
+# `FOLD_SCALE`: it scales the row maxima instead of every score and puts `qk_scale` into the
+# exponent, `exp2(s * qk_scale - m)`, one fused multiply-add per score as FlashAttention's CUDA
+# has it; 0.2-3% faster on an H200, but the largest `p` of a row is then not exactly 1, and a
+# one-hot row's output can miss its key's value by an ulp (`benchmarks/NOTES.md`, step 11).
 #
 # | NumPy (`flash_forward`) | kernel (`_fwd_blocks`) |
 # | --- | --- |

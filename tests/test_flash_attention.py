@@ -305,6 +305,28 @@ def test_block_shapes(blocks, seqlens, mask):
 
 
 @needs_triton
+@pytest.mark.parametrize("softmax_scale", [None, 20.0], ids=["default_scale", "scale20"])
+@pytest.mark.parametrize("mask", list(WIDE_MASKS))
+def test_fold_scale_forward(mask, softmax_scale):
+    """FOLD_SCALE (an option of the forward that no table takes; benchmarks/NOTES.md, step 11):
+    the row maxima scaled and the scale inside the exponent, against float64 on ragged lengths
+    and every mask (edge and interior blocks both). At scale 20 the scaled scores reach ~600 in
+    base 2: a maximum left unscaled would overflow exp2 instead of only shifting the softmax."""
+    from kernels.band import Band
+    from kernels.flash_attn import FlashAttentionFunction
+
+    fwd = dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2, FOLD_SCALE=True)
+
+    def folded(q, k, v, *, causal, window_size, softmax_scale, return_lse):
+        scale = softmax_scale or q.shape[-1] ** -0.5
+        return FlashAttentionFunction.apply(q, k, v, Band.from_window(window_size, causal), scale,
+                                            None, fwd, None)
+
+    causal, window = WIDE_MASKS[mask]
+    run_case(1, 2, 1, 97, 45, 32, torch.float32, causal, window, softmax_scale, kernel=folded)
+
+
+@needs_triton
 @pytest.mark.parametrize("kv_b", [False, True], ids=["kt_q", "kv_b"])
 def test_atomic_dq_masks_padded_keys(kv_b):
     """Every score of a row far below zero (lse about -1e3): a padded key's score is 0, so
