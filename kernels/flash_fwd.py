@@ -85,7 +85,7 @@ def _fwd_blocks(acc, l_i, m_i, q, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn,
     kernel keeps it (kernels/fp8.py), and its tile is transposed on chip. ``FOLD_SCALE`` (an option,
     off; benchmarks/NOTES.md, step 11): ``qk_scale`` multiplies each row's maximum and enters the
     exponent as ``exp2(s * qk_scale - m)``, one fused multiply-add per score, as FlashAttention's
-    CUDA does, instead of multiplying every score first: 0.2-3% faster on an H200, but a row's
+    CUDA does, instead of multiplying every score first: up to 3% faster on an H200, but a row's
     largest ``p`` is then ``2**r`` (``r``, the rounding of ``m``) instead of exactly 1 while the
     second matmul takes ``p`` rounded to 1, so where the softmax is one-hot the output can miss
     that key's value by an ulp (3 of 45 rows of ``test_large_logits_are_stable``), an error the

@@ -419,7 +419,7 @@ show_source("kernels.tiles:band_mask", "def band_mask", "return (cols")
 # `warp_specialize`, is an experiment that stays off (`WARP_SPEC`, notebook 13). So does
 # `FOLD_SCALE`: it scales the row maxima instead of every score and puts `qk_scale` into the
 # exponent, `exp2(s * qk_scale - m)`, one fused multiply-add per score as FlashAttention's CUDA
-# has it; 0.2-3% faster on an H200, but the largest `p` of a row is then not exactly 1, and a
+# has it; up to 3% faster on an H200, but the largest `p` of a row is then not exactly 1, and a
 # one-hot row's output can miss its key's value by an ulp (`benchmarks/NOTES.md`, step 11).
 #
 # | NumPy (`flash_forward`) | kernel (`_fwd_blocks`) |

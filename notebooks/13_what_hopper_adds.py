@@ -969,9 +969,9 @@ assert step10[128, 0, 1024][0] > step9[128, 0, 1024][0]  # the one step 9 left b
 #   $p = 2^{s \cdot c - m}$ as one fused multiply-add per score, FlashAttention's own arithmetic.
 #   62 of the loop's 534 instructions per key block go; the forward runs at 0.99-1.03 times the
 #   table (printed below), most likely because `exp2` (16 per clock per SM), not the issue
-#   slots, bounds the softmax. It failed a GPU test: a one-hot row's largest $p$ becomes $2^r$ ($r$, the rounding
-#   of $m$) instead of 1 while the second matmul uses $p$ rounded to 1, so the output misses the
-#   key's value by an ulp, and $dQ$ multiplies that by the softmax scale.
+#   slots, bounds the softmax. It failed a GPU test: a one-hot row's largest $p$ becomes $2^r$
+#   ($r$, the rounding of $m$) instead of 1 while the second matmul uses $p$ rounded to 1, so the
+#   output misses the key's value by an ulp, and $dQ$ multiplies that by the softmax scale.
 # * **Not reached:** the goal, at least FlexAttention's speed at every shape, holds in bf16 in the
 #   last sweep (row above: 1.01 at N = 1k without a mask, 0.98 in step 9's) but not at every
 #   shape of both dtypes in either sweep: fp16 at that shape was 1.02 in step 9's and 0.99 in
