@@ -108,17 +108,23 @@ def ptxas_report(compiled) -> dict:
                 async_copies=compiled.asm["ttgir"].count("async_copy_global_to_local"))
 
 
-def report(kernel: str, head_dim: int, causal: bool, config: dict, flags: dict,
-           dtype: torch.dtype = torch.bfloat16) -> dict:
-    """Compile one kernel in one configuration and return ptxas's numbers."""
+def compile_config(kernel: str, head_dim: int, causal: bool, config: dict, flags: dict,
+                   dtype: torch.dtype = torch.bfloat16):
+    """One kernel (``dkdv`` or ``dq``) compiled for sm_90 in one configuration (``BLOCK_M``,
+    ``BLOCK_N``, ``num_warps``, ``num_stages``) with the constexpr ``flags`` given."""
     constants = dict(BLOCK_M=config["BLOCK_M"], BLOCK_N=config["BLOCK_N"],
                      HEAD_DIM=padded_head_dim(head_dim), IS_LOCAL=causal, UPCAST=False,
                      PRECISION="tf32", **{"VARLEN": False, **flags})
     if kernel == "dkdv":
         constants.setdefault("ONE_HEAD", True)  # what the launcher passes without GQA
-    compiled = compile_for_hopper(KERNELS[kernel], constants, config["num_warps"],
-                                  config["num_stages"], dtype)
-    return ptxas_report(compiled)
+    return compile_for_hopper(KERNELS[kernel], constants, config["num_warps"], config["num_stages"],
+                              dtype)
+
+
+def report(kernel: str, head_dim: int, causal: bool, config: dict, flags: dict,
+           dtype: torch.dtype = torch.bfloat16) -> dict:
+    """Compile one kernel in one configuration and return ptxas's numbers."""
+    return ptxas_report(compile_config(kernel, head_dim, causal, config, flags, dtype))
 
 
 def table_rows(head_dims=(128, 64)):

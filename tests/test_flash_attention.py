@@ -274,6 +274,19 @@ BLOCK_SHAPES = {
     "tall-tma": ((64, 16), (16, 64), (64, 16), dict(TMA=True)),
     "wide-kv_b-tma": ((16, 64), (64, 16), (16, 64), dict(KV_B=True, TMA=True)),
 }
+def configured(fwd: dict | None, bwd: dict | None):
+    """flash_attention with the forward and backward launch configurations given (``None``: the
+    launcher's), through FlashAttentionFunction, which takes inputs already checked (these are valid)."""
+    from kernels.band import Band
+    from kernels.flash_attn import FlashAttentionFunction
+
+    def kernel(q, k, v, *, causal, window_size, softmax_scale, return_lse):
+        scale = softmax_scale or q.shape[-1] ** -0.5
+        return FlashAttentionFunction.apply(q, k, v, Band.from_window(window_size, causal), scale,
+                                            None, fwd, bwd)
+    return kernel
+
+
 # Windows wider than a block, so that some blocks lie wholly inside the band.
 WIDE_MASKS = {"full": (False, (-1, -1)), "causal": (True, (-1, -1)),
               "window": (False, (45, 37)), "causal-window": (True, (70, 0))}
@@ -284,8 +297,6 @@ WIDE_MASKS = {"full": (False, (-1, -1)), "causal": (True, (-1, -1)),
 @pytest.mark.parametrize("seqlens", [(97, 97), (45, 131), (131, 45)], ids=lambda s: f"q{s[0]}-k{s[1]}")
 @pytest.mark.parametrize("blocks", list(BLOCK_SHAPES))
 def test_block_shapes(blocks, seqlens, mask):
-    from kernels.band import Band
-    from kernels.flash_attn import FlashAttentionFunction
 
     *shapes, flags = BLOCK_SHAPES[blocks]
     fwd, dkdv, dq = (shape and dict(BLOCK_M=shape[0], BLOCK_N=shape[1], num_warps=4, num_stages=2)
@@ -293,15 +304,9 @@ def test_block_shapes(blocks, seqlens, mask):
     fwd["TMA"] = flags.get("TMA", False)
     if dq is not None:
         dq["TMA"] = flags.get("TMA", False)
-
-    def blocked(q, k, v, *, causal, window_size, softmax_scale, return_lse):
-        """flash_attention with the launch configurations given (inputs are valid here)."""
-        scale = softmax_scale or q.shape[-1] ** -0.5
-        return FlashAttentionFunction.apply(q, k, v, Band.from_window(window_size, causal), scale,
-                                            None, fwd, dict(dkdv, dq=dq, **flags))
-
     causal, window = WIDE_MASKS[mask]
-    run_case(1, 2, 1, *seqlens, 32, torch.float32, causal, window, kernel=blocked)
+    run_case(1, 2, 1, *seqlens, 32, torch.float32, causal, window,
+             kernel=configured(fwd, dict(dkdv, dq=dq, **flags)))
 
 
 @needs_triton
@@ -312,18 +317,10 @@ def test_fold_scale_forward(mask, softmax_scale):
     the row maxima scaled and the scale inside the exponent, against float64 on ragged lengths
     and every mask (edge and interior blocks both). At scale 20 the scaled scores reach ~600 in
     base 2: a maximum left unscaled would overflow exp2 instead of only shifting the softmax."""
-    from kernels.band import Band
-    from kernels.flash_attn import FlashAttentionFunction
-
     fwd = dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=2, FOLD_SCALE=True)
-
-    def folded(q, k, v, *, causal, window_size, softmax_scale, return_lse):
-        scale = softmax_scale or q.shape[-1] ** -0.5
-        return FlashAttentionFunction.apply(q, k, v, Band.from_window(window_size, causal), scale,
-                                            None, fwd, None)
-
     causal, window = WIDE_MASKS[mask]
-    run_case(1, 2, 1, 97, 45, 32, torch.float32, causal, window, softmax_scale, kernel=folded)
+    run_case(1, 2, 1, 97, 45, 32, torch.float32, causal, window, softmax_scale,
+             kernel=configured(fwd, None))
 
 
 @needs_triton

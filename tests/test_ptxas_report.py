@@ -76,12 +76,8 @@ PTX_COUNTS = """
 import sys
 from benchmarks import ptxas_report as pr
 kernel, bm, bn, w, s, *flags = sys.argv[1:]
-consts = dict(BLOCK_M=int(bm), BLOCK_N=int(bn), HEAD_DIM=128, IS_LOCAL=False, UPCAST=False,
-              PRECISION="tf32", VARLEN=False, ONE_HEAD=True) if kernel == "dkdv" else dict(
-              BLOCK_M=int(bm), BLOCK_N=int(bn), HEAD_DIM=128, IS_LOCAL=False, UPCAST=False,
-              PRECISION="tf32", VARLEN=False)
-consts.update({k: int(v) for k, v in (f.split("=") for f in flags)})
-ptx = pr.compile_for_hopper(pr.KERNELS[kernel], consts, int(w), int(s), pr.torch.bfloat16).asm["ptx"]
+config = dict(BLOCK_M=int(bm), BLOCK_N=int(bn), num_warps=int(w), num_stages=int(s))
+ptx = pr.compile_config(kernel, 128, False, config, {k: int(v) for k, v in (f.split("=") for f in flags)}).asm["ptx"]
 for op in ("griddepcontrol.launch_dependents", "griddepcontrol.wait", "atom.global.gpu.release",
            "ld.global.gpu.acquire"):
     print(op, ptx.count(op))
