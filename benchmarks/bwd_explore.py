@@ -17,9 +17,10 @@ and, through ``torch.profiler``, each backward's time per kernel. Rows go to ``b
 Usage (GPU only): ``python -m benchmarks.bwd_explore --out DIR [--seqlens 1024 4096 16384]``;
 ``--sweep`` times the dK/dV configurations instead, ``--tma`` the tensor-descriptor loads
 against the launch table (no FlexAttention), ``--warp-spec`` Triton's warp specialisation,
-``--step8``, ``--step9`` and ``--step10`` the variants of those steps of NOTES.md (step 9: the
-orders of the kernels, dQ computing delta itself or running on a second stream; step 10: dK/dV
-launched while dQ's last programs run); ``--plot-only`` redraws the
+``--step8``, ``--step9``, ``--step10`` and ``--step12`` the variants of those steps of NOTES.md
+(step 9: the orders of the kernels, dQ computing delta itself or running on a second stream;
+step 10: dK/dV launched while dQ's last programs run; step 12: the exponent's offset loaded,
+not computed, and the dK/dV blocks that favours); ``--plot-only`` redraws the
 plots from the CSVs
 in ``--out`` (no GPU needed).
 """
@@ -157,6 +158,21 @@ STEP9 = {d: [None, ("table", dict(dq=dict(OWN_DELTA=True))), ("table", dict(STRE
 STEP10 = {d: [None, ("table", dict(PDL=1)), ("table", dict(PDL=2))] for d in (128, 64)}
 
 
+# --step12: the exponent's offset per query row (lse * log2(e), +inf for a row without keys)
+# written by the dQ kernel beside delta and loaded by dK/dV as it is (LSE2, the default), against
+# the step-11 table (LSE2=False: dK/dV computes it per block, 48 of 406 instructions of its loop
+# at 64 x 128, 8 warps, head dim 128); and the dK/dV blocks that arrangement's loop favours
+# (key rows across the tile, so one offset per column), FlexAttention's 64 x 128 among them.
+_PDL = dict(PDL=2)
+STEP12 = {
+    128: [None, ("table", dict(LSE2=False)), (64, 128, 8, 3, dict(TMA=True, **_PDL)),
+          (64, 128, 8, 2, dict(TMA=True, **_PDL)), (64, 128, 8, 3, dict(_PDL)),
+          (64, 64, 4, 2, dict(TMA=True, **_PDL))],
+    64: [None, ("table", dict(LSE2=False)), (64, 128, 8, 3, dict(TMA=True, **_PDL)),
+         (64, 128, 8, 3, dict(_PDL)), (32, 128, 4, 3, dict(TMA=True, **_PDL))],
+}
+
+
 # --varlen: the backward of a packed batch (equal lengths, token-major as a QKV projection
 # writes it) against the dense table's on the same values, dK/dV entries of the causal and full
 # head-dim-128 tables and the step-7 pointer entry; dQ through descriptors or not.
@@ -164,9 +180,18 @@ VARLEN_AB = [None, (32, 64, 4, 3, dict(TMA=True)), (32, 64, 4, 3, dict(dq=dict(T
              (64, 64, 4, 2, dict(KV_B=True, TMA=False, dq=dict(TMA=False)))]
 
 
-def varlen_ab(args, do_bench):
-    """Each entry of VARLEN_AB on the packed batch, timed against the dense table's backward in
-    the same run (``vs_dense``), with the largest difference from the dense gradients."""
+# --varlen --step12: the packed head-dim-128 entries again once the exponent offsets are loaded
+# (LSE2): the packed table first, then the dense table's entries and descriptors in either kernel.
+VARLEN_12 = [None, (64, 64, 4, 2, dict(KV_B=True, TMA=True, PDL=2, dq=dict(TMA=True))),
+             (64, 64, 4, 2, dict(KV_B=True, PDL=2, dq=dict(TMA=True))),
+             (32, 64, 4, 3, dict(TMA=True, PDL=2)), (32, 64, 4, 3, dict(PDL=2, dq=dict(TMA=True))),
+             (64, 64, 4, 2, dict(KV_B=True, PDL=2))]
+
+
+def varlen_ab(args, do_bench, entries=VARLEN_AB, packed_table=False, name="varlen_bwd.csv"):
+    """Each of ``entries`` on the packed batch, timed against the dense table's backward in the
+    same run (``vs_dense``), with the largest difference from the dense gradients; ``None`` is
+    the dense launch table's entry, or with ``packed_table`` the packed one's."""
     from kernels.flash_bwd import attention_backward, bwd_config
     from kernels.varlen import _layout
 
@@ -179,8 +204,8 @@ def varlen_ab(args, do_bench):
         lse_packed = lse.transpose(0, 1).reshape(h, b * n).contiguous()  # (heads, total)
         t_dense = do_bench(lambda: attention_backward(do, q, k, v, out, lse, None, band, scale),  # noqa: B023
                            warmup=25, rep=100, return_mode="median")
-        table = bwd_config(head_dim, torch.bfloat16, causal)
-        for entry in VARLEN_AB:
+        table = bwd_config(head_dim, torch.bfloat16, causal, packed=packed_table)
+        for entry in entries:
             cfg = entry_config(entry, table)
             dq_cfg = cfg["dq"]
             def run(cfg=cfg):  # noqa: E306
@@ -194,14 +219,14 @@ def varlen_ab(args, do_bench):
             except Exception as err:  # noqa: BLE001 -- a compile failure is a result here
                 print(f"  {cfg}: {type(err).__name__}: {str(err)[:120]}", flush=True)
                 continue
-            label = ("table" if entry is None else
-                     "{BLOCK_M}x{BLOCK_N} w{num_warps} s{num_stages}".format(**cfg)
-                     + "".join(f" {k}={int(v)}" for k, v in cfg.items() if k in ("KV_B", "TMA")))
+            blocks = ("{BLOCK_M}x{BLOCK_N} w{num_warps} s{num_stages}".format(**cfg)
+                      + "".join(f" {k}={int(v)}" for k, v in cfg.items() if k in ("KV_B", "TMA")))
+            label = blocks if entry is not None else "packed table " + blocks if packed_table else "table"
             label += f" | dq TMA={int(dq_cfg.get('TMA', False))}"
             rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, config=label,
                              ms=f"{t:.4f}", vs_dense=f"{t_dense / t:.3f}", max_abs_diff=f"{diff:.1e}"))
             print(rows[-1], flush=True)
-        write_csv(args.out / "varlen_bwd.csv", run_meta(), rows)
+        write_csv(args.out / name, run_meta(), rows)
 
 
 # --tma: the tensor-descriptor loads against the launch table alone (no FlexAttention, whose
@@ -275,6 +300,8 @@ def sweep(args, flex, do_bench, entries=None, name="bwd_sweep.csv"):
                              kv_b=int(kv_b), atomic_dq=int(atomic_dq), one_head=int(one_head),
                              tma=int(tma), streams=int(cfg.get("STREAMS", False)),
                              pdl=int(cfg.get("PDL", 0)),
+                             lse2=int(cfg.get("LSE2", True) and cfg["dq"].get("OWN_DELTA", False)
+                                      and not atomic_dq),
                              ms=f"{t:.4f}",
                              vs_flex=f"{t_flex / t:.3f}", vs_table=f"{t_table / t:.3f}",
                              max_rel_diff=f"{max(errs):.1e}",
@@ -512,6 +539,9 @@ def main(argv=None):
                    help="time STEP9's kernel orders against the table and flex (step9.csv)")
     p.add_argument("--step10", action="store_true",
                    help="time STEP10's programmatic dependent launch against the table and flex (step10.csv)")
+    p.add_argument("--step12", action="store_true",
+                   help="time STEP12's exponent offsets and dK/dV blocks against the table and flex "
+                        "(step12.csv)")
     p.add_argument("--round", type=int, default=1, choices=[1, 2],
                    help="with --step8: STEP8 (1) or STEP8_2 (2, head dim 128; step8_2.csv)")
     p.add_argument("--varlen", action="store_true",
@@ -541,6 +571,8 @@ def main(argv=None):
     if args.warp_spec:
         return warp_spec(args, do_bench)
     if args.varlen:
+        if args.step12:
+            return varlen_ab(args, do_bench, VARLEN_12, packed_table=True, name="varlen_step12.csv")
         return varlen_ab(args, do_bench)
     if args.tma:
         return sweep(args, None, do_bench, entries=TMA_AB, name="tma_ab.csv")
@@ -551,6 +583,8 @@ def main(argv=None):
         return sweep(args, flex, do_bench, entries=STEP9, name="step9.csv")
     if args.step10:
         return sweep(args, flex, do_bench, entries=STEP10, name="step10.csv")
+    if args.step12:
+        return sweep(args, flex, do_bench, entries=STEP12, name="step12.csv")
     if args.step8:
         if args.round == 2:
             return sweep(args, flex, do_bench, entries=STEP8_2, name="step8_2.csv")

@@ -64,13 +64,13 @@ def compile_for_hopper(fn, constants: dict, num_warps: int, num_stages: int,
             signature[name], consts[name] = "constexpr", 1
         elif name.endswith("_desc"):  # host tensor descriptors (TMA), or unused
             rows = consts["BLOCK_N" if name in ("k_desc", "v_desc") else "BLOCK_M"]
-            block = f"{rows}, 1" if consts.get("VARLEN") else f"1, 1, {rows}"  # packed: 3-D
+            block = f"1, {rows}" if consts.get("VARLEN") else f"1, 1, {rows}"  # packed: 3-D
             signature[name] = (f"tensordesc<{TL_DTYPES[dtype]}[{block}, {consts['HEAD_DIM']}]>"
                                if consts.get("TMA") else "i32")
         elif name.startswith("cu_seqlens") or name == "ready_ptr":  # ready: PDL=2's counters
             signature[name] = "*i32"
         elif name.endswith("_ptr"):
-            fp32 = name in ("lse_ptr", "dlse_ptr", "delta_ptr") or (
+            fp32 = name in ("lse_ptr", "dlse_ptr", "delta_ptr", "lse2_ptr") or (
                 name == "dq_ptr" and consts.get("ATOMIC_DQ"))
             signature[name] = "*fp32" if fp32 else "*" + TL_DTYPES[dtype]
         elif name.endswith("scale"):
@@ -87,7 +87,10 @@ def compile_for_hopper(fn, constants: dict, num_warps: int, num_stages: int,
 
 
 def ptxas_report(compiled) -> dict:
-    """``ptxas -v`` on the compiled kernel's PTX for sm_90a: registers, spill bytes, stack."""
+    """``ptxas -v`` on the compiled kernel's PTX for sm_90a: registers, spill bytes, stack,
+    shared memory per program (bytes), and whether ptxas serialised the warpgroup matrix
+    multiplies for want of registers (its warning C7512: each ``wgmma`` then waits for the one
+    before it, which cost the packed dK/dV kernel 40% of its speed in step 12 of NOTES.md)."""
     from triton.backends.nvidia.compiler import get_ptxas
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,6 +108,8 @@ def ptxas_report(compiled) -> dict:
                 spill_stores=number(r"(\d+) bytes spill stores"),
                 spill_loads=number(r"(\d+) bytes spill loads"),
                 stack=number(r"(\d+) bytes stack frame"),
+                shared=compiled.metadata.shared,
+                wgmma_serialized="wgmma.mma_async instructions are serialized" in out,
                 async_copies=compiled.asm["ttgir"].count("async_copy_global_to_local"))
 
 
@@ -135,8 +140,11 @@ def table_rows(head_dims=(128, 64)):
             for kernel, config in (("dkdv", dkdv_cfg), ("dq", dq_cfg)):
                 flags = {k: v for k, v in config.items()
                          if k.isupper() and not k.startswith("BLOCK") and k not in HOST_FLAGS}
+                lse2 = dq_cfg.get("OWN_DELTA", False) and dkdv_cfg.get("LSE2", True)
                 if kernel == "dq" and flags.get("OWN_DELTA"):  # as the launcher passes them
-                    flags.update(STORE_DELTA=True, PDL=dkdv_cfg.get("PDL", 0))
+                    flags.update(STORE_DELTA=True, STORE_LSE2=lse2, PDL=dkdv_cfg.get("PDL", 0))
+                if kernel == "dkdv":
+                    flags["LSE2"] = lse2
                 yield kernel, d, causal, config, flags
 
 
@@ -172,7 +180,8 @@ def main(argv=None):
         print(f"{kernel:5} d={d:<4} {'causal' if causal else 'full  '} {cfg:14} "
               f"{' '.join(f'{k}={int(v)}' for k, v in flags.items()):22} registers {r['registers']:3} "
               f"spill stores {r['spill_stores']:5} B  spill loads {r['spill_loads']:5} B  "
-              f"async copies {r['async_copies']}", flush=True)
+              f"async copies {r['async_copies']:2}  shared {r['shared']:6} B"
+              + ("  WGMMA SERIALIZED" if r["wgmma_serialized"] else ""), flush=True)
 
 
 if __name__ == "__main__":

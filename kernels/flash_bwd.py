@@ -86,6 +86,13 @@ def _attn_bwd_preprocess(
 
 
 @triton.jit
+def log2_lse(lse):
+    """The offset of a row's exponent, ``P = exp2(scale * log2(e) * s - lse * log2(e))``: rows
+    with no key (``lse = -inf``) get ``+inf``, so their ``P`` is 0, not NaN."""
+    return tl.where(lse == float("-inf"), float("inf"), lse) * LOG2E_C
+
+
+@triton.jit
 def _signal_ready(ready_ptr):
     """``PDL=2``, the dQ kernel's side: after every thread of this program has stored its rows of
     delta (the barrier), one release-ordered atomic counts the program in ``ready_ptr``."""
@@ -110,7 +117,8 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
                  window_left, window_right, q_desc, do_desc, off_b, off_h, start_q,
                  BLOCK_M: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
                  PRECISION: tl.constexpr, KV_B: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-                 WARP_SPEC: tl.constexpr, TMA: tl.constexpr, VARLEN: tl.constexpr):
+                 WARP_SPEC: tl.constexpr, TMA: tl.constexpr, VARLEN: tl.constexpr,
+                 LSE2: tl.constexpr):
     """dK and dV's loop over query blocks ``[lo, hi)`` of one query head, in the three stretches
     of :func:`kernels.flash_fwd._fwd_blocks` (masked ``[lo, mid_lo)``, unmasked
     ``[mid_lo, mid_hi)``, masked ``[mid_hi, hi)``). Padded keys need no mask here (their rows of
@@ -125,8 +133,10 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
     dO come through tensor descriptors (``q_desc``, ``do_desc``, made on the host by
     :func:`kernels.tiles.row_descriptors`), which Hopper serves with its copy engine; rows and
     columns past the tensor's come back as zeros, so no mask is needed, except in a packed batch
-    (``VARLEN``), where the rows past a sequence's end are the next one's: on the edges
-    :func:`kernels.tiles.load_rows` zeroes them, as the masked loads do.
+    (``VARLEN``), where the rows past a sequence's end are the next one's: there the edge
+    stretches load through pointers, masked, and only the interior through descriptors. ``LSE2``: ``lse_head``
+    holds the rows' ``lse * log2(e)`` with ``+inf`` for rows without a key, as the dQ kernel
+    writes it beside delta, so the loop loads the exponent's offset as it is.
 
     With ``ATOMIC_DQ`` the loop also computes this tile's share of dQ, ``scale * dS K``, and adds
     it into the fp32 buffer at ``dq_head`` with atomics (FlashAttention-2's single backward
@@ -146,9 +156,10 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
             else:
                 mask_q = mask_d[None, :]
             # [BLOCK_M, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
-            if TMA:
-                q = load_rows(q_desc, off_b, off_h, start_q, start_m, mask_m, BLOCK_M, VARLEN, stretch != 1)
-                do = load_rows(do_desc, off_b, off_h, start_q, start_m, mask_m, BLOCK_M, VARLEN, stretch != 1)
+            # a packed batch's edge blocks read through pointers (see the docstring)
+            if TMA and not (VARLEN and stretch != 1):
+                q = load_rows(q_desc, off_b, off_h, start_q, start_m, BLOCK_M, VARLEN)
+                do = load_rows(do_desc, off_b, off_h, start_q, start_m, BLOCK_M, VARLEN)
             else:
                 q = tl.load(q_head + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
                             mask=mask_q, other=0.0)
@@ -164,7 +175,8 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
             else:
                 lse = tl.load(lse_head + rows)
                 delta = tl.load(delta_head + rows)
-            lse = tl.where(lse == float("-inf"), float("inf"), lse) * LOG2E_C
+            if not LSE2:
+                lse = log2_lse(lse)
             if KV_B:  # k and v only as the second operand of each dot: read from shared memory
                 # [BLOCK_M, BLOCK_N]
                 s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
@@ -226,6 +238,7 @@ def _attn_bwd_dkdv(
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     KV_B: tl.constexpr = False, ATOMIC_DQ: tl.constexpr = False, WARP_SPEC: tl.constexpr = False,
     ONE_HEAD: tl.constexpr = False, TMA: tl.constexpr = False, PDL: tl.constexpr = 0,
+    LSE2: tl.constexpr = False,
 ):
     """One program per (key block, kv head): dK and dV accumulate on chip over every query
     block, and over every query head of the GQA group, so no atomics are needed for them. With
@@ -307,7 +320,7 @@ def _attn_bwd_dkdv(
                               q_desc, do_desc, off_b.to(tl.int32), off_h.to(tl.int32), start_q,
                               BLOCK_M=BLOCK_M, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
                               PRECISION=PRECISION, KV_B=KV_B, ATOMIC_DQ=ATOMIC_DQ,
-                              WARP_SPEC=WARP_SPEC, TMA=TMA, VARLEN=VARLEN)
+                              WARP_SPEC=WARP_SPEC, TMA=TMA, VARLEN=VARLEN, LSE2=LSE2)
 
     dk = dk * sm_scale
     tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
@@ -328,7 +341,8 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
                PRECISION: tl.constexpr, TMA: tl.constexpr, VARLEN: tl.constexpr):
     """dQ's loop over key blocks ``[lo, hi)``, in the three stretches of
     :func:`kernels.flash_fwd._fwd_blocks`, the edges (``stretch != 1``) masked. ``TMA``: k and
-    v through tensor descriptors, as in the forward's loop (:func:`kernels.tiles.load_rows`)."""
+    v through tensor descriptors, as in the forward's loop (:func:`kernels.tiles.load_rows`), and
+    as in :func:`_dkdv_blocks` a packed batch's edge stretches through pointers."""
     for stretch in tl.static_range(3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
         for start_n in range(start, end, BLOCK_N):
@@ -339,9 +353,9 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
             else:
                 mask_nd = mask_d[None, :]
             # [BLOCK_N, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
-            if TMA:
-                k = load_rows(k_desc, off_b, off_hk, start_k, start_n, mask_n, BLOCK_N, VARLEN, stretch != 1)
-                v = load_rows(v_desc, off_b, off_hk, start_k, start_n, mask_n, BLOCK_N, VARLEN, stretch != 1)
+            if TMA and not (VARLEN and stretch != 1):  # a packed batch's edges: pointers
+                k = load_rows(k_desc, off_b, off_hk, start_k, start_n, BLOCK_N, VARLEN)
+                v = load_rows(v_desc, off_b, off_hk, start_k, start_n, BLOCK_N, VARLEN)
             else:
                 k = tl.load(k_ptr + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
                             mask=mask_nd, other=0.0)
@@ -367,7 +381,7 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
 
 @jit_kernel
 def _attn_bwd_dq(
-    q_ptr, k_ptr, v_ptr, do_ptr, o_ptr, lse_ptr, dlse_ptr, delta_ptr, dq_ptr,
+    q_ptr, k_ptr, v_ptr, do_ptr, o_ptr, lse_ptr, dlse_ptr, delta_ptr, lse2_ptr, dq_ptr,
     cu_seqlens_q_ptr, cu_seqlens_k_ptr, k_desc, v_desc, ready_ptr,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -382,7 +396,7 @@ def _attn_bwd_dq(
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     TMA: tl.constexpr = False, LONGEST_FIRST: tl.constexpr = True,
     OWN_DELTA: tl.constexpr = False, HAS_DLSE: tl.constexpr = False,
-    STORE_DELTA: tl.constexpr = False, PDL: tl.constexpr = 0,
+    STORE_DELTA: tl.constexpr = False, STORE_LSE2: tl.constexpr = False, PDL: tl.constexpr = 0,
 ):
     """One program per (query block, query head): the forward's loop again, accumulating dQ.
     ``TMA``: k and v through ``k_desc`` and ``v_desc`` (dense or packed). ``LONGEST_FIRST``: with
@@ -392,7 +406,10 @@ def _attn_bwd_dq(
     ``OWN_DELTA``: the program computes its rows' ``delta = rowsum(dO * O) - dlse`` itself (the
     preprocess kernel's work: it holds dO already, so only O is read again) instead of loading
     it; ``HAS_DLSE``: subtract ``dlse_ptr``'s rows; ``STORE_DELTA``: write delta to
-    ``delta_ptr`` for the dK/dV kernel, which then runs after this one. ``PDL`` (1 or 2, see
+    ``delta_ptr`` for the dK/dV kernel, which then runs after this one; ``STORE_LSE2`` (with
+    it): also write the rows' exponent offset, ``lse * log2(e)`` with ``+inf`` for rows
+    without a key, to ``lse2_ptr``, which the dK/dV kernel then loads as it is (its ``LSE2``).
+    ``PDL`` (1 or 2, see
     :func:`_attn_bwd_dkdv`): let the dK/dV grid launch as soon as every program here has
     started; ``PDL=2``: count each program at ``ready_ptr[batch * heads_q + head]`` once its
     delta is stored."""
@@ -420,6 +437,7 @@ def _attn_bwd_dq(
     lse_ptr += off_b * stride_lb + off_h * stride_lh + start_q
     dlse_ptr += off_b * stride_lb + off_h * stride_lh + start_q
     delta_ptr += off_b * stride_lb + off_h * stride_lh + start_q
+    lse2_ptr += off_b * stride_lb + off_h * stride_lh + start_q
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
@@ -436,8 +454,7 @@ def _attn_bwd_dq(
     if UPCAST:
         q = q.to(tl.float32)
         do = do.to(tl.float32)
-    lse = tl.load(lse_ptr + offs_m, mask=mask_m, other=float("inf"))
-    lse = tl.where(lse == float("-inf"), float("inf"), lse) * LOG2E_C
+    lse = log2_lse(tl.load(lse_ptr + offs_m, mask=mask_m, other=float("inf")))
     if OWN_DELTA:
         o = tl.load(o_ptr + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
                     mask=mask_md, other=0.0)
@@ -446,6 +463,8 @@ def _attn_bwd_dq(
             delta -= tl.load(dlse_ptr + offs_m, mask=mask_m, other=0.0)
         if STORE_DELTA:
             tl.store(delta_ptr + offs_m, delta, mask=mask_m)
+            if STORE_LSE2:
+                tl.store(lse2_ptr + offs_m, lse, mask=mask_m)
             if PDL == 2:
                 _signal_ready(ready_ptr + pid_bh)
     else:
@@ -548,7 +567,9 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
             only, ignored elsewhere): the dQ kernel runs on a second stream beside dK/dV.
             ``PDL=1`` or ``2`` (with ``OWN_DELTA``, compute capability 9.0 and up; ignored
             elsewhere): the dK/dV kernel starts while the dQ kernel's last programs
-            run (see :func:`_attn_bwd_dkdv`).
+            run (see :func:`_attn_bwd_dkdv`). ``LSE2=False`` in the dK/dV dict: with
+            ``OWN_DELTA``, dK/dV computes its exponent offset from lse itself instead of loading
+            the one the dQ kernel writes beside delta (``STORE_LSE2``; to measure the difference).
 
     Returns:
         ``dq``, ``dk``, ``dv`` like ``q``, ``k``, ``v``.
@@ -579,6 +600,10 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     cu_q, cu_k, _ = layout.pointers(lse)
     seqlen_q, seqlen_k = layout.lengths(q, k)
     delta = torch.empty_like(lse)
+    # LSE2 (on unless a config says False): the dQ kernel, when it writes delta for dK/dV, writes
+    # the rows' exponent offset too (log2_lse), which the dK/dV loop then loads as it is
+    lse2 = cfg.pop("LSE2", True) and own_delta and side is None
+    lse_dkdv = torch.empty_like(lse) if lse2 else lse
     ready = torch.zeros(layout.batch * heads_q, dtype=torch.int32, device=q.device) if pdl == 2 else delta
     ready_count = triton.cdiv(layout.seqlen_q, cfg_dq.get("BLOCK_M", 1))
     left, right = band.bounds(seqlen_q, seqlen_k)
@@ -606,11 +631,12 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
         q_desc, do_desc = row_descriptors((q, do), block_m, head_dim_pad) if (
             flags.pop("TMA", False)) else (None, None)
         _attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
-            q, k, v, do, lse, delta, dk, dv, dq_acc, cu_q, cu_k, q_desc or q, do_desc or do, ready,
+            q, k, v, do, lse_dkdv, delta, dk, dv, dq_acc, cu_q, cu_k, q_desc or q, do_desc or do, ready,
             *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.strides(dq_acc),
             *layout.lse_strides(lse), heads_kv, heads_q // heads_kv, *common, tiles, ready_count,
             **meta, ONE_HEAD=flags.pop("ONE_HEAD", True) and heads_q == heads_kv,
-            TMA=q_desc is not None, PDL=pdl, **flags, **(dict(launch_pdl=True) if pdl else {}),
+            TMA=q_desc is not None, PDL=pdl, LSE2=lse2, **flags,
+            **(dict(launch_pdl=True) if pdl else {}),
         )
 
     def dq_kernel(store_delta: bool):
@@ -619,11 +645,11 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
         k_desc, v_desc = row_descriptors((k, v), cfg_dq["BLOCK_N"], head_dim_pad) if (
             flags.pop("TMA", False)) else (None, None)
         _attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
-            q, k, v, do, out, lse, lse if dlse is None else dlse, delta, dq, cu_q, cu_k,
+            q, k, v, do, out, lse, lse if dlse is None else dlse, delta, lse_dkdv, dq, cu_q, cu_k,
             k_desc or k, v_desc or v, ready, *strides_qkvdo, *layout.strides(out), *layout.strides(dq),
             *layout.lse_strides(lse), heads_q, heads_q // heads_kv, *common, tiles, **meta,
             TMA=k_desc is not None, OWN_DELTA=own_delta, HAS_DLSE=own_delta and dlse is not None,
-            STORE_DELTA=store_delta, PDL=pdl, **flags,
+            STORE_DELTA=store_delta, STORE_LSE2=store_delta and lse2, PDL=pdl, **flags,
         )
 
     # Four orders of the same kernels (the launch table says which each shape uses):

@@ -224,9 +224,14 @@ class Layout:
 
 def row_descriptors(tensors, block_rows: int, head_dim_pad: int):
     """Host tensor descriptors (TMA) over dense ``(batch, heads, rows, cols)`` tensors, one block
-    ``[1, 1, block_rows, head_dim_pad]``, or packed ``(total, heads, cols)`` ones, one block
-    ``[block_rows, 1, head_dim_pad]`` (rows and columns past the tensor's load as zeros; a packed
-    sequence's rows past its end are the next sequence's: :func:`load_rows` says what to do);
+    ``[1, 1, block_rows, head_dim_pad]``, or packed ``(total, heads, cols)`` ones, described as
+    their ``(heads, total, cols)`` view, one block ``[1, block_rows, head_dim_pad]`` (rows and
+    columns past the tensor's load as zeros; a packed sequence's rows past its end are the next
+    sequence's: :func:`load_rows` says what to do). The unit dimensions lead in both, so the
+    block reshapes to ``[block_rows, cols]`` where it lies in shared memory: with the unit one
+    in the middle (``[block_rows, 1, cols]``, the packed tensor's own order) the reshape went
+    through registers, and the packed head-dim-128 dK/dV loop ran out of them (ptxas serialised
+    its matrix multiplies; benchmarks/NOTES.md, step 12);
     ``(None, ...)`` unless every tensor qualifies (Triton with ``TensorDescriptor``, a unit last
     stride, the other strides and the base 16-byte aligned)."""
     try:
@@ -236,27 +241,26 @@ def row_descriptors(tensors, block_rows: int, head_dim_pad: int):
     if not all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
                and all(s * t.element_size() % 16 == 0 for s in t.stride()[:-1]) for t in tensors):
         return (None,) * len(tensors)
+    views = [t.transpose(0, 1) if t.dim() == 3 else t for t in tensors]
     return tuple(TensorDescriptor(t, list(t.shape), list(t.stride()),
-                                  [block_rows, 1, head_dim_pad] if t.dim() == 3
-                                  else [1, 1, block_rows, head_dim_pad])
-                 for t in tensors)
+                                  [1] * (t.dim() - 2) + [block_rows, head_dim_pad])
+                 for t in views)
 
 
 @triton.jit
-def load_rows(desc, off_b, off_h, start, row, valid, BLOCK: tl.constexpr, VARLEN: tl.constexpr,
-              EDGE: tl.constexpr):
+def load_rows(desc, off_b, off_h, start, row, BLOCK: tl.constexpr, VARLEN: tl.constexpr):
     """Rows ``row .. row + BLOCK`` of head ``off_h`` of a sequence starting at ``start``, through
     a descriptor of :func:`row_descriptors`: ``[BLOCK, cols]``. Dense descriptors are 4-D and
     count rows within the sequence; packed ones are 3-D and count them from the packed tensor's
-    first row, so the sequence's start is added. Rows past the tensor come back as zeros; in a
-    packed batch the rows past the sequence's end are the next sequence's, so on an ``EDGE``
-    block (one that may reach past the end) the rows where ``valid`` ([BLOCK] booleans) is
-    false are zeroed, as a masked load would leave them, and a NaN there cannot leak across."""
+    first row, so the sequence's start is added. Rows past the tensor come back as zeros, but in
+    a packed batch the rows past a sequence's end are the next sequence's: a block that may
+    reach past the end is not for this function (the kernels load those through pointers,
+    masked, so that the next sequence's values, a NaN among them, cannot leak across; zeroing
+    them here in registers cost the packed head-dim-128 dK/dV kernel a quarter more shared
+    memory, one program per SM instead of two: benchmarks/NOTES.md, step 12)."""
     # One return: the compiler would also build the code after a return inside a constexpr if
     if VARLEN:
-        tile = desc.load([(start + row).to(tl.int32), off_h, 0]).reshape(BLOCK, desc.block_shape[2])
-        if EDGE:
-            tile = tl.where(valid[:, None], tile, 0.0)
+        tile = desc.load([off_h, (start + row).to(tl.int32), 0]).reshape(BLOCK, desc.block_shape[2])
     else:
         tile = desc.load([off_b, off_h, row, 0]).reshape(BLOCK, desc.block_shape[3])
     return tile

@@ -103,8 +103,11 @@ def test_gradient_through_lse(causal, loss_fn):
 # (dQ on a second CUDA stream beside dK/dV; on the CPU the kernels run in order) and both (dQ
 # computes its own delta, beside the preprocess and dK/dV), and OWN_DELTA with the dK/dV kernel
 # launched while the dQ kernel runs (PDL=1: waiting for all of it; PDL=2: per query head, on
-# counters; Hopper only, so on the CPU these two run as OWN_DELTA does).
+# counters; Hopper only, so on the CPU these two run as OWN_DELTA does). Under OWN_DELTA the dQ
+# kernel also writes each row's exponent offset for dK/dV (LSE2); LSE2=False leaves dK/dV to
+# compute it from lse.
 BWD_ORDERS = {"own_delta": ({}, dict(OWN_DELTA=True)), "streams": (dict(STREAMS=True), {}),
+              "own_delta-no-lse2": (dict(LSE2=False), dict(OWN_DELTA=True)),
               "streams-own_delta": (dict(STREAMS=True), dict(OWN_DELTA=True)),
               "pdl-wait": (dict(PDL=1), dict(OWN_DELTA=True)),
               "pdl-heads": (dict(PDL=2), dict(OWN_DELTA=True))}
@@ -200,15 +203,33 @@ def test_lengths_differ_by_less_than_a_block(seqlens):
     run_case(1, 2, 1, *seqlens, 32, torch.float32, causal=True, window=(-1, -1))
 
 
-def test_rows_with_no_key_are_zero():
+@pytest.mark.parametrize("order", ["three-kernels", "own_delta", "own_delta-no-lse2"])
+def test_rows_with_no_key_are_zero(order):
     """With more queries than keys under a causal mask, the first seqlen_q - seqlen_k rows see
-    nothing: output 0, lse -inf, and zero (finite) gradients, as in FlashAttention."""
+    nothing: output 0, lse -inf, and zero (finite) gradients, as in FlashAttention; in each
+    order of the backward (under OWN_DELTA dK/dV reads the exponent offset the dQ kernel wrote,
+    which must be +inf for those rows, not -inf)."""
+    from kernels.band import Band
+    from kernels.flash_attn import FlashAttentionFunction
+    from kernels.flash_bwd import bwd_config
+
+    cfg = bwd_config(16, torch.float32, True)
+    if order != "three-kernels":
+        top, dq_flags = BWD_ORDERS[order]
+        cfg = dict(cfg, **top, dq=dict(cfg["dq"], **dq_flags))
     q, k, v = make_qkv(1, 1, 1, 20, 10, 16, torch.float32)
-    out, lse = flash_attention(q, k, v, causal=True, return_lse=True)
+    out, lse = FlashAttentionFunction.apply(q, k, v, Band.from_window((-1, -1), True), 0.25,
+                                            None, None, cfg)
     out.sum().backward()
     assert torch.equal(out[..., :10, :], torch.zeros_like(out[..., :10, :]))
     assert torch.isneginf(lse[..., :10]).all() and torch.isfinite(lse[..., 10:]).all()
-    assert torch.isfinite(q.grad).all() and torch.equal(q.grad[..., :10, :], torch.zeros_like(q.grad[..., :10, :]))
+    assert torch.equal(q.grad[..., :10, :], torch.zeros_like(q.grad[..., :10, :]))
+    qd, kd, vd = (x.detach().double().requires_grad_() for x in (q, k, v))
+    ref = attention_reference(qd, kd, vd, causal=True, softmax_scale=0.25)
+    ref.sum().backward()
+    for name, g, r in (("dq", q.grad, qd.grad), ("dk", k.grad, kd.grad), ("dv", v.grad, vd.grad)):
+        assert torch.isfinite(g).all(), name
+        assert_close(name, g, r, r.float(), torch.float32)
 
 
 def test_causal_alignment_differs_from_sdpa():
