@@ -517,16 +517,14 @@ _HOPPER_BWD = {
     (128, True): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True, PDL=2),
                   dict(launch_config(128, 64, 8, 3), TMA=True, OWN_DELTA=True)),
 }
-# Packed (varlen) batches at head dim 128 keep the step-7 pointer entries: their kernels hold more
-# values live (each sequence's start, its lengths), and with descriptors the dK/dV loop spills
-# about four times the dense one's bytes (ptxas_report.py --flags ... VARLEN=1, Triton 3.7) and
-# ran at 0.58-0.62x the dense backward; through pointers 0.90-0.93x (full) and 0.88-0.93x
-# (causal; results/h200/varlen_bwd.csv).
-# Head dim 64 keeps the dense table (0.95-1.01x, the dQ kernel's descriptors included).
-# OWN_DELTA and PDL as in the dense table (steps 9 and 10).
+# Packed (varlen) batches, causal at head dim 128, keep the step-7 pointer entry (dQ's k and v
+# through pointers too): against the dense table's blocks and descriptors 0.88/0.91/0.92x the dense
+# backward at N = 1k/4k/16k instead of 0.85/0.90/0.92x (results/h200/varlen_step12.csv). Unmasked
+# packed batches take the dense entry since step 12 (0.95-0.99x dense; the pointer entry 0.91-0.93x):
+# their descriptors describe the (heads, total, d) view of a (total, heads, d) tensor, and before
+# that ptxas serialized the dK/dV loop's wgmma (0.57-0.63x, results/h200/varlen_bwd.csv).
+# Head dim 64 keeps the dense table (0.97-1.00x).
 _HOPPER_BWD_PACKED = {
-    (128, False): (dict(launch_config(64, 64, 4, 2), KV_B=True, PDL=2),
-                   dict(launch_config(128, 64, 8, 3), OWN_DELTA=True)),
     (128, True): (dict(launch_config(32, 64, 4, 3), PDL=2),
                   dict(launch_config(128, 64, 8, 3), OWN_DELTA=True)),
 }
