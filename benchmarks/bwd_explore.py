@@ -447,18 +447,28 @@ def plot_step8(out: Path) -> list[Path]:
                            float("nan")) for s in shapes]
               for label, pick in picks.items()}
     paths = [ratio_bars(out / "bwd_step8.png", shapes, series, meta, ylim=1.4, ncol=3, step=8)]
-    vmeta, vrows, _ = read_csv(out / "varlen_bwd.csv")
-    vshapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in vrows},
-                     key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
-    configs = list(dict.fromkeys(r["config"] for r in vrows))
-    ratio = {(r["config"], r["head_dim"], r["causal"], r["seqlen"]): float(r["vs_dense"]) for r in vrows}
-    vseries = {("dense table (descriptors)" if c.startswith("table") else c):
-               [ratio.get((c, *s), float("nan")) for s in vshapes] for c in configs}
-    paths.append(shape_bars(out / "varlen_bwd.png", vshapes, vseries, vmeta,
-                            ylabel="packed backward speed / dense (same run)",
-                            title="Packed (varlen) backward on the H200, bf16, equal lengths: step 8 "
-                                  "of benchmarks/NOTES.md", ylim=1.4, ncol=2))
+    paths.append(varlen_bars(out, "varlen_bwd.csv", step=8))
     return paths
+
+
+def varlen_bars(out: Path, name: str, step: int) -> Path:
+    """The packed backward against the dense one for each entry of ``--varlen``'s CSV ``name``
+    in ``out``, per shape: the PNG of the same name beside it."""
+    meta, rows, _ = read_csv(out / name)
+    shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
+                    key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    ratio = {(r["config"], r["head_dim"], r["causal"], r["seqlen"]): float(r["vs_dense"]) for r in rows}
+    label = {c: "dense table (descriptors)" if c.startswith("table") else
+             "packed table of the run (step 8's pointer entries at d=128)" if c.startswith("packed table")
+             else c for c in configs}
+    series = collections.defaultdict(lambda: [float("nan")] * len(shapes))
+    for (c, *shape), x in ratio.items():
+        series[label[c]][shapes.index(tuple(shape))] = x
+    return shape_bars(out / name.replace(".csv", ".png"), shapes, series, meta,
+                      ylabel="packed backward speed / dense (same run)",
+                      title=f"Packed (varlen) backward on the H200, bf16, equal lengths: step {step} "
+                            "of benchmarks/NOTES.md", ylim=1.4, ncol=2)
 
 
 def step9_order(row: dict) -> str:
@@ -506,20 +516,42 @@ def sweep_vs_flex(path: Path) -> dict:
     return {k[1:]: ms[("flex", *k[1:])] / t for k, t in ms.items() if k[0] == "triton"}
 
 
-def plot_step10_sweep(out: Path) -> Path:
-    """The backward against FlexAttention's in step 9's final sweep (``attention_tflops.csv``)
-    and in step 10's backward sweep (``attention_tflops_step10_bwd.csv``), bf16 and fp16:
-    ``bwd_step10_sweep.png``."""
-    runs = {"step 9": sweep_vs_flex(out / "attention_tflops.csv"),
-            "step 10": sweep_vs_flex(out / "attention_tflops_step10_bwd.csv")}
-    shapes = sorted({k[1:] for k in runs["step 10"]}, key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
+def plot_sweeps(out: Path, runs: dict, name: str) -> Path:
+    """The backward against FlexAttention's in each same-run sweep of ``runs`` (step -> an
+    ``attention_tflops*.csv`` in ``out``; the last one's shapes and metadata), bf16 and fp16:
+    the PNG ``name``."""
+    ratios = {step: sweep_vs_flex(out / csv) for step, csv in runs.items()}
+    last = list(runs)[-1]
+    shapes = sorted({k[1:] for k in ratios[last]}, key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
     series = {f"{dtype}, {step}'s sweep": [ratio[(dtype, *s)] for s in shapes]
-              for dtype in ("bf16", "fp16") for step, ratio in runs.items()}
-    meta, _, _ = read_csv(out / "attention_tflops_step10_bwd.csv")
-    return shape_bars(out / "bwd_step10_sweep.png", shapes, series, meta,
+              for dtype in ("bf16", "fp16") for step, ratio in ratios.items()}
+    meta, _, _ = read_csv(out / runs[last])
+    steps = " and ".join(step.split()[-1] for step in runs)
+    return shape_bars(out / name, shapes, series, meta,
                       ylabel="speed / FlexAttention's backward (same run)",
-                      title="Backward on the H200, 16k tokens per batch: the sweeps of steps 9 and 10 "
+                      title=f"Backward on the H200, 16k tokens per batch: the sweeps of steps {steps} "
                             "of benchmarks/NOTES.md", ylim=1.4, ncol=4)
+
+
+def plot_step12(out: Path) -> Path:
+    """Step 12 of NOTES.md from ``bwd_step12.csv`` in ``out``: per shape, the backward against
+    FlexAttention's with the table (dK/dV loads the exponent offset the dQ kernel stores,
+    ``LSE2``), with ``LSE2=False`` (dK/dV computes it from lse, as before) and with the fastest
+    other dK/dV entry of the run: ``bwd_step12.png``."""
+    meta, rows, _ = read_csv(out / "bwd_step12.csv")
+    shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
+                    key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
+    picks = {  # label: which rows of a shape, the fastest of them is drawn
+        "table: dK/dV loads the offset dQ stored (LSE2, kept)": lambda r: r["table"] == "1",
+        "LSE2=False: dK/dV computes it from lse (step 11)": lambda r: r["lse2"] == "0",
+        "fastest other dK/dV entry (FlexAttention's blocks among them)": lambda r: (r["table"], r["lse2"])
+        == ("0", "1"),
+    }
+    series = {label: [max((float(r["vs_flex"]) for r in rows
+                           if (r["head_dim"], r["causal"], r["seqlen"]) == s and pick(r)),
+                          default=float("nan")) for s in shapes]
+              for label, pick in picks.items()}
+    return ratio_bars(out / "bwd_step12.png", shapes, series, meta, ylim=1.4, ncol=2, step=12)
 
 
 def main(argv=None):
@@ -530,7 +562,8 @@ def main(argv=None):
     p.add_argument("--sweep", action="store_true", help="time the dK/dV configurations of SWEEP")
     p.add_argument("--plot-only", action="store_true",
                    help="redraw bwd_explore.png (and bwd_step6.png, bwd_step8.png, varlen_bwd.png, "
-                        "bwd_step9.png, bwd_step10.png, bwd_step10_sweep.png) from the CSVs in --out")
+                        "bwd_step9.png, bwd_step10.png, bwd_step10_sweep.png, bwd_step12.png, "
+                        "varlen_step12.png, bwd_step12_sweep.png) from the CSVs in --out")
     p.add_argument("--tma", action="store_true",
                    help="time TMA_AB's tensor-descriptor loads against the table (tma_ab.csv)")
     p.add_argument("--step8", action="store_true",
@@ -560,7 +593,17 @@ def main(argv=None):
         if (args.out / "bwd_step10.csv").exists():
             print(f"wrote {plot_step10(args.out)}")
         if (args.out / "attention_tflops_step10_bwd.csv").exists():
-            print(f"wrote {plot_step10_sweep(args.out)}")
+            print("wrote " + str(plot_sweeps(args.out, {"step 9": "attention_tflops.csv",
+                                                        "step 10": "attention_tflops_step10_bwd.csv"},
+                                             "bwd_step10_sweep.png")))
+        if (args.out / "bwd_step12.csv").exists():
+            print(f"wrote {plot_step12(args.out)}")
+        if (args.out / "varlen_step12.csv").exists():
+            print(f"wrote {varlen_bars(args.out, 'varlen_step12.csv', step=12)}")
+        if (args.out / "attention_tflops_step12_bwd.csv").exists():
+            print("wrote " + str(plot_sweeps(args.out, {"step 10": "attention_tflops_step10_bwd.csv",
+                                                        "step 12": "attention_tflops_step12_bwd.csv"},
+                                             "bwd_step12_sweep.png")))
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
