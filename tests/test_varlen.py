@@ -239,10 +239,11 @@ def test_unchecked_offsets_never_leave_the_tensors(case):
 @pytest.mark.parametrize("kv_b", [False, True], ids=["kt_q", "kv_b"])
 def test_packed_descriptors_stay_in_their_sequence(kv_b, mask):
     """The backward's tensor descriptors (TMA) on a packed batch: a block running past a
-    sequence's end reads the next sequence's rows there, and the edge blocks zero them, so the
-    gradients are the pointer loads' (and the float64 reference's), and a NaN in the middle
-    sequence's v and dO stays in that sequence (without the zeroing, the first sequence's last
-    blocks would carry it into its dK, dV and dQ). Block shapes that divide no length, GQA."""
+    sequence's end would read the next sequence's rows there, so the edge stretches load through
+    masked pointers instead: the gradients are the pointer loads' (and the float64 reference's),
+    and a NaN in the middle sequence's v and dO stays in that sequence (were the edges loaded
+    through descriptors, the first sequence's last blocks would carry it into its dK, dV and dQ).
+    Block shapes that divide no length, GQA."""
     from kernels.band import Band
     from kernels.flash_bwd import attention_backward
     from kernels.flash_fwd import attention_forward
