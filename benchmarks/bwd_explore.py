@@ -403,14 +403,24 @@ def ratio_bars(path: Path, shapes, series: dict, meta: dict, ylim: float, ncol: 
                             "benchmarks/NOTES.md", ylim=ylim, ncol=ncol)
 
 
+def fastest_bars(out: Path, name: str, picks: dict, png: str, step: int) -> Path:
+    """:func:`ratio_bars` of the CSV ``name`` in ``out``: per shape and label of ``picks`` (label
+    -> which rows), the fastest of the rows it picks."""
+    meta, rows, _ = read_csv(out / name)
+    shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
+                    key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
+    series = {label: [max((float(r["vs_flex"]) for r in rows
+                           if (r["head_dim"], r["causal"], r["seqlen"]) == s and pick(r)),
+                          default=float("nan")) for s in shapes]
+              for label, pick in picks.items()}
+    return ratio_bars(out / png, shapes, series, meta, ylim=1.4, ncol=2, step=step)
+
+
 def plot_step6(out: Path) -> Path:
     """Step 6 of NOTES.md from ``bwd_sweep_3.csv`` in ``out``: per shape, the backward's speed
     relative to FlexAttention's with the launch table (the GQA loop compiled away for one head),
     the same with the run-time loop kept (``ONE_HEAD=False``), the fastest ``ATOMIC_DQ`` variant
     and the fastest other dK/dV configuration of the sweep: ``bwd_step6.png``."""
-    meta, rows, _ = read_csv(out / "bwd_sweep_3.csv")
-    shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
-                    key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
     picks = {  # label: which rows of a shape, the fastest of them is drawn
         "launch table (GQA loop compiled away, step 6)": lambda r: r["table"] == "1",
         "launch table, run-time GQA loop kept (before)": lambda r: r["one_head"] == "0",
@@ -418,11 +428,7 @@ def plot_step6(out: Path) -> Path:
         "fastest other dK/dV configuration": lambda r: (r["table"], r["one_head"], r["atomic_dq"])
         == ("0", "1", "0"),
     }
-    series = {label: [max((float(r["vs_flex"]) for r in rows
-                           if (r["head_dim"], r["causal"], r["seqlen"]) == s and pick(r)),
-                          default=float("nan")) for s in shapes]
-              for label, pick in picks.items()}
-    return ratio_bars(out / "bwd_step6.png", shapes, series, meta, ylim=1.4, ncol=2, step=6)
+    return fastest_bars(out, "bwd_sweep_3.csv", picks, "bwd_step6.png", step=6)
 
 
 def plot_step8(out: Path) -> list[Path]:
@@ -538,20 +544,30 @@ def plot_step12(out: Path) -> Path:
     FlexAttention's with the table (dK/dV loads the exponent offset the dQ kernel stores,
     ``LSE2``), with ``LSE2=False`` (dK/dV computes it from lse, as before) and with the fastest
     other dK/dV entry of the run: ``bwd_step12.png``."""
-    meta, rows, _ = read_csv(out / "bwd_step12.csv")
-    shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
-                    key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
     picks = {  # label: which rows of a shape, the fastest of them is drawn
         "table: dK/dV loads the offset dQ stored (LSE2, kept)": lambda r: r["table"] == "1",
         "LSE2=False: dK/dV computes it from lse (step 11)": lambda r: r["lse2"] == "0",
         "fastest other dK/dV entry (FlexAttention's blocks among them)": lambda r: (r["table"], r["lse2"])
         == ("0", "1"),
     }
-    series = {label: [max((float(r["vs_flex"]) for r in rows
-                           if (r["head_dim"], r["causal"], r["seqlen"]) == s and pick(r)),
-                          default=float("nan")) for s in shapes]
-              for label, pick in picks.items()}
-    return ratio_bars(out / "bwd_step12.png", shapes, series, meta, ylim=1.4, ncol=2, step=12)
+    return fastest_bars(out, "bwd_step12.csv", picks, "bwd_step12.png", step=12)
+
+
+# --plot-only: (the CSV a plot needs, what draws it from --out), beside bwd_explore.png
+PLOTS = [
+    ("bwd_sweep_3.csv", plot_step6),
+    ("bwd_step8.csv", plot_step8),
+    ("bwd_step9.csv", plot_step9),
+    ("bwd_step10.csv", plot_step10),
+    ("attention_tflops_step10_bwd.csv", lambda out: plot_sweeps(
+        out, {"step 9": "attention_tflops.csv", "step 10": "attention_tflops_step10_bwd.csv"},
+        "bwd_step10_sweep.png")),
+    ("bwd_step12.csv", plot_step12),
+    ("varlen_step12.csv", lambda out: varlen_bars(out, "varlen_step12.csv", step=12)),
+    ("attention_tflops_step12_bwd.csv", lambda out: plot_sweeps(
+        out, {"step 10": "attention_tflops_step10_bwd.csv", "step 12": "attention_tflops_step12_bwd.csv"},
+        "bwd_step12_sweep.png")),
+]
 
 
 def main(argv=None):
@@ -584,26 +600,10 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.plot_only:
         print(f"wrote {plot(args.out)}")
-        if (args.out / "bwd_sweep_3.csv").exists():
-            print(f"wrote {plot_step6(args.out)}")
-        if (args.out / "bwd_step8.csv").exists():
-            print("wrote " + ", ".join(map(str, plot_step8(args.out))))
-        if (args.out / "bwd_step9.csv").exists():
-            print(f"wrote {plot_step9(args.out)}")
-        if (args.out / "bwd_step10.csv").exists():
-            print(f"wrote {plot_step10(args.out)}")
-        if (args.out / "attention_tflops_step10_bwd.csv").exists():
-            print("wrote " + str(plot_sweeps(args.out, {"step 9": "attention_tflops.csv",
-                                                        "step 10": "attention_tflops_step10_bwd.csv"},
-                                             "bwd_step10_sweep.png")))
-        if (args.out / "bwd_step12.csv").exists():
-            print(f"wrote {plot_step12(args.out)}")
-        if (args.out / "varlen_step12.csv").exists():
-            print(f"wrote {varlen_bars(args.out, 'varlen_step12.csv', step=12)}")
-        if (args.out / "attention_tflops_step12_bwd.csv").exists():
-            print("wrote " + str(plot_sweeps(args.out, {"step 10": "attention_tflops_step10_bwd.csv",
-                                                        "step 12": "attention_tflops_step12_bwd.csv"},
-                                             "bwd_step12_sweep.png")))
+        for needs, draw in PLOTS:  # each plot whose CSV is there
+            if (args.out / needs).exists():
+                drawn = draw(args.out)
+                print("wrote " + ", ".join(map(str, drawn if isinstance(drawn, list) else [drawn])))
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from triton.testing import do_bench
