@@ -188,6 +188,16 @@ VARLEN_12 = [None, (64, 64, 4, 2, dict(KV_B=True, TMA=True, PDL=2, dq=dict(TMA=T
              (64, 64, 4, 2, dict(KV_B=True, PDL=2))]
 
 
+# --varlen --step13: descriptors made in the kernel for each sequence (SEQ_DESC; the packed
+# table, None) against the step-12 packed entries: the causal head-dim-128 pointer entry, the
+# host's descriptors over the (heads, total, d) view, and at head dim 64 dK/dV's q and dO through
+# per-sequence descriptors too.
+_SEQ = dict(TMA=True, SEQ_DESC=True)
+VARLEN_13 = [None, (32, 64, 4, 3, dict(PDL=2, dq=dict(TMA=False))),
+             ("table", dict(SEQ_DESC=False, dq=dict(SEQ_DESC=False))), ("table", _SEQ),
+             (32, 64, 4, 3, dict(PDL=2, **_SEQ, dq=_SEQ))]
+
+
 def varlen_ab(args, do_bench, entries=VARLEN_AB, packed_table=False, name="varlen_bwd.csv"):
     """Each of ``entries`` on the packed batch, timed against the dense table's backward in the
     same run (``vs_dense``), with the largest difference from the dense gradients; ``None`` is
@@ -220,9 +230,10 @@ def varlen_ab(args, do_bench, entries=VARLEN_AB, packed_table=False, name="varle
                 print(f"  {cfg}: {type(err).__name__}: {str(err)[:120]}", flush=True)
                 continue
             blocks = ("{BLOCK_M}x{BLOCK_N} w{num_warps} s{num_stages}".format(**cfg)
-                      + "".join(f" {k}={int(v)}" for k, v in cfg.items() if k in ("KV_B", "TMA")))
+                      + "".join(f" {k}={int(v)}" for k, v in cfg.items() if k in ("KV_B", "TMA", "SEQ_DESC")))
             label = blocks if entry is not None else "packed table " + blocks if packed_table else "table"
             label += f" | dq TMA={int(dq_cfg.get('TMA', False))}"
+            label += " SEQ_DESC=1" if dq_cfg.get("SEQ_DESC") else ""
             rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, config=label,
                              ms=f"{t:.4f}", vs_dense=f"{t_dense / t:.3f}", max_abs_diff=f"{diff:.1e}"))
             print(rows[-1], flush=True)
@@ -591,6 +602,8 @@ def main(argv=None):
     p.add_argument("--step12", action="store_true",
                    help="time STEP12's exponent offsets and dK/dV blocks against the table and flex "
                         "(step12.csv)")
+    p.add_argument("--step13", action="store_true",
+                   help="with --varlen: VARLEN_13's per-sequence descriptors (varlen_step13.csv)")
     p.add_argument("--round", type=int, default=1, choices=[1, 2],
                    help="with --step8: STEP8 (1) or STEP8_2 (2, head dim 128; step8_2.csv)")
     p.add_argument("--varlen", action="store_true",
@@ -616,6 +629,8 @@ def main(argv=None):
     if args.varlen:
         if args.step12:
             return varlen_ab(args, do_bench, VARLEN_12, packed_table=True, name="varlen_step12.csv")
+        if args.step13:
+            return varlen_ab(args, do_bench, VARLEN_13, packed_table=True, name="varlen_step13.csv")
         return varlen_ab(args, do_bench)
     if args.tma:
         return sweep(args, None, do_bench, entries=TMA_AB, name="tma_ab.csv")

@@ -20,6 +20,7 @@ Usage (Linux with Triton; no GPU needed)::
         --config 64,128,8,3 --flags ONE_HEAD=0
     python -m benchmarks.ptxas_report --kernel dkdv --head-dim 128 --causal \
         --config 64,64,4,2 --flags KV_B=1 TMA=1 VARLEN=1   # a packed (varlen) batch
+    # the same with descriptors made in the kernel for each sequence:   ... VARLEN=1 SEQ_DESC=1
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def compile_for_hopper(fn, constants: dict, num_warps: int, num_stages: int,
             rows = consts["BLOCK_N" if name in ("k_desc", "v_desc") else "BLOCK_M"]
             block = f"1, {rows}" if consts.get("VARLEN") else f"1, 1, {rows}"  # packed: 3-D
             signature[name] = (f"tensordesc<{TL_DTYPES[dtype]}[{block}, {consts['HEAD_DIM']}]>"
-                               if consts.get("TMA") else "i32")
+                               if consts.get("TMA") and not consts.get("SEQ_DESC")
+                               else "*" + TL_DTYPES[dtype] if consts.get("SEQ_DESC") else "i32")
         elif name.startswith("cu_seqlens") or name == "ready_ptr":  # ready: PDL=2's counters
             signature[name] = "*i32"
         elif name.endswith("_ptr"):

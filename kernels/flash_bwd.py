@@ -45,6 +45,7 @@ from .tiles import (
     padded_head_dim,
     row_descriptors,
     sequence,
+    sequence_descriptor,
     split3,
     stretch_range,
     tile_ids,
@@ -118,7 +119,7 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
                  BLOCK_M: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
                  PRECISION: tl.constexpr, KV_B: tl.constexpr, ATOMIC_DQ: tl.constexpr,
                  WARP_SPEC: tl.constexpr, TMA: tl.constexpr, VARLEN: tl.constexpr,
-                 LSE2: tl.constexpr):
+                 LSE2: tl.constexpr, SEQ_DESC: tl.constexpr = False):
     """dK and dV's loop over query blocks ``[lo, hi)`` of one query head, in the three stretches
     of :func:`kernels.flash_fwd._fwd_blocks` (masked ``[lo, mid_lo)``, unmasked
     ``[mid_lo, mid_hi)``, masked ``[mid_hi, hi)``). Padded keys need no mask here (their rows of
@@ -134,7 +135,10 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
     :func:`kernels.tiles.row_descriptors`), which Hopper serves with its copy engine; rows and
     columns past the tensor's come back as zeros, so no mask is needed, except in a packed batch
     (``VARLEN``), where the rows past a sequence's end are the next one's: there the edge
-    stretches load through pointers, masked, and only the interior through descriptors. ``LSE2``: ``lse_head``
+    stretches load through pointers, masked, and only the interior through descriptors, unless
+    ``SEQ_DESC``: then the descriptors were made in the kernel for this sequence alone
+    (:func:`kernels.tiles.sequence_descriptor`), its rows past the end load as zeros, and every
+    stretch loads through them. ``LSE2``: ``lse_head``
     holds the rows' ``lse * log2(e)`` with ``+inf`` for rows without a key, as the dQ kernel
     writes it beside delta, so the loop loads the exponent's offset as it is.
 
@@ -157,9 +161,9 @@ def _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head, s
                 mask_q = mask_d[None, :]
             # [BLOCK_M, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
             # a packed batch's edge blocks read through pointers (see the docstring)
-            if TMA and not (VARLEN and stretch != 1):
-                q = load_rows(q_desc, off_b, off_h, start_q, start_m, BLOCK_M, VARLEN)
-                do = load_rows(do_desc, off_b, off_h, start_q, start_m, BLOCK_M, VARLEN)
+            if TMA and not (VARLEN and not SEQ_DESC and stretch != 1):
+                q = load_rows(q_desc, off_b, off_h, start_q, start_m, BLOCK_M, VARLEN, SEQ_DESC)
+                do = load_rows(do_desc, off_b, off_h, start_q, start_m, BLOCK_M, VARLEN, SEQ_DESC)
             else:
                 q = tl.load(q_head + rows[:, None] * stride_qm + offs_d[None, :] * stride_qd,
                             mask=mask_q, other=0.0)
@@ -238,7 +242,7 @@ def _attn_bwd_dkdv(
     IS_LOCAL: tl.constexpr, VARLEN: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
     KV_B: tl.constexpr = False, ATOMIC_DQ: tl.constexpr = False, WARP_SPEC: tl.constexpr = False,
     ONE_HEAD: tl.constexpr = False, TMA: tl.constexpr = False, PDL: tl.constexpr = 0,
-    LSE2: tl.constexpr = False,
+    LSE2: tl.constexpr = False, SEQ_DESC: tl.constexpr = False,
 ):
     """One program per (key block, kv head): dK and dV accumulate on chip over every query
     block, and over every query head of the GQA group, so no atomics are needed for them. With
@@ -313,14 +317,21 @@ def _attn_bwd_dkdv(
         dq_head = dq_ptr + off_b * stride_dqb + off_h * stride_dqh + start_q * stride_dqm
         if PDL == 2:
             _wait_ready(ready_ptr + off_b * heads_kv * group + off_h, ready_count)
+        if SEQ_DESC:  # a packed batch: q's and dO's rows of this sequence and head, described here
+            q_src = sequence_descriptor(q_head, seqlen_q, head_dim, stride_qm, BLOCK_M, HEAD_DIM)
+            do_src = sequence_descriptor(do_head, seqlen_q, head_dim, stride_dom, BLOCK_M, HEAD_DIM)
+        else:
+            q_src = q_desc
+            do_src = do_desc
         dk, dv = _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head,
                               stride_qm, stride_qd, stride_dom, stride_dod, stride_dqm, stride_dqd,
                               offs_n, offs_m, offs_d, mask_n, mask_d, lo, mid_lo, mid_hi, hi,
                               sm_scale, qk_scale, seqlen_q, seqlen_k, window_left, window_right,
-                              q_desc, do_desc, off_b.to(tl.int32), off_h.to(tl.int32), start_q,
+                              q_src, do_src, off_b.to(tl.int32), off_h.to(tl.int32), start_q,
                               BLOCK_M=BLOCK_M, IS_LOCAL=IS_LOCAL, UPCAST=UPCAST,
                               PRECISION=PRECISION, KV_B=KV_B, ATOMIC_DQ=ATOMIC_DQ,
-                              WARP_SPEC=WARP_SPEC, TMA=TMA, VARLEN=VARLEN, LSE2=LSE2)
+                              WARP_SPEC=WARP_SPEC, TMA=TMA, VARLEN=VARLEN, LSE2=LSE2,
+                              SEQ_DESC=SEQ_DESC)
 
     dk = dk * sm_scale
     tl.store(dk_ptr + off_b * stride_dkb + off_hk * stride_dkh
@@ -338,11 +349,13 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
                offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q,
                seqlen_k, window_left, window_right, k_desc, v_desc, off_b, off_hk, start_k,
                BLOCK_N: tl.constexpr, IS_LOCAL: tl.constexpr, UPCAST: tl.constexpr,
-               PRECISION: tl.constexpr, TMA: tl.constexpr, VARLEN: tl.constexpr):
+               PRECISION: tl.constexpr, TMA: tl.constexpr, VARLEN: tl.constexpr,
+               SEQ_DESC: tl.constexpr = False):
     """dQ's loop over key blocks ``[lo, hi)``, in the three stretches of
     :func:`kernels.flash_fwd._fwd_blocks`, the edges (``stretch != 1``) masked. ``TMA``: k and
     v through tensor descriptors, as in the forward's loop (:func:`kernels.tiles.load_rows`), and
-    as in :func:`_dkdv_blocks` a packed batch's edge stretches through pointers."""
+    as in :func:`_dkdv_blocks` a packed batch's edge stretches through pointers unless
+    ``SEQ_DESC``."""
     for stretch in tl.static_range(3):
         start, end = stretch_range(stretch, lo, mid_lo, mid_hi, hi)
         for start_n in range(start, end, BLOCK_N):
@@ -353,9 +366,9 @@ def _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride
             else:
                 mask_nd = mask_d[None, :]
             # [BLOCK_N, HEAD_DIM], rows as they lie in memory (the dots take their transposes)
-            if TMA and not (VARLEN and stretch != 1):  # a packed batch's edges: pointers
-                k = load_rows(k_desc, off_b, off_hk, start_k, start_n, BLOCK_N, VARLEN)
-                v = load_rows(v_desc, off_b, off_hk, start_k, start_n, BLOCK_N, VARLEN)
+            if TMA and not (VARLEN and not SEQ_DESC and stretch != 1):  # packed edges: pointers
+                k = load_rows(k_desc, off_b, off_hk, start_k, start_n, BLOCK_N, VARLEN, SEQ_DESC)
+                v = load_rows(v_desc, off_b, off_hk, start_k, start_n, BLOCK_N, VARLEN, SEQ_DESC)
             else:
                 k = tl.load(k_ptr + cols[:, None] * stride_kn + offs_d[None, :] * stride_kd,
                             mask=mask_nd, other=0.0)
@@ -397,6 +410,7 @@ def _attn_bwd_dq(
     TMA: tl.constexpr = False, LONGEST_FIRST: tl.constexpr = True,
     OWN_DELTA: tl.constexpr = False, HAS_DLSE: tl.constexpr = False,
     STORE_DELTA: tl.constexpr = False, STORE_LSE2: tl.constexpr = False, PDL: tl.constexpr = 0,
+    SEQ_DESC: tl.constexpr = False,
 ):
     """One program per (query block, query head): the forward's loop again, accumulating dQ.
     ``TMA``: k and v through ``k_desc`` and ``v_desc`` (dense or packed). ``LONGEST_FIRST``: with
@@ -476,11 +490,17 @@ def _attn_bwd_dq(
     full_lo, full_hi = full_range(pid_m * BLOCK_M, (pid_m + 1) * BLOCK_M, seqlen_q, seqlen_k,
                                   window_left, window_right, BLOCK_N, IS_LOCAL)
     mid_lo, mid_hi = split3(lo, hi, full_lo, full_hi)
+    if SEQ_DESC:  # a packed batch: k's and v's rows of this sequence and head, described here
+        k_src = sequence_descriptor(k_ptr, seqlen_k, head_dim, stride_kn, BLOCK_N, HEAD_DIM)
+        v_src = sequence_descriptor(v_ptr, seqlen_k, head_dim, stride_vn, BLOCK_N, HEAD_DIM)
+    else:
+        k_src = k_desc
+        v_src = v_desc
     dq = _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q,
-                    seqlen_k, window_left, window_right, k_desc, v_desc, off_b.to(tl.int32),
+                    seqlen_k, window_left, window_right, k_src, v_src, off_b.to(tl.int32),
                     off_hk.to(tl.int32), start_k, BLOCK_N=BLOCK_N, IS_LOCAL=IS_LOCAL,
-                    UPCAST=UPCAST, PRECISION=PRECISION, TMA=TMA, VARLEN=VARLEN)
+                    UPCAST=UPCAST, PRECISION=PRECISION, TMA=TMA, VARLEN=VARLEN, SEQ_DESC=SEQ_DESC)
 
     dq = dq * sm_scale
     tl.store(dq_ptr + offs_m[:, None] * stride_dqm + offs_d[None, :] * stride_dqd,
@@ -543,7 +563,9 @@ def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False, packed: 
         cfg = cfg_dq = launch_config(32, 32, 4, 1)
     elif is_hopper():
         key = (max(d, 64), bool(causal))
-        cfg, cfg_dq = _HOPPER_BWD_PACKED.get(key, _HOPPER_BWD[key]) if packed else _HOPPER_BWD[key]
+        cfg, cfg_dq = _HOPPER_BWD[key]
+        if packed:  # descriptors made in the kernel for each sequence wherever the table has them
+            cfg, cfg_dq = (dict(c, SEQ_DESC=True) if c.get("TMA") else c for c in (cfg, cfg_dq))
     else:
         cfg = cfg_dq = launch_config(64, 64, 4, 2)
     return dict(cfg, dq=dict(cfg_dq))
@@ -626,28 +648,34 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     def dkdv():
         tiles = triton.cdiv(layout.seqlen_k, cfg["BLOCK_N"])
         flags = dict(cfg)
-        q_desc, do_desc = row_descriptors((q, do), block_m, head_dim_pad) if (
+        seq_desc = flags.pop("SEQ_DESC", False) and layout.packed
+        q_desc, do_desc = row_descriptors((q, do), block_m, head_dim_pad, seq_desc) if (
             flags.pop("TMA", False)) else (None, None)
         _attn_bwd_dkdv[grid(tiles, layout.batch * heads_kv)](
-            q, k, v, do, lse_dkdv, delta, dk, dv, dq_acc, cu_q, cu_k, q_desc or q, do_desc or do, ready,
+            q, k, v, do, lse_dkdv, delta, dk, dv, dq_acc, cu_q, cu_k,
+            q if q_desc is None else q_desc, do if do_desc is None else do_desc, ready,
             *strides_qkvdo, *layout.strides(dk), *layout.strides(dv), *layout.strides(dq_acc),
             *layout.lse_strides(lse), heads_kv, heads_q // heads_kv, *common, tiles, ready_count,
             **meta, ONE_HEAD=flags.pop("ONE_HEAD", True) and heads_q == heads_kv,
-            TMA=q_desc is not None, PDL=pdl, LSE2=lse2, **flags,
+            TMA=q_desc is not None, PDL=pdl, LSE2=lse2, SEQ_DESC=seq_desc and q_desc is not None,
+            **flags,
             **(dict(launch_pdl=True) if pdl else {}),
         )
 
     def dq_kernel(store_delta: bool):
         tiles = triton.cdiv(layout.seqlen_q, cfg_dq["BLOCK_M"])
         flags = dict(cfg_dq)
-        k_desc, v_desc = row_descriptors((k, v), cfg_dq["BLOCK_N"], head_dim_pad) if (
+        seq_desc = flags.pop("SEQ_DESC", False) and layout.packed
+        k_desc, v_desc = row_descriptors((k, v), cfg_dq["BLOCK_N"], head_dim_pad, seq_desc) if (
             flags.pop("TMA", False)) else (None, None)
         _attn_bwd_dq[grid(tiles, layout.batch * heads_q)](
             q, k, v, do, out, lse, lse if dlse is None else dlse, delta, lse_dkdv, dq, cu_q, cu_k,
-            k_desc or k, v_desc or v, ready, *strides_qkvdo, *layout.strides(out), *layout.strides(dq),
+            k if k_desc is None else k_desc, v if v_desc is None else v_desc, ready, *strides_qkvdo,
+            *layout.strides(out), *layout.strides(dq),
             *layout.lse_strides(lse), heads_q, heads_q // heads_kv, *common, tiles, **meta,
             TMA=k_desc is not None, OWN_DELTA=own_delta, HAS_DLSE=own_delta and dlse is not None,
-            STORE_DELTA=store_delta, STORE_LSE2=store_delta and lse2, PDL=pdl, **flags,
+            STORE_DELTA=store_delta, STORE_LSE2=store_delta and lse2, PDL=pdl,
+            SEQ_DESC=seq_desc and k_desc is not None, **flags,
         )
 
     # Four orders of the same kernels (the launch table says which each shape uses):

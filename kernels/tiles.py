@@ -222,7 +222,7 @@ class Layout:
                      for t in (self.cu_seqlens_q, self.cu_seqlens_k, self.seqused_k))
 
 
-def row_descriptors(tensors, block_rows: int, head_dim_pad: int):
+def row_descriptors(tensors, block_rows: int, head_dim_pad: int, per_sequence: bool = False):
     """Host tensor descriptors (TMA) over dense ``(batch, heads, rows, cols)`` tensors, one block
     ``[1, 1, block_rows, head_dim_pad]``, or packed ``(total, heads, cols)`` ones, described as
     their ``(heads, total, cols)`` view, one block ``[1, block_rows, head_dim_pad]`` (rows and
@@ -231,7 +231,9 @@ def row_descriptors(tensors, block_rows: int, head_dim_pad: int):
     block reshapes to ``[block_rows, cols]`` where it lies in shared memory: with the unit one
     in the middle (``[block_rows, 1, cols]``, the packed tensor's own order) the reshape went
     through registers, and the packed head-dim-128 dK/dV loop ran out of them (ptxas serialised
-    its matrix multiplies; benchmarks/NOTES.md, step 12);
+    its matrix multiplies; benchmarks/NOTES.md, step 12). ``per_sequence`` (packed tensors):
+    the tensors themselves, for the kernel to describe each sequence with
+    :func:`sequence_descriptor`, and an allocator for those descriptors set in Triton if none is;
     ``(None, ...)`` unless every tensor qualifies (Triton with ``TensorDescriptor``, a unit last
     stride, the other strides and the base 16-byte aligned)."""
     try:
@@ -241,14 +243,41 @@ def row_descriptors(tensors, block_rows: int, head_dim_pad: int):
     if not all(t.stride(-1) == 1 and t.data_ptr() % 16 == 0
                and all(s * t.element_size() % 16 == 0 for s in t.stride()[:-1]) for t in tensors):
         return (None,) * len(tensors)
+    if per_sequence:
+        _descriptor_allocator(tensors[0].device)
+        return tuple(tensors)
     views = [t.transpose(0, 1) if t.dim() == 3 else t for t in tensors]
     return tuple(TensorDescriptor(t, list(t.shape), list(t.stride()),
                                   [1] * (t.dim() - 2) + [block_rows, head_dim_pad])
                  for t in views)
 
 
+def _descriptor_allocator(device: torch.device) -> None:
+    """Descriptors made in a kernel live in global memory that Triton asks an allocator for at
+    launch (128 bytes each); unless the program has set one (``triton.set_allocator``), torch's
+    caching allocator serves."""
+    if device.type != "cuda":
+        return  # the interpreter makes them on the host
+    from triton.runtime import _allocation
+    if _allocation._allocator.get() is _allocation._NULL_ALLOCATOR:
+        triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8,
+                                                                          device=device))
+
+
 @triton.jit
-def load_rows(desc, off_b, off_h, start, row, BLOCK: tl.constexpr, VARLEN: tl.constexpr):
+def sequence_descriptor(base, seqlen, cols, stride_row, BLOCK: tl.constexpr, COLS: tl.constexpr):
+    """A tensor descriptor, made in the kernel, over the ``seqlen`` rows of one sequence and head
+    of a packed tensor (``base`` its first row, rows ``stride_row`` apart, ``cols`` contiguous
+    values each), one block ``[BLOCK, COLS]``: rows past the sequence's end and columns past
+    ``cols`` load as zeros, so its edge blocks need no mask (FlashAttention-3 describes each
+    sequence of a varlen batch the same way)."""
+    return tl.make_tensor_descriptor(base, shape=[seqlen, cols], strides=[stride_row, 1],
+                                     block_shape=[BLOCK, COLS])
+
+
+@triton.jit
+def load_rows(desc, off_b, off_h, start, row, BLOCK: tl.constexpr, VARLEN: tl.constexpr,
+              SEQ_DESC: tl.constexpr = False):
     """Rows ``row .. row + BLOCK`` of head ``off_h`` of a sequence starting at ``start``, through
     a descriptor of :func:`row_descriptors`: ``[BLOCK, cols]``. Dense descriptors are 4-D and
     count rows within the sequence; packed ones are 3-D and count them from the packed tensor's
@@ -257,9 +286,13 @@ def load_rows(desc, off_b, off_h, start, row, BLOCK: tl.constexpr, VARLEN: tl.co
     reach past the end is not for this function (the kernels load those through pointers,
     masked, so that the next sequence's values, a NaN among them, cannot leak across; zeroing
     them here in registers cost the packed head-dim-128 dK/dV kernel a quarter more shared
-    memory, one program per SM instead of two: benchmarks/NOTES.md, step 12)."""
+    memory, one program per SM instead of two: benchmarks/NOTES.md, step 12), unless
+    ``SEQ_DESC``: then ``desc`` is a :func:`sequence_descriptor`, 2-D, rows counted within the
+    sequence, and past its end zeros."""
     # One return: the compiler would also build the code after a return inside a constexpr if
-    if VARLEN:
+    if SEQ_DESC:
+        tile = desc.load([row, 0])
+    elif VARLEN:
         tile = desc.load([off_h, (start + row).to(tl.int32), 0]).reshape(BLOCK, desc.block_shape[2])
     else:
         tile = desc.load([off_b, off_h, row, 0]).reshape(BLOCK, desc.block_shape[3])

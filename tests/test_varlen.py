@@ -237,13 +237,16 @@ def test_unchecked_offsets_never_leave_the_tensors(case):
 @needs_triton
 @pytest.mark.parametrize("mask", ["full", "causal"])
 @pytest.mark.parametrize("kv_b", [False, True], ids=["kt_q", "kv_b"])
-def test_packed_descriptors_stay_in_their_sequence(kv_b, mask):
+@pytest.mark.parametrize("seq_desc", [False, True], ids=["host", "per_sequence"])
+def test_packed_descriptors_stay_in_their_sequence(seq_desc, kv_b, mask):
     """The backward's tensor descriptors (TMA) on a packed batch: a block running past a
-    sequence's end would read the next sequence's rows there, so the edge stretches load through
-    masked pointers instead: the gradients are the pointer loads' (and the float64 reference's),
-    and a NaN in the middle sequence's v and dO stays in that sequence (were the edges loaded
-    through descriptors, the first sequence's last blocks would carry it into its dK, dV and dQ).
-    Block shapes that divide no length, GQA."""
+    sequence's end would read the next sequence's rows through the host's descriptors, so there
+    the edge stretches load through masked pointers instead; descriptors made in the kernel for
+    each sequence (SEQ_DESC) end where it ends and serve every stretch. Either way the gradients
+    are the pointer loads' (and the float64 reference's), and a NaN in the middle sequence's v
+    and dO stays in that sequence (were the edges loaded through the host's descriptors, the
+    first sequence's last blocks would carry it into its dK, dV and dQ). Block shapes that
+    divide no length, GQA."""
     from kernels.band import Band
     from kernels.flash_bwd import attention_backward
     from kernels.flash_fwd import attention_forward
@@ -260,8 +263,9 @@ def test_packed_descriptors_stay_in_their_sequence(kv_b, mask):
     out, lse = attention_forward(q, k, v, band, scale, layout)
     grads = {}
     for tma in (False, True):
-        cfg = dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, num_stages=1, KV_B=kv_b, TMA=tma,
-                   dq=dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1, TMA=tma))
+        flags = dict(TMA=tma, SEQ_DESC=tma and seq_desc)
+        cfg = dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, num_stages=1, KV_B=kv_b, **flags,
+                   dq=dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1, **flags))
         grads[tma] = attention_backward(do, q, k, v, out, lse, None, band, scale, layout, cfg)
     clean = torch.ones(q.shape[0], dtype=torch.bool)
     clean[poisoned] = False
