@@ -203,23 +203,27 @@ def test_lengths_differ_by_less_than_a_block(seqlens):
     run_case(1, 2, 1, *seqlens, 32, torch.float32, causal=True, window=(-1, -1))
 
 
-@pytest.mark.parametrize("order", ["three-kernels", "own_delta", "own_delta-no-lse2"])
+@pytest.mark.parametrize("order", ["default", pytest.param("own_delta", marks=needs_triton),
+                                   pytest.param("own_delta-no-lse2", marks=needs_triton)])
 def test_rows_with_no_key_are_zero(order):
     """With more queries than keys under a causal mask, the first seqlen_q - seqlen_k rows see
-    nothing: output 0, lse -inf, and zero (finite) gradients, as in FlashAttention; in each
-    order of the backward (under OWN_DELTA dK/dV reads the exponent offset the dQ kernel wrote,
-    which must be +inf for those rows, not -inf)."""
-    from kernels.band import Band
-    from kernels.flash_attn import FlashAttentionFunction
-    from kernels.flash_bwd import bwd_config
+    nothing: output 0, lse -inf, and zero (finite) gradients, as in FlashAttention; with the
+    default backward (the interpreter's: three kernels; or the plain-PyTorch path) and in the
+    Triton orders where the dQ kernel writes delta (under OWN_DELTA dK/dV reads the exponent
+    offset the dQ kernel wrote, which must be +inf for those rows, not -inf)."""
+    q, k, v = make_qkv(1, 1, 1, 20, 10, 16, torch.float32)
+    if order == "default":
+        out, lse = flash_attention(q, k, v, causal=True, softmax_scale=0.25, return_lse=True)
+    else:
+        from kernels.band import Band
+        from kernels.flash_attn import FlashAttentionFunction
+        from kernels.flash_bwd import bwd_config
 
-    cfg = bwd_config(16, torch.float32, True)
-    if order != "three-kernels":
+        cfg = bwd_config(16, torch.float32, True)
         top, dq_flags = BWD_ORDERS[order]
         cfg = dict(cfg, **top, dq=dict(cfg["dq"], **dq_flags))
-    q, k, v = make_qkv(1, 1, 1, 20, 10, 16, torch.float32)
-    out, lse = FlashAttentionFunction.apply(q, k, v, Band.from_window((-1, -1), True), 0.25,
-                                            None, None, cfg)
+        out, lse = FlashAttentionFunction.apply(q, k, v, Band.from_window((-1, -1), True), 0.25,
+                                                None, None, cfg)
     out.sum().backward()
     assert torch.equal(out[..., :10, :], torch.zeros_like(out[..., :10, :]))
     assert torch.isneginf(lse[..., :10]).all() and torch.isfinite(lse[..., 10:]).all()
