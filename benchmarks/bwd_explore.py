@@ -233,7 +233,7 @@ def varlen_ab(args, do_bench, entries=VARLEN_AB, packed_table=False, name="varle
                       + "".join(f" {k}={int(v)}" for k, v in cfg.items() if k in ("KV_B", "TMA", "SEQ_DESC")))
             label = blocks if entry is not None else "packed table " + blocks if packed_table else "table"
             label += f" | dq TMA={int(dq_cfg.get('TMA', False))}"
-            label += " SEQ_DESC=1" if dq_cfg.get("SEQ_DESC") else ""
+            label += " SEQ_DESC=1" if dq_cfg.get("SEQ_DESC") and dq_cfg.get("TMA") else ""
             rows.append(dict(head_dim=head_dim, causal=int(causal), seqlen=n, config=label,
                              ms=f"{t:.4f}", vs_dense=f"{t_dense / t:.3f}", max_abs_diff=f"{diff:.1e}"))
             print(rows[-1], flush=True)
@@ -468,16 +468,17 @@ def plot_step8(out: Path) -> list[Path]:
     return paths
 
 
-def varlen_bars(out: Path, name: str, step: int) -> Path:
+def varlen_bars(out: Path, name: str, step: int, table: str = "", ylim: float = 1.4) -> Path:
     """The packed backward against the dense one for each entry of ``--varlen``'s CSV ``name``
-    in ``out``, per shape: the PNG of the same name beside it."""
+    in ``out``, per shape: the PNG of the same name beside it; ``table`` says what the packed
+    table was in that run."""
     meta, rows, _ = read_csv(out / name)
     shapes = sorted({(r["head_dim"], r["causal"], r["seqlen"]) for r in rows},
                     key=lambda s: (-int(s[0]), int(s[1]), int(s[2])))
     configs = list(dict.fromkeys(r["config"] for r in rows))
     ratio = {(r["config"], r["head_dim"], r["causal"], r["seqlen"]): float(r["vs_dense"]) for r in rows}
     label = {c: "dense table (descriptors)" if c.startswith("table") else
-             "packed table of the run (step 8's pointer entries at d=128)" if c.startswith("packed table")
+             f"packed table of the run{table}" if c.startswith("packed table")
              else c for c in configs}
     series = collections.defaultdict(lambda: [float("nan")] * len(shapes))
     for (c, *shape), x in ratio.items():
@@ -485,7 +486,7 @@ def varlen_bars(out: Path, name: str, step: int) -> Path:
     return shape_bars(out / name.replace(".csv", ".png"), shapes, series, meta,
                       ylabel="packed backward speed / dense (same run)",
                       title=f"Packed (varlen) backward on the H200, bf16, equal lengths: step {step} "
-                            "of benchmarks/NOTES.md", ylim=1.4, ncol=2)
+                            "of benchmarks/NOTES.md", ylim=ylim, ncol=2)
 
 
 def step9_order(row: dict) -> str:
@@ -574,7 +575,11 @@ PLOTS = [
         out, {"step 9": "attention_tflops.csv", "step 10": "attention_tflops_step10_bwd.csv"},
         "bwd_step10_sweep.png")),
     ("bwd_step12.csv", plot_step12),
-    ("varlen_step12.csv", lambda out: varlen_bars(out, "varlen_step12.csv", step=12)),
+    ("varlen_step12.csv", lambda out: varlen_bars(out, "varlen_step12.csv", step=12,
+                                                   table=" (step 8's pointer entries at d=128)")),
+    ("varlen_step13.csv", lambda out: varlen_bars(out, "varlen_step13.csv", step=13,
+                                                   table=" (SEQ_DESC wherever the dense table has TMA)",
+                                                   ylim=1.9)),
     ("attention_tflops_step12_bwd.csv", lambda out: plot_sweeps(
         out, {"step 10": "attention_tflops_step10_bwd.csv", "step 12": "attention_tflops_step12_bwd.csv"},
         "bwd_step12_sweep.png")),

@@ -537,16 +537,18 @@ _HOPPER_BWD = {
     (128, True): (dict(launch_config(64, 64, 4, 2), KV_B=True, TMA=True, PDL=2),
                   dict(launch_config(128, 64, 8, 3), TMA=True, OWN_DELTA=True)),
 }
-# Packed (varlen) batches, causal at head dim 128, keep the step-7 pointer entry (dQ's k and v
-# through pointers too): against the dense table's blocks and descriptors 0.88/0.91/0.92x the dense
-# backward at N = 1k/4k/16k instead of 0.85/0.90/0.92x (results/h200/varlen_step12.csv). Unmasked
-# packed batches take the dense entry since step 12 (0.95-0.99x dense; the pointer entry 0.91-0.93x):
-# their descriptors describe the (heads, total, d) view of a (total, heads, d) tensor, and before
-# that ptxas serialized the dK/dV loop's wgmma (0.57-0.63x, results/h200/varlen_bwd.csv).
-# Head dim 64 keeps the dense table (0.97-1.00x).
+# Packed (varlen) batches: the dense table (its descriptors over the (heads, total, d) view of a
+# (total, heads, d) tensor, a packed sequence's edge stretches through pointers), except causal
+# at head dim 128, where the descriptors are made in the kernel for each sequence (SEQ_DESC),
+# every stretch through them: 0.87/0.95/1.01x the dense backward at N = 1k/4k/16k, against
+# 0.88/0.90/0.92x for the step-7 pointer entry it replaces and 0.83/0.89/0.93x for the host's
+# descriptors (step 13, results/h200/varlen_step13.csv). Elsewhere SEQ_DESC lost at N = 1k (a
+# descriptor written per program: 0.93x dense instead of 0.96x unmasked at head dim 128) and
+# gained only at 16k. Before step 12 the host's packed descriptors had the unit dimension in the
+# middle, and ptxas serialized the dK/dV loop's wgmma (0.57-0.63x, results/h200/varlen_bwd.csv).
 _HOPPER_BWD_PACKED = {
-    (128, True): (dict(launch_config(32, 64, 4, 3), PDL=2),
-                  dict(launch_config(128, 64, 8, 3), OWN_DELTA=True)),
+    (128, True): (dict(_HOPPER_BWD[128, True][0], SEQ_DESC=True),
+                  dict(_HOPPER_BWD[128, True][1], SEQ_DESC=True)),
 }
 
 
@@ -556,16 +558,15 @@ def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False, packed: 
     dK/dV keeps a key block on chip and streams query blocks; dQ the other way round, so each
     prefers its resident block large and its streamed block small. The dK/dV dict may also hold
     ``KV_B`` (see :func:`_dkdv_blocks`), either dict ``TMA`` (the streamed tiles through tensor
-    descriptors: q and dO in dK/dV, k and v in dQ, dense or packed). ``packed``: for varlen
+    descriptors: q and dO in dK/dV, k and v in dQ, dense or packed) and with it ``SEQ_DESC`` (a
+    packed batch's descriptors made in the kernel, one per sequence). ``packed``: for varlen
     batches."""
     d = padded_head_dim(head_dim)
     if INTERPRET or dtype == torch.float32 or d > 128:
         cfg = cfg_dq = launch_config(32, 32, 4, 1)
     elif is_hopper():
         key = (max(d, 64), bool(causal))
-        cfg, cfg_dq = _HOPPER_BWD[key]
-        if packed:  # descriptors made in the kernel for each sequence wherever the table has them
-            cfg, cfg_dq = (dict(c, SEQ_DESC=True) if c.get("TMA") else c for c in (cfg, cfg_dq))
+        cfg, cfg_dq = _HOPPER_BWD_PACKED.get(key, _HOPPER_BWD[key]) if packed else _HOPPER_BWD[key]
     else:
         cfg = cfg_dq = launch_config(64, 64, 4, 2)
     return dict(cfg, dq=dict(cfg_dq))
