@@ -929,6 +929,16 @@ fp16_cudnn = [fp16["sdpa-cudnn", s] / fp16["triton", s] for s in COLUMNS]
 print(f"step 12, fp16, head dim 128: / FlexAttention {min(fp16_flex):.2f}-{max(fp16_flex):.2f}, "
       f"/ cuDNN from N = 4k {min(fp16_cudnn):.3f}-{max(fp16_cudnn):.3f}")
 assert min(fp16_flex) >= 1.0 and min(fp16_cudnn) < 0.8
+_, seq_rows, _ = read_csv(H200_DIR / "varlen_step13.csv")
+packed_vs_dense = {(shape_of(r), r["config"]): float(r["vs_dense"]) for r in seq_rows}
+entries = {"step-7 pointers": "32x64 w4 s3 | dq TMA=0",
+           "host descriptors": "64x64 w4 s2 KV_B=1 TMA=1 SEQ_DESC=0 | dq TMA=1",
+           "per sequence (kept)": "64x64 w4 s2 KV_B=1 TMA=1 SEQ_DESC=1 | dq TMA=1 SEQ_DESC=1"}
+for name, config in entries.items():
+    print(f"step 13, causal packed / dense, head dim 128, {name:>19}: "
+          + " ".join(f"{packed_vs_dense[(128, 1, n), config]:.3f}" for n in (1024, 4096, 16384)))
+kept, before = (packed_vs_dense[(128, 1, 16384), entries[e]] for e in ("per sequence (kept)", "step-7 pointers"))
+assert kept > 0.99 and kept > before + 0.05
 
 # %% [markdown]
 # What the measurements say, step by step (NOTES.md gives each prediction):
@@ -998,12 +1008,19 @@ assert min(fp16_flex) >= 1.0 and min(fp16_cudnn) < 0.8
 #   tensor with a unit dimension in the middle of each block. Described as its `(heads, total, d)`
 #   view, the unmasked packed backward takes the dense entry: 0.95-0.99 of the dense speed instead
 #   of 0.91-0.93 (`varlen_step12.csv`).
+# * **Step 13, a descriptor per packed sequence, made in the kernel**: a host descriptor spans the
+#   whole packed tensor, so a block running past a sequence's end would read the next sequence's
+#   rows, and the masked stretches (under the causal mask, the diagonal of every key block) went
+#   through pointers. `tl.make_tensor_descriptor` inside the kernel bounds each sequence, as
+#   FlashAttention-3 does: rows past its end load as zeros and every stretch uses the copy
+#   engine. Kept for the causal head-dim-128 backward (printed below), not elsewhere: writing a
+#   descriptor per program costs 2.5-3.5% at $N$ = 1k.
 # * **Not reached:** the goal, at least FlexAttention's speed at every shape, holds at all 24
 #   shapes of the last sweep (bf16 above; fp16 1.01-1.06 at head dim 128), but the closest shape
 #   (head dim 128, $N$ = 1k, no mask) has been within two runs' spread of 1.0 since step 9 (0.98
 #   to 1.04 over four sweeps). No head-dim-128 backward holds 0.8 of cuDNN's speed from $N$ = 4k
 #   (0.797-0.880 in bf16, printed above; 0.754-0.804 in fp16), and the causal packed backward at
-#   head dim 128 is still 0.86-0.90 of the dense one.
+#   head dim 128 at $N$ = 1k is still 0.87 of the dense one.
 # * **Not measured yet:** a persistent grid (section 5 says why FlashAttention-3 expected it to
 #   help); nothing on this page says what it would give.
 #
@@ -1196,7 +1213,9 @@ assert busy_seq[int((WAVES - 0.5) * t_dq)] < 0.6  # about half the GPU idle in d
 # you have; it also checks which of these features our kernels use: host tensor descriptors
 # (`TMA`, made by `kernels.tiles.row_descriptors`) for the forward's $K$ and $V$ in every Hopper
 # launch table, for the dK/dV kernel's $Q$ and $dO$ at head dim 128 (step 7, and causal since
-# step 8), and for the dQ kernel's $K$ and $V$ (step 8);
+# step 8), and for the dQ kernel's $K$ and $V$ (step 8); descriptors made in the kernel
+# (`tl.make_tensor_descriptor`, `kernels.tiles.sequence_descriptor`) for each sequence of a
+# packed batch in the causal head-dim-128 backward (step 13);
 # `warp_specialize` behind `WARP_SPEC`, off by default and in no table; no Gluon.
 
 # %%
@@ -1206,13 +1225,14 @@ uses = {feature: sorted(name for name, text in SOURCES.items() if feature in tex
 print(f"kernels/*.py using each feature: {uses}")
 assert uses["warp_specialize"] == ["flash_bwd.py", "flash_fwd.py"]
 assert uses["TensorDescriptor"] == ["tiles.py"]
-assert not uses["make_tensor_descriptor"] and not uses["gluon"]
+assert uses["make_tensor_descriptor"] == ["tiles.py"] and not uses["gluon"]
 TABLES = {m[0]: m[1] for name in ("flash_fwd.py", "flash_bwd.py")
           for m in re.findall(r"^(_HOPPER_\w+) = (\{.*?\})$", SOURCES[name], re.S | re.M)}
 print(f"launch tables: {sorted(TABLES)}; "
       f"turning TMA on: {sorted(n for n, t in TABLES.items() if 'TMA' in t)}")
 assert len(TABLES) == 5 and not any("WARP_SPEC" in t for t in TABLES.values())
 assert {n for n, t in TABLES.items() if "TMA=True" in t} == {"_HOPPER_FWD", "_HOPPER_FWD_FP8", "_HOPPER_BWD"}
+assert "SEQ_DESC=True" in TABLES["_HOPPER_BWD_PACKED"]  # its entry: the dense one, per-sequence descriptors
 
 if kernels.HAS_TRITON:
     import triton
