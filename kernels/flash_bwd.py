@@ -45,7 +45,7 @@ from .tiles import (
     padded_head_dim,
     row_descriptors,
     sequence,
-    sequence_descriptor,
+    sequence_descriptors,
     split3,
     stretch_range,
     tile_ids,
@@ -317,12 +317,8 @@ def _attn_bwd_dkdv(
         dq_head = dq_ptr + off_b * stride_dqb + off_h * stride_dqh + start_q * stride_dqm
         if PDL == 2:
             _wait_ready(ready_ptr + off_b * heads_kv * group + off_h, ready_count)
-        if SEQ_DESC:  # a packed batch: q's and dO's rows of this sequence and head, described here
-            q_src = sequence_descriptor(q_head, seqlen_q, head_dim, stride_qm, BLOCK_M, HEAD_DIM)
-            do_src = sequence_descriptor(do_head, seqlen_q, head_dim, stride_dom, BLOCK_M, HEAD_DIM)
-        else:
-            q_src = q_desc
-            do_src = do_desc
+        q_src, do_src = sequence_descriptors(q_desc, do_desc, q_head, do_head, seqlen_q, head_dim,
+                                             stride_qm, stride_dom, BLOCK_M, HEAD_DIM, SEQ_DESC)
         dk, dv = _dkdv_blocks(dk, dv, k, v, q_head, do_head, lse_head, delta_head, dq_head,
                               stride_qm, stride_qd, stride_dom, stride_dod, stride_dqm, stride_dqd,
                               offs_n, offs_m, offs_d, mask_n, mask_d, lo, mid_lo, mid_hi, hi,
@@ -490,12 +486,8 @@ def _attn_bwd_dq(
     full_lo, full_hi = full_range(pid_m * BLOCK_M, (pid_m + 1) * BLOCK_M, seqlen_q, seqlen_k,
                                   window_left, window_right, BLOCK_N, IS_LOCAL)
     mid_lo, mid_hi = split3(lo, hi, full_lo, full_hi)
-    if SEQ_DESC:  # a packed batch: k's and v's rows of this sequence and head, described here
-        k_src = sequence_descriptor(k_ptr, seqlen_k, head_dim, stride_kn, BLOCK_N, HEAD_DIM)
-        v_src = sequence_descriptor(v_ptr, seqlen_k, head_dim, stride_vn, BLOCK_N, HEAD_DIM)
-    else:
-        k_src = k_desc
-        v_src = v_desc
+    k_src, v_src = sequence_descriptors(k_desc, v_desc, k_ptr, v_ptr, seqlen_k, head_dim, stride_kn,
+                                        stride_vn, BLOCK_N, HEAD_DIM, SEQ_DESC)
     dq = _dq_blocks(dq, q, do, lse, delta, k_ptr, v_ptr, stride_kn, stride_kd, stride_vn, stride_vd,
                     offs_m, offs_n, offs_d, mask_d, lo, mid_lo, mid_hi, hi, qk_scale, seqlen_q,
                     seqlen_k, window_left, window_right, k_src, v_src, off_b.to(tl.int32),

@@ -276,6 +276,18 @@ def sequence_descriptor(base, seqlen, cols, stride_row, BLOCK: tl.constexpr, COL
 
 
 @triton.jit
+def sequence_descriptors(desc_a, desc_b, base_a, base_b, seqlen, cols, stride_a, stride_b,
+                         BLOCK: tl.constexpr, COLS: tl.constexpr, SEQ_DESC: tl.constexpr):
+    """The two streamed tensors' descriptors: ``desc_a`` and ``desc_b`` as the host made them,
+    or with ``SEQ_DESC`` (a packed batch) two :func:`sequence_descriptor` over this sequence's
+    and head's rows at ``base_a`` and ``base_b``."""
+    if SEQ_DESC:
+        desc_a = sequence_descriptor(base_a, seqlen, cols, stride_a, BLOCK, COLS)
+        desc_b = sequence_descriptor(base_b, seqlen, cols, stride_b, BLOCK, COLS)
+    return desc_a, desc_b
+
+
+@triton.jit
 def load_rows(desc, off_b, off_h, start, row, BLOCK: tl.constexpr, VARLEN: tl.constexpr,
               SEQ_DESC: tl.constexpr = False):
     """Rows ``row .. row + BLOCK`` of head ``off_h`` of a sequence starting at ``start``, through

@@ -937,7 +937,8 @@ entries = {"step-7 pointers": "32x64 w4 s3 | dq TMA=0",
 for name, config in entries.items():
     print(f"step 13, causal packed / dense, head dim 128, {name:>19}: "
           + " ".join(f"{packed_vs_dense[(128, 1, n), config]:.3f}" for n in (1024, 4096, 16384)))
-kept, before = (packed_vs_dense[(128, 1, 16384), entries[e]] for e in ("per sequence (kept)", "step-7 pointers"))
+kept, before = (packed_vs_dense[(128, 1, 16384), entries[e]]
+                for e in ("per sequence (kept)", "step-7 pointers"))
 assert kept > 0.99 and kept > before + 0.05
 
 # %% [markdown]
