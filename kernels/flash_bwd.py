@@ -409,7 +409,8 @@ def _attn_bwd_dq(
     SEQ_DESC: tl.constexpr = False,
 ):
     """One program per (query block, query head): the forward's loop again, accumulating dQ.
-    ``TMA``: k and v through ``k_desc`` and ``v_desc`` (dense or packed). ``LONGEST_FIRST``: with
+    ``TMA``: k and v through ``k_desc`` and ``v_desc`` (dense or packed), or with ``SEQ_DESC``
+    through descriptors made here for this sequence (packed). ``LONGEST_FIRST``: with
     a band, a head's query blocks run last to first, as in the forward: under a causal mask the
     last block sees the most keys, and the short ones then fill the grid's tail.
 

@@ -258,10 +258,14 @@ def _descriptor_allocator(device: torch.device) -> None:
     caching allocator serves."""
     if device.type != "cuda":
         return  # the interpreter makes them on the host
-    from triton.runtime import _allocation
-    if _allocation._allocator.get() is _allocation._NULL_ALLOCATOR:
+    try:  # Triton 3.6-3.7 keep the allocator in a context variable, a null one until set
+        from triton.runtime import _allocation
+        unset = _allocation._allocator.get() is _allocation._NULL_ALLOCATOR
+    except (ImportError, AttributeError):  # another version: set ours
+        unset = True
+    if unset:  # the workspace on the device the launch runs on (torch's current device)
         triton.set_allocator(lambda size, alignment, stream: torch.empty(size, dtype=torch.int8,
-                                                                          device=device))
+                                                                          device="cuda"))
 
 
 @triton.jit

@@ -278,3 +278,32 @@ def test_packed_descriptors_stay_in_their_sequence(seq_desc, kv_b, mask):
         assert torch.isnan(tma[poisoned]).any(), name  # the NaN is there, in its own sequence
         torch.testing.assert_close(tma[clean], pointer[clean], atol=1e-5, rtol=1e-5)
         assert (tma[clean].double() - want).norm() / want.norm() < 1e-5, name
+
+
+@needs_triton
+def test_descriptor_allocator_keeps_the_programs_own():
+    """Descriptors made in a kernel (SEQ_DESC) need Triton's allocator: the launcher sets one
+    (torch's caching allocator) only while none is set, and leaves a program's own in place."""
+    import triton
+    from triton.runtime import _allocation
+
+    from kernels.tiles import _descriptor_allocator
+
+    before = _allocation._allocator.get()
+    try:
+        triton.set_allocator(_allocation._NULL_ALLOCATOR)
+        _descriptor_allocator(torch.device("cuda"))  # sets ours; nothing is allocated here
+        ours = _allocation._allocator.get()
+        assert ours is not _allocation._NULL_ALLOCATOR
+
+        def own(size, alignment, stream):
+            raise AssertionError("not called here")
+
+        triton.set_allocator(own)
+        _descriptor_allocator(torch.device("cuda"))
+        assert _allocation._allocator.get() is own
+        triton.set_allocator(_allocation._NULL_ALLOCATOR)
+        _descriptor_allocator(torch.device("cpu"))  # the interpreter needs none
+        assert _allocation._allocator.get() is _allocation._NULL_ALLOCATOR
+    finally:
+        triton.set_allocator(before)
