@@ -20,9 +20,10 @@ against the launch table (no FlexAttention), ``--warp-spec`` Triton's warp speci
 ``--step8``, ``--step9``, ``--step10`` and ``--step12`` the variants of those steps of NOTES.md
 (step 9: the orders of the kernels, dQ computing delta itself or running on a second stream;
 step 10: dK/dV launched while dQ's last programs run; step 12: the exponent's offset loaded,
-not computed, and the dK/dV blocks that favours); ``--plot-only`` redraws the
-plots from the CSVs
-in ``--out`` (no GPU needed).
+not computed, and the dK/dV blocks that favours); ``--varlen`` the packed backward against the
+dense one (with ``--step12`` or ``--step13`` those steps' entries: step 13, descriptors made in
+the kernel per sequence); ``--plot-only`` redraws the plots from the CSVs in ``--out`` (no GPU
+needed).
 """
 
 from __future__ import annotations
