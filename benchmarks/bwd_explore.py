@@ -312,8 +312,7 @@ def sweep(args, flex, do_bench, entries=None, name="bwd_sweep.csv"):
                              kv_b=int(kv_b), atomic_dq=int(atomic_dq), one_head=int(one_head),
                              tma=int(tma), streams=int(cfg.get("STREAMS", False)),
                              pdl=int(cfg.get("PDL", 0)),
-                             lse2=int(cfg.get("LSE2", True) and cfg["dq"].get("OWN_DELTA", False)
-                                      and not atomic_dq),
+                             lse2=int(flash_bwd.loads_lse2(cfg)),
                              ms=f"{t:.4f}",
                              vs_flex=f"{t_flex / t:.3f}", vs_table=f"{t_table / t:.3f}",
                              max_rel_diff=f"{max(errs):.1e}",

@@ -63,12 +63,13 @@ def compile_for_hopper(fn, constants: dict, num_warps: int, num_stages: int,
             signature[name] = "constexpr"
         elif name.startswith("stride") and name.endswith("d"):  # the unit stride of a row
             signature[name], consts[name] = "constexpr", 1
+        elif name.endswith("_desc") and consts.get("SEQ_DESC"):  # the tensor: described in the kernel
+            signature[name] = "*" + TL_DTYPES[dtype]
         elif name.endswith("_desc"):  # host tensor descriptors (TMA), or unused
             rows = consts["BLOCK_N" if name in ("k_desc", "v_desc") else "BLOCK_M"]
             block = f"1, {rows}" if consts.get("VARLEN") else f"1, 1, {rows}"  # packed: 3-D
             signature[name] = (f"tensordesc<{TL_DTYPES[dtype]}[{block}, {consts['HEAD_DIM']}]>"
-                               if consts.get("TMA") and not consts.get("SEQ_DESC")
-                               else "*" + TL_DTYPES[dtype] if consts.get("SEQ_DESC") else "i32")
+                               if consts.get("TMA") else "i32")
         elif name.startswith("cu_seqlens") or name == "ready_ptr":  # ready: PDL=2's counters
             signature[name] = "*i32"
         elif name.endswith("_ptr"):
@@ -142,7 +143,7 @@ def table_rows(head_dims=(128, 64)):
             for kernel, config in (("dkdv", dkdv_cfg), ("dq", dq_cfg)):
                 flags = {k: v for k, v in config.items()
                          if k.isupper() and not k.startswith("BLOCK") and k not in HOST_FLAGS}
-                lse2 = dq_cfg.get("OWN_DELTA", False) and dkdv_cfg.get("LSE2", True)
+                lse2 = flash_bwd.loads_lse2(dict(dkdv_cfg, dq=dq_cfg))
                 if kernel == "dq" and flags.get("OWN_DELTA"):  # as the launcher passes them
                     flags.update(STORE_DELTA=True, STORE_LSE2=lse2, PDL=dkdv_cfg.get("PDL", 0))
                 if kernel == "dkdv":

@@ -565,6 +565,16 @@ def bwd_config(head_dim: int, dtype: torch.dtype, causal: bool = False, packed: 
     return dict(cfg, dq=dict(cfg_dq))
 
 
+def loads_lse2(config: dict) -> bool:
+    """Whether the backward ``config`` (as :func:`bwd_config` returns it) has the dK/dV kernel
+    load the rows' exponent offsets that the dQ kernel writes beside delta (``LSE2``): unless
+    the config says ``LSE2=False``, wherever the dQ kernel runs first and writes delta
+    (``OWN_DELTA`` without ``ATOMIC_DQ`` or ``STREAMS``)."""
+    dq = config.get("dq") or {}
+    return bool(config.get("LSE2", True) and dq.get("OWN_DELTA", False)
+                and not config.get("ATOMIC_DQ", False) and not config.get("STREAMS", False))
+
+
 def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: float,
                        layout: Layout | None = None, config: dict | None = None):
     """Launch the three backward kernels; returns ``(dq, dk, dv)``. Inputs are assumed validated.
@@ -598,6 +608,8 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     if q.numel() == 0 or k.numel() == 0:
         return dq.zero_(), dk.zero_(), dv.zero_()
     cfg = dict(bwd_config(head_dim, q.dtype, band.causal, layout.packed) if config is None else config)
+    lse2 = loads_lse2(cfg)
+    cfg.pop("LSE2", None)
     cfg_dq = dict(cfg.pop("dq", None) or {})  # None with ATOMIC_DQ: no dQ kernel
     atomic_dq = cfg.get("ATOMIC_DQ", False)
     # ATOMIC_DQ: the dK/dV kernel also adds up dQ, in fp32, and the dQ kernel is not launched
@@ -614,9 +626,8 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     cu_q, cu_k, _ = layout.pointers(lse)
     seqlen_q, seqlen_k = layout.lengths(q, k)
     delta = torch.empty_like(lse)
-    # LSE2 (on unless a config says False): the dQ kernel, when it writes delta for dK/dV, writes
-    # the rows' exponent offset too (log2_lse), which the dK/dV loop then loads as it is
-    lse2 = cfg.pop("LSE2", True) and own_delta and side is None
+    # LSE2: the dQ kernel, when it writes delta for dK/dV, writes the rows' exponent offset too
+    # (log2_lse), which the dK/dV loop then loads as it is
     lse_dkdv = torch.empty_like(lse) if lse2 else lse
     ready = torch.zeros(layout.batch * heads_q, dtype=torch.int32, device=q.device) if pdl == 2 else delta
     ready_count = triton.cdiv(layout.seqlen_q, cfg_dq.get("BLOCK_M", 1))
@@ -726,4 +737,4 @@ def _side_stream(device: torch.device):
     return _SIDE_STREAMS[device]
 
 
-__all__ = ["attention_backward", "bwd_config"]
+__all__ = ["attention_backward", "bwd_config", "loads_lse2"]

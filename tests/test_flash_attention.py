@@ -203,6 +203,19 @@ def test_lengths_differ_by_less_than_a_block(seqlens):
     run_case(1, 2, 1, *seqlens, 32, torch.float32, causal=True, window=(-1, -1))
 
 
+@needs_triton
+def test_lse2_only_where_dq_writes_delta_first():
+    """dK/dV loads the exponent offsets only where the dQ kernel writes them before dK/dV runs:
+    with OWN_DELTA, not beside atomic dQ or on a second stream, and not when a config says
+    LSE2=False (the launcher, bwd_explore and ptxas_report all ask loads_lse2)."""
+    from kernels.flash_bwd import loads_lse2
+
+    own = dict(dq=dict(OWN_DELTA=True))
+    assert loads_lse2(own) and loads_lse2(dict(own, PDL=2))
+    assert not loads_lse2(dict(dq={})) and not loads_lse2(dict(own, LSE2=False))
+    assert not loads_lse2(dict(own, STREAMS=True)) and not loads_lse2(dict(own, ATOMIC_DQ=True))
+
+
 @pytest.mark.parametrize("order", ["default", pytest.param("own_delta", marks=needs_triton),
                                    pytest.param("own_delta-no-lse2", marks=needs_triton)])
 def test_rows_with_no_key_are_zero(order):
