@@ -19,6 +19,9 @@ Measures TFLOP/s of forward, backward and forward+backward for:
 FLOPs are counted as the FlashAttention papers do: ``4 B H N^2 d`` forward, 2.5 times that
 backward, half of each when causal. Times are ``triton.testing.do_bench`` medians after warm-up,
 on fresh random inputs, and every provider's output is checked against SDPA's before it is timed.
+Each shape's providers are timed ``--rounds`` times in turn (each round starting one provider
+later) and the median round is kept, its ``spread`` ((max - min) / median) beside it: a provider
+timed once, first or last, takes whatever the clock was doing then.
 Speed is reported as TFLOP/s and as a ratio to SDPA's flash backend measured in the same run.
 
 ``--memory`` adds peak memory of forward+backward vs sequence length (1k..64k, one head).
@@ -37,6 +40,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -144,6 +148,27 @@ def time_mode(fn, q, k, v, causal, mode):
                     grad_to_none=[q, k, v], return_mode="median")
 
 
+def time_rounds(ready: dict, causal: bool, modes, rounds: int) -> dict:
+    """``{(provider, mode): [ms per round]}``: every provider and mode timed once per round, the
+    providers in turn (each round starts one provider later), so that a drift of the GPU's clock
+    or temperature during a shape falls on all of them alike instead of on whichever came first.
+    A provider that fails (out of memory) is dropped with a message."""
+    times, names = {}, list(ready)
+    for r in range(rounds if names else 0):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            if name not in ready:
+                continue
+            fn, q, k, v, _ = ready[name]
+            try:
+                for mode in modes:
+                    times.setdefault((name, mode), []).append(time_mode(fn, q, k, v, causal, mode))
+            except (RuntimeError, torch.OutOfMemoryError) as e:
+                print(f"{name} dropped while timing: {str(e)[:120]}")
+                del ready[name]
+                times = {key: t for key, t in times.items() if key[0] != name}
+    return times
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, help="directory for CSV and PNG files (unless --summary-only)")
@@ -156,6 +181,8 @@ def main(argv=None):
                    choices=[*TRITON_PROVIDERS, *SDPA_BACKENDS, "flex"])
     p.add_argument("--flex-seqlens", type=int, nargs="+",
                    help="time FlexAttention only at these N (it compiles per shape) [all of --seqlens]")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="time every provider this many times per shape, in turn; report the median [3]")
     p.add_argument("--append", action="store_true",
                    help="keep an earlier CSV's rows for shapes not measured in this run")
     p.add_argument("--summary-only", type=Path, metavar="CSV",
@@ -213,6 +240,7 @@ def main(argv=None):
                     # the inputs of each provider: the same values, stored as it takes them
                     inputs = {"triton-bshd": [packed_like(t) for t in (q, k, v)],
                               "triton-varlen": [packed_like(t, varlen=True) for t in (q, k, v)]}
+                    ready, out = {}, None  # provider -> (fn, q, k, v, rel err): checked, to be timed
                     for name, fn in providers.items():
                         if name == "sdpa-math" and seqlen > MATH_MAX_SEQLEN:
                             continue
@@ -229,19 +257,23 @@ def main(argv=None):
                             err = kernels.rel_err(out, ref)
                             if not err < 2e-2:
                                 raise RuntimeError(f"output differs from SDPA: rel err {err:.2e}")
-                            for mode in args.modes:
-                                ms = time_mode(fn, q, k, v, causal, mode)
-                                tflops = flops(batch, heads, seqlen, head_dim, causal, mode) / ms * 1e-9
-                                rows.append(dict(provider=name, dtype=dtype_name, head_dim=head_dim,
-                                                 causal=int(causal), seqlen=seqlen, batch=batch,
-                                                 heads=heads, mode=mode, ms=f"{ms:.4f}",
-                                                 tflops=f"{tflops:.1f}", rel_err=f"{err:.1e}"))
-                                print(f"{dtype_name} d={head_dim} causal={int(causal)} N={seqlen:>5} "
-                                      f"{mode:>7} {name:>14}: {tflops:6.1f} TFLOP/s", flush=True)
+                            ready[name] = (fn, q, k, v, err)
                         except (RuntimeError, torch.OutOfMemoryError) as e:
                             print(f"{name} skipped at N={seqlen} d={head_dim}: {str(e)[:120]}")
-                        torch.cuda.empty_cache()
-                    del dense, inputs, q, k, v
+                    times = time_rounds(ready, causal, args.modes, args.rounds)
+                    for (name, mode), ms_all in times.items():
+                        ms = statistics.median(ms_all)
+                        tflops = flops(batch, heads, seqlen, head_dim, causal, mode) / ms * 1e-9
+                        rows.append(dict(provider=name, dtype=dtype_name, head_dim=head_dim,
+                                         causal=int(causal), seqlen=seqlen, batch=batch,
+                                         heads=heads, mode=mode, ms=f"{ms:.4f}",
+                                         tflops=f"{tflops:.1f}", rel_err=f"{ready[name][4]:.1e}",
+                                         spread=f"{(max(ms_all) - min(ms_all)) / ms:.3f}"))
+                        print(f"{dtype_name} d={head_dim} causal={int(causal)} N={seqlen:>5} "
+                              f"{mode:>7} {name:>14}: {tflops:6.1f} TFLOP/s "
+                              f"(spread {rows[-1]['spread']} over {len(ms_all)})", flush=True)
+                    del ready, dense, inputs, q, k, v, out
+                    torch.cuda.empty_cache()
                     # after every shape: a stopped run keeps its rows
                     write_csv(path, meta, merged(old_rows, rows), fields=FIELDS)
 
@@ -251,7 +283,7 @@ def main(argv=None):
 
 
 FIELDS = ("provider", "dtype", "head_dim", "causal", "seqlen", "batch", "heads", "mode", "ms", "tflops",
-          "rel_err")
+          "rel_err", "spread")
 
 
 def shape_key(row):

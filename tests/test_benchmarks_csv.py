@@ -48,6 +48,31 @@ def test_summary_of_the_committed_sweep(tmp_path, capsys):
     assert "bars:" in out and (tmp_path / "tflops_bf16_d128_causal.png").stat().st_size > 0
 
 
+def test_rounds_take_providers_in_turn(monkeypatch):
+    """--rounds: each round times every provider and mode once, starting one provider later than
+    the round before; a provider that runs out of memory is dropped with its earlier rounds."""
+    import torch
+
+    bench = load("bench_attention")
+    calls = []
+
+    def fake_time(fn, q, k, v, causal, mode):
+        calls.append((fn, mode))
+        if fn == "c" and len(calls) > 6:
+            raise torch.OutOfMemoryError("fake")
+        return {"a": 1.0, "b": 2.0, "c": 3.0}[fn] + len(calls)
+
+    monkeypatch.setattr(bench, "time_mode", fake_time)
+    ready = {name: (name, None, None, None, 0.0) for name in "abc"}
+    times = bench.time_rounds(ready, False, ["fwd", "bwd"], 3)
+    order = [fn for fn, mode in calls if mode == "fwd"]
+    assert order == ["a", "b", "c", "b", "c", "a", "a", "b"]  # c fails in round 2, is skipped in 3
+    assert set(times) == {(n, m) for n in "ab" for m in ("fwd", "bwd")} and "c" not in ready
+    assert [len(t) for t in times.values()] == [3, 3, 3, 3]
+    assert times["a", "bwd"] == [1.0 + 2, 1.0 + 11, 1.0 + 13]
+    assert bench.time_rounds({}, False, ["fwd"], 3) == {}
+
+
 def test_append_keeps_old_rows_of_shapes_not_reached():
     """--append: a run stopped halfway replaces only the shapes it measured, as a whole."""
     from benchmarks.bench_attention import merged
