@@ -90,8 +90,9 @@ def measure(args) -> Path:
 
 
 def times(rows, name, dtype_name, head_dim, causal, n) -> list[float]:
-    return [float(r["ms"]) for r in rows if (r["variant"], r["dtype"], int(r["head_dim"]), int(r["causal"]),
-                                              int(r["seqlen"])) == (name, dtype_name, head_dim, int(causal), n)]
+    key = (name, dtype_name, head_dim, int(causal), n)
+    return [float(r["ms"]) for r in rows
+            if (r["variant"], r["dtype"], int(r["head_dim"]), int(r["causal"]), int(r["seqlen"])) == key]
 
 
 def describe(rows, name, dtype_name, head_dim, causal, n) -> str:
@@ -114,7 +115,8 @@ def plot(path: Path) -> Path:
         for name in VARIANTS:
             t = times(rows, name, dtype_name, head_dim, causal, n)
             if name == "cudnn":  # a clock reference: its own median, not the table's
-                ax.plot(range(len(t)), [x / statistics.median(t) for x in t], "k:", label="cuDNN / its median")
+                ax.plot(range(len(t)), [x / statistics.median(t) for x in t], "k:",
+                        label="cuDNN / its median")
             else:
                 ax.plot(range(len(t)), [x / base for x in t], "o-", ms=3, label=f"{name} / table median")
         ax.axhline(1.0, color="gray", lw=0.6)
