@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -63,7 +64,11 @@ def backward_fns(dtype_name: str, head_dim: int, causal: bool, n: int) -> dict:
     qc, kc, vc = (t.detach().clone().requires_grad_() for t in (q, k, v))
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         oc = F.scaled_dot_product_attention(qc, kc, vc, is_causal=causal)
-    fns["cudnn"] = lambda: oc.backward(do, retain_graph=True)
+
+    def cudnn():
+        qc.grad = kc.grad = vc.grad = None  # as do_bench's grad_to_none: no accumulation timed
+        oc.backward(do, retain_graph=True)
+    fns["cudnn"] = cudnn
     return fns
 
 
@@ -73,7 +78,10 @@ def measure(args) -> Path:
     start_gpu_run(argparse.ArgumentParser(), args.out, "bwd_spread")
     meta, rows = run_meta(rounds=args.rounds), []
     for dtype_name, head_dim, causal, n in SHAPES:
-        fns = backward_fns(dtype_name, head_dim, causal, n)
+        start = time.perf_counter()
+        fns = backward_fns(dtype_name, head_dim, causal, n)  # compiles and checks each variant
+        print(f"{dtype_name} d={head_dim} causal={int(causal)} N={n}: ready in "
+              f"{time.perf_counter() - start:.0f} s", flush=True)
         for r in range(args.rounds):
             order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
             for name in order:
@@ -82,7 +90,8 @@ def measure(args) -> Path:
                                  seqlen=n, round=r, ms=f"{ms:.4f}"))
         line = "  ".join(f"{name} {describe(rows, name, dtype_name, head_dim, causal, n)}"
                          for name in VARIANTS)
-        print(f"{dtype_name} d={head_dim} causal={int(causal)} N={n}: {line}", flush=True)
+        print(f"{dtype_name} d={head_dim} causal={int(causal)} N={n}: {line} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
         del fns
         torch.cuda.empty_cache()
         write_csv(args.out / "bwd_spread.csv", meta, rows)
