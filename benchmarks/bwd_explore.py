@@ -572,7 +572,7 @@ PLOTS = [
     ("bwd_step9.csv", plot_step9),
     ("bwd_step10.csv", plot_step10),
     ("attention_tflops_step10_bwd.csv", lambda out: plot_sweeps(
-        out, {"step 9": "attention_tflops.csv", "step 10": "attention_tflops_step10_bwd.csv"},
+        out, {"step 9": "attention_tflops_step9.csv", "step 10": "attention_tflops_step10_bwd.csv"},
         "bwd_step10_sweep.png")),
     ("bwd_step12.csv", plot_step12),
     ("varlen_step12.csv", lambda out: varlen_bars(out, "varlen_step12.csv", step=12,

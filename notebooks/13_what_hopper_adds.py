@@ -751,7 +751,7 @@ assert all(FP8[s, "fp8_vrow", "table"] < FP8[s, "fp8", "table"] for s in fp8_sha
 # sweeps, `KV_B` and step 6's, timed FlexAttention but not cuDNN: their ratio to cuDNN goes
 # through FlexAttention's, two runs, marked ≈). The last five rows are the final sweeps of steps
 # 7, 8, 9, 10 and 12 (`attention_tflops_step7.csv`, `attention_tflops_step8.csv`,
-# `attention_tflops.csv`, `attention_tflops_step10_bwd.csv`, `attention_tflops_step12_bwd.csv`),
+# `attention_tflops_step9.csv`, `attention_tflops_step10_bwd.csv`, `attention_tflops_step12_bwd.csv`),
 # every provider in one run, with the launch tables of each step.
 
 # %%
@@ -810,7 +810,7 @@ def final_sweep(name):
 ABLATION["step 7: q, dO through TMA; final sweep"] = ("d=128 full only",
                                                       final_sweep("attention_tflops_step7.csv"))
 ABLATION["step 8: dQ through TMA, causal KV_B"] = ("yes", final_sweep("attention_tflops_step8.csv"))
-ABLATION["step 9: dQ computes delta (OWN_DELTA)"] = ("yes", final_sweep("attention_tflops.csv"))
+ABLATION["step 9: dQ computes delta (OWN_DELTA)"] = ("yes", final_sweep("attention_tflops_step9.csv"))
 ABLATION["step 10: dK/dV starts in dQ's tail (PDL)"] = ("yes", final_sweep("attention_tflops_step10_bwd.csv"))
 ABLATION["step 12: dK/dV loads the exponent offset"] = ("yes", final_sweep("attention_tflops_step12_bwd.csv"))
 FINAL_STEPS = ("step 7", "step 8", "step 9", "step 10", "step 12")  # the final sweeps, one run each
