@@ -249,12 +249,13 @@ def _attn_bwd_dkdv(
     ``ATOMIC_DQ`` it also adds each tile's dQ into ``dq_ptr`` (fp32, zeroed) with atomics.
 
     ``PDL`` (Hopper's programmatic dependent launch; this kernel runs after the dQ kernel, which
-    writes delta): the grid may start while the dQ kernel's last programs still run. ``PDL=1``:
-    k and v are loaded, then ``gdc_wait`` waits for the whole dQ kernel. ``PDL=2``: each query
-    head waits only for its own ``ready_count`` dQ programs (the counters at ``ready_ptr``, one
-    per (batch, query head)), so the programs of the first heads fill the SMs that the dQ
-    kernel's last wave leaves idle; ``gdc_wait`` at the end keeps the stream's order (this
-    kernel ends after the dQ kernel)."""
+    writes delta): the grid may start while the dQ kernel's last programs still run. ``PDL=2``:
+    each query head waits only for its own ``ready_count`` dQ programs (the counters at
+    ``ready_ptr``, one per (batch, query head)), so the programs of the first heads fill the SMs
+    that the dQ kernel's last wave leaves idle; ``gdc_wait`` at the end keeps the stream's order
+    (this kernel ends after the dQ kernel). (``PDL=1``, a ``gdc_wait`` for the whole dQ kernel
+    after k and v are loaded, was withdrawn: it stopped the GPU in repeated calls, NOTES.md
+    step 14.)"""
     pid_n, pid_bh = tile_ids(num_tiles)
     off_b = pid_bh // heads_kv
     off_hk = (pid_bh % heads_kv).to(tl.int64)
@@ -284,8 +285,6 @@ def _attn_bwd_dkdv(
         v = v.to(tl.float32)
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    if PDL == 1:
-        gdc_wait()
 
     # Query i sees key j when j - off - right <= i <= j - off + left: only those query blocks.
     # Query blocks wholly inside that range (and wholly real rows) need no mask.
@@ -420,9 +419,8 @@ def _attn_bwd_dq(
     ``delta_ptr`` for the dK/dV kernel, which then runs after this one; ``STORE_LSE2`` (with
     it): also write the rows' exponent offset, ``lse * log2(e)`` with ``+inf`` for rows
     without a key, to ``lse2_ptr``, which the dK/dV kernel then loads as it is (its ``LSE2``).
-    ``PDL`` (1 or 2, see
-    :func:`_attn_bwd_dkdv`): let the dK/dV grid launch as soon as every program here has
-    started; ``PDL=2``: count each program at ``ready_ptr[batch * heads_q + head]`` once its
+    ``PDL=2`` (see :func:`_attn_bwd_dkdv`): let the dK/dV grid launch as soon as every program
+    here has started, and count each program at ``ready_ptr[batch * heads_q + head]`` once its
     delta is stored."""
     if PDL:
         gdc_launch_dependents()
@@ -519,7 +517,8 @@ def _attn_bwd_dq(
 # (STREAMS) measured 0.92-1.05x and is not in the table. Step 10 (results/h200/bwd_step10.csv):
 # the dK/dV grid launched while the dQ kernel's last programs run, each query head waiting on
 # its own dQ programs (PDL=2: 1.01-1.05x at 11 of 12 shapes, 0.998x at the twelfth; PDL=1,
-# waiting for the whole dQ kernel, 0.98-1.07x).
+# waiting for the whole dQ kernel, 0.98-1.07x, later withdrawn: it hung in repeated calls,
+# results/h200/pdl_stress.csv, while every entry here ran 6000 calls a case).
 _HOPPER_BWD = {
     (64, False): (dict(launch_config(32, 128, 4, 3), PDL=2),
                   dict(launch_config(128, 64, 4, 3), TMA=True, OWN_DELTA=True)),
@@ -589,8 +588,8 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
             dK/dV kernel computes dQ too and ``"dq"`` is not read. ``dq=dict(OWN_DELTA=True)``:
             the dQ kernel computes delta and runs first, no preprocess; ``STREAMS=True`` (CUDA
             only, ignored elsewhere): the dQ kernel runs on a second stream beside dK/dV.
-            ``PDL=1`` or ``2`` (with ``OWN_DELTA``, compute capability 9.0 and up; ignored
-            elsewhere): the dK/dV kernel starts while the dQ kernel's last programs
+            ``PDL=2`` (with ``OWN_DELTA``, compute capability 9.0 and up; ignored elsewhere;
+            ``0`` or ``2`` only): the dK/dV kernel starts while the dQ kernel's last programs
             run (see :func:`_attn_bwd_dkdv`). ``LSE2=False`` in the dK/dV dict: with
             ``OWN_DELTA``, dK/dV computes its exponent offset from lse itself instead of loading
             the one the dQ kernel writes beside delta (``STORE_LSE2``; to measure the difference).
@@ -618,6 +617,9 @@ def attention_backward(do, q, k, v, out, lse, dlse, band: Band, softmax_scale: f
     side = _side_stream(q.device) if cfg.pop("STREAMS", False) and not atomic_dq else None
     # PDL: only after the dQ kernel on one stream, on a GPU that has programmatic dependent launch
     pdl = cfg.pop("PDL", 0)
+    if pdl not in (0, 2):
+        raise ValueError(f"config: PDL must be 0 or 2, got {pdl!r} (PDL=1, one wait for the whole dQ "
+                         "kernel, was withdrawn: it hung the GPU in repeated calls, NOTES.md step 14)")
     pdl = pdl if own_delta and side is None and _has_pdl(q.device) else 0
     block_m = cfg["BLOCK_M"]
     head_dim_pad = padded_head_dim(head_dim)

@@ -102,14 +102,13 @@ def test_gradient_through_lse(causal, loss_fn):
 # dQ kernel computes delta, with dlse, and writes it for dK/dV: no preprocess kernel), STREAMS
 # (dQ on a second CUDA stream beside dK/dV; on the CPU the kernels run in order) and both (dQ
 # computes its own delta, beside the preprocess and dK/dV), and OWN_DELTA with the dK/dV kernel
-# launched while the dQ kernel runs (PDL=1: waiting for all of it; PDL=2: per query head, on
-# counters; Hopper only, so on the CPU these two run as OWN_DELTA does). Under OWN_DELTA the dQ
+# launched while the dQ kernel runs (PDL=2: each query head waits on its dQ programs' counters;
+# Hopper only, so on the CPU it runs as OWN_DELTA does). Under OWN_DELTA the dQ
 # kernel also writes each row's exponent offset for dK/dV (LSE2); LSE2=False leaves dK/dV to
 # compute it from lse.
 BWD_ORDERS = {"own_delta": ({}, dict(OWN_DELTA=True)), "streams": (dict(STREAMS=True), {}),
               "own_delta-no-lse2": (dict(LSE2=False), dict(OWN_DELTA=True)),
               "streams-own_delta": (dict(STREAMS=True), dict(OWN_DELTA=True)),
-              "pdl-wait": (dict(PDL=1), dict(OWN_DELTA=True)),
               "pdl-heads": (dict(PDL=2), dict(OWN_DELTA=True))}
 
 
@@ -390,11 +389,10 @@ def test_atomic_dq_masks_padded_keys(kv_b):
 
 @pytest.mark.skipif(not (ON_GPU and torch.cuda.get_device_capability()[0] >= 9),
                     reason="programmatic dependent launch: compute capability 9.0 and up")
-@pytest.mark.parametrize("pdl", [1, 2])
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("head_dim", [64, 128])
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
-def test_pdl_backward_is_the_table_bit_for_bit(packed, head_dim, causal, pdl):
+def test_pdl_backward_is_the_table_bit_for_bit(packed, head_dim, causal, pdl=2):
     """With ``PDL`` the dK/dV kernel starts while the dQ kernel's last programs run; it must
     give the launch table's bits (the same kernels, the same sums), with enough heads that dK/dV
     programs do start during dQ's tail, odd lengths, GQA, and NaN where delta will lie: each call
@@ -431,6 +429,25 @@ def test_pdl_backward_is_the_table_bit_for_bit(packed, head_dim, causal, pdl):
     for _ in range(3):
         for name, g, w in zip(("dq", "dk", "dv"), backward(PDL=pdl), want):
             assert torch.equal(g, w), f"{name}: PDL={pdl} differs from PDL=0"
+
+
+@needs_triton
+@pytest.mark.parametrize("pdl", [1, 3, True])
+def test_withdrawn_pdl_is_refused(pdl):
+    """``PDL=1`` (one ``gdc_wait`` for the whole dQ kernel) stopped the GPU after a few hundred
+    calls (results/h200/pdl_stress.csv) and was withdrawn: it, and any value but 0 and 2, is a
+    ValueError naming the option, before a kernel is launched, on every device."""
+    from kernels.band import Band
+    from kernels.flash_bwd import attention_backward, bwd_config
+    from kernels.flash_fwd import attention_forward
+
+    q, k, v = make_qkv(1, 2, 2, 17, 17, 64, torch.float32 if DEVICE == "cpu" else torch.bfloat16,
+                       requires_grad=False)
+    band = Band.from_window((-1, -1), False)
+    out, lse = attention_forward(q, k, v, band, 0.125)
+    cfg = dict(bwd_config(64, q.dtype, False), PDL=pdl)
+    with pytest.raises(ValueError, match="PDL must be 0 or 2"):
+        attention_backward(torch.randn_like(q), q, k, v, out, lse, None, band, 0.125, config=cfg)
 
 
 @pytest.mark.skipif(not ON_GPU, reason="CUDA's grid limit; the interpreter has none, and would "
