@@ -1049,7 +1049,7 @@ assert min(to_cudnn14) < 0.8 < max(to_cudnn14) < 0.82  # the 0.8x cuDNN aim stil
 #   step 10 timed but no table took) stops the GPU after a few hundred calls; the tables' `PDL=2`
 #   ran 6000 calls a case without a stop (`pdl_stress.csv`), and `PDL=1` was withdrawn.
 # * **Not reached:** at least FlexAttention's speed at every shape holds in bf16 in every final
-#   sweep since step 10, and in fp16 at 23 of 24 shapes of the last one; the 24th, and the
+#   sweep since step 10, and in fp16 at 11 of 12 shapes of the last one; the twelfth, and the
 #   closest bf16 shape (head dim 128, $N$ = 1k, no mask: 0.98 to 1.04 in every sweep since step 9), are
 #   within the spread of repeated runs of 1.0. No head-dim-128 backward holds 0.8 of cuDNN's
 #   speed from $N$ = 4k (0.760-0.813 in bf16 in the last sweep, printed above), and the causal
