@@ -122,6 +122,8 @@ def main(argv=None):
         return child(args.child, args.calls)
     if args.calls < EVERY:
         p.error(f"--calls must be at least {EVERY}")
+    if args.cases is not None and not all(0 <= i < len(CASES) for i in args.cases):
+        p.error(f"--cases: indices from 0 to {len(CASES) - 1}, got {args.cases}")
     start_gpu_run(p, args.out, "pdl_stress")
     meta, rows = run_meta(calls=args.calls, timeout_s=args.timeout), []
     for i in args.cases if args.cases is not None else range(len(CASES)):
