@@ -26,9 +26,9 @@ from pathlib import Path
 
 from benchmarks.results_csv import run_meta, start_gpu_run, write_csv
 
-TOKENS, MODEL_DIM, EVERY = 16384, 2048, 250
+EVERY = 250  # calls between syncs
 # ragged lengths of one packed batch: short ones, one of a single token, a prime, none a
-# multiple of the block (16 384 tokens in all)
+# multiple of the block (16 384 tokens in all: bench_attention's TOKENS)
 RAGGED = [1000, 1, 517, 2048, 1023, 3001, 64, 4093, 129, 2500, 2008]
 # (name, dtype, head dim, causal, N or "ragged", launch-table overrides: None is the public path)
 CASES = [(f"table {dt} d{d} {'causal' if c else 'full'} {n}", dt, d, c, n, None)
@@ -48,12 +48,13 @@ def backward_of(case):
     import torch
 
     import kernels
+    from benchmarks.bwd_spread import DTYPES, MODEL_DIM, TOKENS
     from kernels.band import Band
     from kernels.flash_bwd import attention_backward, bwd_config
     from kernels.flash_fwd import attention_forward
 
     _, dtype_name, d, causal, n, overrides = case
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    dtype = DTYPES[dtype_name]
     h = MODEL_DIM // d
     torch.manual_seed(0)
     if n == "ragged":
